@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/connprobe/connprobe/exporters/report"
+	"github.com/connprobe/connprobe/probe"
+	"github.com/connprobe/connprobe/probe/connect"
+	"github.com/connprobe/connprobe/probe/netns"
+)
+
+// runFlags are `probe run`'s flags.
+type runFlags struct {
+	kind        string
+	count       int
+	interval    time.Duration
+	timeout     time.Duration
+	netns       string
+	source      string
+	send        string
+	expect      string
+	userTimeout time.Duration
+	output      string
+}
+
+func newRunCmd() *cobra.Command {
+	var f runFlags
+	cmd := &cobra.Command{
+		Use:   "run [flags] TARGET...",
+		Short: "Probe targets now and print what happened and why",
+		Long: `Probe each TARGET (host:port, [v6]:port or tcp://host:port) --count times,
+--interval apart, and print one line per attempt and a summary per target.
+
+Exit status: 0 when every attempt succeeded, 1 when any failed, 2 on bad usage.`,
+		Example: `  probe run 10.96.0.10:80
+  probe run -c 10 -i 200ms --netns pod-a db.internal:3306
+  probe run --send 'PING\r\n' --expect '+PONG' -o json redis:6379`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usagef("run: at least one TARGET is required")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runProbes(cmd.Context(), f, args)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.kind, "kind", "connect", "probe kind: connect")
+	fl.IntVarP(&f.count, "count", "c", 1, "attempts per target (0: until interrupted)")
+	fl.DurationVarP(&f.interval, "interval", "i", time.Second, "time between attempts")
+	fl.DurationVar(&f.timeout, "timeout", connect.DefaultTimeout, "timeout of one attempt")
+	fl.StringVar(&f.netns, "netns", "", "network namespace to probe from: a name under /run/netns, a path, or pid:N")
+	fl.StringVar(&f.source, "source", "", "local source address")
+	fl.StringVar(&f.send, "send", "", `payload to send after the handshake (Go escapes: \r \n \x00)`)
+	fl.StringVar(&f.expect, "expect", "", "substring the reply must contain")
+	fl.DurationVar(&f.userTimeout, "user-timeout", 0, "TCP_USER_TIMEOUT for the connection (0: kernel default)")
+	fl.StringVarP(&f.output, "output", "o", "text", "output format: text or json")
+	return cmd
+}
+
+// runPlan is a validated `probe run`: probers built, output chosen.
+type runPlan struct {
+	probers []probe.Prober
+	out     report.Writer
+}
+
+func planRun(f runFlags, args []string) (*runPlan, error) {
+	var errs []error
+	if f.count < 0 {
+		errs = append(errs, fmt.Errorf("--count %d must not be negative", f.count))
+	}
+	if f.interval <= 0 {
+		errs = append(errs, fmt.Errorf("--interval %s must be positive", f.interval))
+	}
+	if f.timeout <= 0 {
+		errs = append(errs, fmt.Errorf("--timeout %s must be positive", f.timeout))
+	}
+	out, err := report.New(f.output, os.Stdout)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("--output: %w", err))
+	}
+	cfg := connect.Config{Timeout: f.timeout, UserTimeout: f.userTimeout}
+	if f.source != "" {
+		a, err := netip.ParseAddr(f.source)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--source %q: not an IP address", f.source))
+		}
+		cfg.Source = a
+	}
+	if cfg.Send, err = unescape(f.send); err != nil {
+		errs = append(errs, fmt.Errorf("--send: %w", err))
+	}
+	if cfg.Expect, err = unescape(f.expect); err != nil {
+		errs = append(errs, fmt.Errorf("--expect: %w", err))
+	}
+	var nsPath string
+	if f.netns != "" {
+		if nsPath, err = netns.Resolve(f.netns); err != nil {
+			errs = append(errs, fmt.Errorf("--netns: %w", err))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, usageError{errors.Join(errs...)}
+	}
+	plan := &runPlan{out: out}
+	for _, a := range args {
+		t, err := probe.ParseTarget(a)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		t.NetNS = nsPath
+		p, err := newProber(f.kind, t, cfg)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		plan.probers = append(plan.probers, p)
+	}
+	return plan, nil
+}
+
+// newProber is the one place that maps a kind to its probe package.
+func newProber(kind string, t probe.Target, cfg connect.Config) (probe.Prober, error) {
+	switch kind {
+	case connect.Kind:
+		if t.Scheme != "tcp" {
+			return nil, fmt.Errorf("target %q: scheme %q is not supported by kind connect (want tcp://)", t.Name, t.Scheme)
+		}
+		return connect.New(t, cfg)
+	}
+	return nil, fmt.Errorf("--kind %q: want connect", kind)
+}
+
+func runProbes(ctx context.Context, f runFlags, args []string) error {
+	plan, err := planRun(f, args)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, p := range plan.probers {
+			p.Close()
+		}
+	}()
+	failed := false
+	var mu sync.Mutex
+	ticker := time.NewTicker(f.interval)
+	defer ticker.Stop()
+	for i := 0; f.count == 0 || i < f.count; i++ {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+			case <-ticker.C:
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		var wg sync.WaitGroup
+		for _, p := range plan.probers {
+			wg.Go(func() {
+				r := p.Probe(ctx)
+				if r.Reason == probe.ReasonCanceled {
+					return
+				}
+				mu.Lock()
+				failed = failed || !r.Success
+				mu.Unlock()
+				if err := plan.out.Result(r); err != nil {
+					fmt.Fprintln(os.Stderr, "probe: write:", err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	if err := plan.out.Summary(); err != nil {
+		return err
+	}
+	if failed {
+		return errFailed
+	}
+	return nil
+}
+
+// unescape interprets Go string escapes (\r, \n, \x00) in a flag value.
+func unescape(s string) ([]byte, error) {
+	if s == "" {
+		return nil, nil
+	}
+	u, err := strconv.Unquote(`"` + s + `"`)
+	if err != nil {
+		return nil, fmt.Errorf("%q: bad escape sequence", s)
+	}
+	return []byte(u), nil
+}

@@ -1,0 +1,178 @@
+// Package report renders the results of `probe run` for people (one line per
+// attempt, like ping or mtr, then a summary per target) and for programs
+// (JSON Lines, one object per attempt).
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/connprobe/connprobe/probe"
+)
+
+// Writer receives results as they arrive and writes a summary at the end.
+type Writer interface {
+	Result(r probe.Result) error
+	Summary() error
+}
+
+// New returns the writer for format "text" or "json".
+func New(format string, w io.Writer) (Writer, error) {
+	switch format {
+	case "text", "":
+		return &Text{w: w, stats: map[string]*Stats{}}, nil
+	case "json":
+		return &JSON{enc: json.NewEncoder(w)}, nil
+	}
+	return nil, fmt.Errorf("output %q: want text or json", format)
+}
+
+// JSON writes one JSON object per attempt (JSON Lines) and no summary.
+type JSON struct {
+	mu  sync.Mutex
+	enc *json.Encoder
+}
+
+// Result writes r as one line.
+func (j *JSON) Result(r probe.Result) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.enc.Encode(r)
+}
+
+// Summary writes nothing: a JSON consumer aggregates itself.
+func (j *JSON) Summary() error { return nil }
+
+// Text writes a line per attempt and a summary per target.
+type Text struct {
+	mu    sync.Mutex
+	w     io.Writer
+	order []string
+	stats map[string]*Stats
+}
+
+// Result writes one line: time, target, reason, handshake time, retransmits,
+// and the most telling line of evidence.
+func (t *Text) Result(r probe.Result) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s, ok := t.stats[r.Target]
+	if !ok {
+		s = &Stats{Target: r.Target, Kind: r.Kind, ByReason: map[probe.Reason]int{}}
+		t.stats[r.Target] = s
+		t.order = append(t.order, r.Target)
+	}
+	s.Add(r)
+	hs := "-"
+	if r.Timings.Handshake > 0 {
+		hs = FormatDuration(r.Timings.Handshake)
+	}
+	_, err := fmt.Fprintf(t.w, "%s  %-22s %-18s %9s  retx=%d  %s\n",
+		r.Start.Format("15:04:05.000"), r.Target, r.Reason, hs, r.Retransmits, note(r))
+	return err
+}
+
+// Summary writes the per-target statistics.
+func (t *Text) Summary() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, name := range t.order {
+		if _, err := io.WriteString(t.w, t.stats[name].String()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// note picks the evidence worth a line: for failures the line that explains
+// the reason, for successes the last one (the reply, or the handshake).
+func note(r probe.Result) string {
+	if len(r.Evidence) == 0 {
+		return ""
+	}
+	if r.Success {
+		return r.Evidence[len(r.Evidence)-1]
+	}
+	return strings.Join(r.Evidence, "; ")
+}
+
+// Stats aggregates the attempts against one target.
+type Stats struct {
+	Target     string
+	Kind       string
+	Sent       int
+	OK         int // successes, degraded ones included
+	ByReason   map[probe.Reason]int
+	Handshakes []time.Duration // of attempts that completed a handshake
+}
+
+// Add counts one result.
+func (s *Stats) Add(r probe.Result) {
+	s.Sent++
+	if r.Success {
+		s.OK++
+	}
+	s.ByReason[r.Reason]++
+	if r.Timings.Handshake > 0 && r.Remote.IsValid() && (r.Success || r.Phase != probe.PhaseHandshake) {
+		s.Handshakes = append(s.Handshakes, r.Timings.Handshake)
+	}
+}
+
+// String renders the summary block.
+func (s *Stats) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "--- %s %s statistics ---\n", s.Target, s.Kind)
+	loss := 0.0
+	if s.Sent > 0 {
+		loss = 100 * float64(s.Sent-s.OK) / float64(s.Sent)
+	}
+	fmt.Fprintf(&b, "%d sent, %d ok, %.0f%% failed", s.Sent, s.OK, loss)
+	reasons := make([]probe.Reason, 0, len(s.ByReason))
+	for r := range s.ByReason {
+		reasons = append(reasons, r)
+	}
+	slices.SortFunc(reasons, func(a, b probe.Reason) int {
+		if c := s.ByReason[b] - s.ByReason[a]; c != 0 {
+			return c
+		}
+		return strings.Compare(string(a), string(b))
+	})
+	parts := make([]string, 0, len(reasons))
+	for _, r := range reasons {
+		parts = append(parts, fmt.Sprintf("%s=%d", r, s.ByReason[r]))
+	}
+	fmt.Fprintf(&b, "; by reason: %s\n", strings.Join(parts, " "))
+	if len(s.Handshakes) > 0 {
+		d := slices.Clone(s.Handshakes)
+		slices.Sort(d)
+		fmt.Fprintf(&b, "handshake min/p50/p90/max = %s/%s/%s/%s\n",
+			FormatDuration(d[0]), FormatDuration(Quantile(d, 0.5)), FormatDuration(Quantile(d, 0.9)), FormatDuration(d[len(d)-1]))
+	}
+	return b.String()
+}
+
+// Quantile returns the q-quantile of sorted durations (nearest rank).
+func Quantile(sorted []time.Duration, q float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(q*float64(len(sorted))+0.999999) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+// FormatDuration renders d with a precision that suits its size: "0.215ms",
+// "12.3ms", "1.021s".
+func FormatDuration(d time.Duration) string {
+	switch {
+	case d >= time.Second:
+		return fmt.Sprintf("%.3fs", d.Seconds())
+	case d >= 10*time.Millisecond:
+		return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
+	}
+	return fmt.Sprintf("%.3fms", float64(d)/float64(time.Millisecond))
+}

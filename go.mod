@@ -1,0 +1,17 @@
+module github.com/connprobe/connprobe
+
+go 1.26.8
+
+require (
+	github.com/mdlayher/socket v0.8.0
+	github.com/spf13/cobra v1.10.2
+	github.com/vishvananda/netns v0.0.5
+	golang.org/x/sys v0.49.0
+)
+
+require (
+	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+	github.com/spf13/pflag v1.0.9 // indirect
+	golang.org/x/net v0.61.0 // indirect
+	golang.org/x/sync v0.24.0 // indirect
+)
