@@ -1,0 +1,33 @@
+# connprobe. `make demo` and `make test` are the two commands a newcomer runs.
+GO ?= go
+BIN := bin/probe
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+
+.PHONY: build demo test deps vet unit bench clean
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/probe
+
+deps:
+	./scripts/install-deps.sh
+
+# demo: build, bring a lab up, probe a healthy VIP and every connect-level
+# fault, print one table, tear the lab down.
+demo: build
+	./$(BIN) lab demo
+
+vet:
+	$(GO) vet ./...
+
+# test installs what is missing, vets, and runs every test with the race
+# detector. Privileged tests must run: CONNPROBE_REQUIRE_PRIV=1 turns their
+# "not root" skip into a failure, and any skipped test fails the run.
+test: deps vet
+	./scripts/test.sh
+
+bench: build
+	./scripts/bench.sh
+
+clean:
+	rm -rf bin

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs the whole suite with the race detector and fails if any test skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CONNPROBE_REQUIRE_PRIV=1
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+go test -race -count=1 -timeout 30m -v ./... >"$log" 2>&1 || status=$?
+grep -E '^(=== RUN|--- (PASS|FAIL|SKIP)|PASS|FAIL|ok|panic)' "$log" | grep -v '^=== RUN' | grep -vE '^\s*--- PASS' || true
+if [ $status -ne 0 ]; then
+	echo "--- failures (full log follows the summary) ---"
+	grep -B2 -A30 -E -- '--- FAIL|^panic|build failed|\[setup failed\]' "$log" | head -400
+	exit $status
+fi
+if grep -qE -- '--- SKIP' "$log"; then
+	echo "test: some tests were skipped; every test must run here:" >&2
+	grep -A3 -E -- '--- SKIP' "$log" >&2
+	exit 1
+fi
+echo "test: all tests passed, none skipped"
