@@ -1,0 +1,442 @@
+package connect
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/mdlayher/socket"
+	"golang.org/x/sys/unix"
+
+	"github.com/connprobe/connprobe/probe"
+	"github.com/connprobe/connprobe/probe/netns"
+)
+
+// Kind is the probe kind name used in results and configs.
+const Kind = "connect"
+
+// Prober runs connect probes against one target.
+type Prober struct {
+	target   probe.Target
+	cfg      Config
+	resolver *net.Resolver
+}
+
+// New returns a Prober for t. It validates cfg and the source address family.
+func New(t probe.Target, cfg Config) (*Prober, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	if t.Port == 0 || t.Host == "" {
+		return nil, fmt.Errorf("connect: target %q has no host or port", t.Name)
+	}
+	if a, ok := t.Addr(); ok && cfg.Source.IsValid() && a.Addr().Is4() != cfg.Source.Unmap().Is4() {
+		return nil, fmt.Errorf("connect: source %s and target %s are of different address families", cfg.Source, t.Name)
+	}
+	return &Prober{target: t, cfg: cfg, resolver: net.DefaultResolver}, nil
+}
+
+// Close implements probe.Prober; a connect prober holds nothing between attempts.
+func (p *Prober) Close() error { return nil }
+
+// Probe makes one attempt.
+func (p *Prober) Probe(ctx context.Context) probe.Result {
+	r := probe.Result{Target: p.target.Name, Kind: Kind, Start: time.Now()}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.timeout())
+	defer cancel()
+	p.probe(ctx, &r)
+	r.Duration = time.Since(r.Start)
+	if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) && !r.Success {
+		// The caller gave up (shutdown): not a network failure.
+		r.Reason = probe.ReasonCanceled
+	}
+	return r
+}
+
+func (p *Prober) probe(ctx context.Context, r *probe.Result) {
+	// Resolve.
+	addr, ok := p.target.Addr()
+	if !ok {
+		t0 := time.Now()
+		ips, err := p.resolver.LookupNetIP(ctx, "ip", p.target.Host)
+		r.Timings.Resolve = time.Since(t0)
+		if err == nil && len(ips) == 0 {
+			err = &net.DNSError{Err: "no addresses", Name: p.target.Host, IsNotFound: true}
+		}
+		if err != nil {
+			r.Fail(probe.PhaseResolve, err)
+			return
+		}
+		addr = netip.AddrPortFrom(pick(ips, p.cfg.Source), p.target.Port)
+		r.Evidencef("resolved %s to %s in %s", p.target.Host, addr.Addr(), round(r.Timings.Resolve))
+	}
+	r.Remote = addr
+
+	c, err := Dial(p.target.NetNS, addr, p.cfg.Source, p.cfg.UserTimeout)
+	if err != nil {
+		r.Fail(probe.PhaseSetup, err)
+		return
+	}
+	defer c.Close()
+
+	// Handshake.
+	t0 := time.Now()
+	_, err = c.Connect(ctx, sockaddr(addr))
+	r.Timings.Handshake = time.Since(t0)
+	info, ierr := TCPInfo(c)
+	if ierr == nil {
+		r.Retransmits = int(info.Total_retrans)
+		if info.Total_retrans == 0 && info.Retransmits > 0 {
+			r.Retransmits = int(info.Retransmits)
+		}
+	}
+	if err != nil {
+		p.handshakeFailed(c, r, err)
+		return
+	}
+	r.Local = localAddr(c)
+	if ierr == nil {
+		r.Timings.RTT = time.Duration(info.Rtt) * time.Microsecond
+	}
+	r.Phase = probe.PhaseHandshake
+	r.Reason = probe.ReasonOK
+	r.Success = true
+	if r.Retransmits > 0 {
+		r.Reason = probe.ReasonSynRetransmitted
+		r.Evidencef("handshake needed %d SYN retransmit(s): established after %s", r.Retransmits, round(r.Timings.Handshake))
+	} else {
+		r.Evidencef("established %s -> %s in %s", r.Local, addr, round(r.Timings.Handshake))
+	}
+
+	if len(p.cfg.Send) == 0 && len(p.cfg.Expect) == 0 {
+		r.Phase = probe.PhaseDone
+		return
+	}
+	if !p.exchange(ctx, c, r) {
+		// The handshake's degraded success does not survive a failed exchange.
+		return
+	}
+	r.Phase = probe.PhaseDone
+}
+
+// exchange writes Send and waits for Expect. It reports whether it succeeded.
+func (p *Prober) exchange(ctx context.Context, c *socket.Conn, r *probe.Result) bool {
+	if len(p.cfg.Send) > 0 {
+		t0 := time.Now()
+		_, err := c.WriteContext(ctx, p.cfg.Send)
+		r.Timings.Send = time.Since(t0)
+		if err != nil {
+			r.Fail(probe.PhaseSend, err)
+			return false
+		}
+	}
+	t0 := time.Now()
+	buf := make([]byte, 0, 512)
+	chunk := make([]byte, 4096)
+	for {
+		n, err := c.ReadContext(ctx, chunk)
+		if n > 0 {
+			if len(buf)+n > 64<<10 {
+				// Keep the tail: enough to find Expect across reads.
+				keep := max(len(p.cfg.Expect), 1)
+				buf = append(buf[:0], buf[len(buf)-min(keep, len(buf)):]...)
+			}
+			buf = append(buf, chunk[:n]...)
+		}
+		if len(p.cfg.Expect) == 0 && (n > 0 || err == nil) {
+			// Anything back is a reply.
+			break
+		}
+		if len(p.cfg.Expect) > 0 && bytes.Contains(buf, p.cfg.Expect) {
+			break
+		}
+		if n == 0 && err == nil {
+			err = errEOF
+		}
+		if err != nil {
+			r.Timings.Reply = time.Since(t0)
+			if isEOF(err) {
+				err = errEOF
+			}
+			r.Fail(probe.PhaseReply, err)
+			if len(buf) > 0 {
+				r.Evidencef("got %d byte(s) without the expected %q: %q", len(buf), p.cfg.Expect, snippet(buf))
+			}
+			if ti, ierr := TCPInfo(c); ierr == nil && r.Reason == probe.ReasonReplyTimeout {
+				r.Evidencef("socket %s, %d unacked, %d retransmit(s) while waiting", tcpState(ti.State), ti.Unacked, ti.Total_retrans-uint32(r.Retransmits))
+			}
+			return false
+		}
+	}
+	r.Timings.Reply = time.Since(t0)
+	r.Evidencef("reply in %s: %q", round(r.Timings.Reply), snippet(buf))
+	return true
+}
+
+// Dial creates a TCP socket for addr in the network namespace nsPath (empty:
+// here), bound to source when valid, with IP_RECVERR on so ICMP errors can be
+// read back, and TCP_USER_TIMEOUT when userTimeout > 0. It does not connect.
+//
+// Only socket creation happens inside the namespace: the socket keeps its
+// namespace for life, so connect and I/O run on ordinary goroutines.
+func Dial(nsPath string, addr netip.AddrPort, source netip.Addr, userTimeout time.Duration) (*socket.Conn, error) {
+	family := unix.AF_INET
+	if !addr.Addr().Unmap().Is4() {
+		family = unix.AF_INET6
+	}
+	var c *socket.Conn
+	err := netns.Do(nsPath, func() error {
+		var err error
+		c, err = socket.Socket(family, unix.SOCK_STREAM, unix.IPPROTO_TCP, "tcp", nil)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect: socket: %w", err)
+	}
+	if err := setup(c, family, source, userTimeout); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func setup(c *socket.Conn, family int, source netip.Addr, userTimeout time.Duration) error {
+	// IP_RECVERR queues the ICMP error that fails a SYN_SENT socket, so we can
+	// report its type, code and sender (tcp_v4_err calls ip_icmp_error in
+	// SYN_SENT); connect() alone only says EHOSTUNREACH for both
+	// host-unreachable and admin-prohibited.
+	if family == unix.AF_INET {
+		if err := c.SetsockoptInt(unix.IPPROTO_IP, unix.IP_RECVERR, 1); err != nil {
+			return fmt.Errorf("connect: IP_RECVERR: %w", err)
+		}
+	} else if err := c.SetsockoptInt(unix.IPPROTO_IPV6, unix.IPV6_RECVERR, 1); err != nil {
+		return fmt.Errorf("connect: IPV6_RECVERR: %w", err)
+	}
+	if userTimeout > 0 {
+		if err := c.SetsockoptInt(unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(userTimeout.Milliseconds())); err != nil {
+			return fmt.Errorf("connect: TCP_USER_TIMEOUT: %w", err)
+		}
+	}
+	if source.IsValid() {
+		// Defer the port choice to connect() so the 4-tuple, not the local
+		// port alone, must be unique: binding with port 0 would reserve a
+		// port per probe and exhaust the range at high probe rates.
+		_ = c.SetsockoptInt(unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+		if err := c.Bind(sockaddr(netip.AddrPortFrom(source, 0))); err != nil {
+			return fmt.Errorf("connect: bind %s: %w", source, err)
+		}
+	}
+	return nil
+}
+
+// handshakeFailed classifies a failed connect and adds what the kernel knows.
+func (p *Prober) handshakeFailed(c *socket.Conn, r *probe.Result, err error) {
+	r.Fail(probe.PhaseHandshake, err)
+	icmp := readICMP(c)
+	if icmp != "" {
+		r.Evidence = append(r.Evidence, icmp)
+	}
+	switch r.Reason {
+	case probe.ReasonSynTimeout:
+		r.Evidencef("%d SYN(s) sent over %s: no SYN/ACK, no RST, no ICMP", r.Retransmits+1, round(r.Timings.Handshake))
+	case probe.ReasonRefused:
+		if icmp == "" {
+			r.Evidencef("RST in answer to the SYN after %s", round(r.Timings.Handshake))
+		}
+	}
+}
+
+// TCPInfo reads TCP_INFO from c.
+func TCPInfo(c *socket.Conn) (*unix.TCPInfo, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var info *unix.TCPInfo
+	var gerr error
+	if err := rc.Control(func(fd uintptr) {
+		info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}); err != nil {
+		return nil, err
+	}
+	return info, gerr
+}
+
+// readICMP drains the socket's error queue and describes the first ICMP
+// error in it: "ICMP host-unreachable (type 3 code 1) from 10.0.0.1".
+func readICMP(c *socket.Conn) string {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return ""
+	}
+	var out string
+	_ = rc.Control(func(fd uintptr) {
+		buf := make([]byte, 512)
+		oob := make([]byte, 512)
+		_, oobn, _, _, err := unix.Recvmsg(int(fd), buf, oob, unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+		if err != nil {
+			return
+		}
+		out = ParseRecvErr(oob[:oobn])
+	})
+	return out
+}
+
+// ParseRecvErr describes an IP_RECVERR / IPV6_RECVERR control message that
+// carries an ICMP error. Malformed input yields "".
+func ParseRecvErr(oob []byte) string {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return ""
+	}
+	for _, m := range msgs {
+		isV4 := m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_RECVERR
+		isV6 := m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_RECVERR
+		if !isV4 && !isV6 {
+			continue
+		}
+		// struct sock_extended_err: errno u32, origin u8, type u8, code u8,
+		// pad u8, info u32, data u32; then the offender's sockaddr.
+		const eeLen = 16
+		if len(m.Data) < eeLen {
+			return ""
+		}
+		origin, typ, code := m.Data[4], m.Data[5], m.Data[6]
+		if origin != unix.SO_EE_ORIGIN_ICMP && origin != unix.SO_EE_ORIGIN_ICMP6 {
+			continue
+		}
+		from := offender(m.Data[eeLen:])
+		desc := icmpName(origin == unix.SO_EE_ORIGIN_ICMP6, typ, code)
+		s := fmt.Sprintf("ICMP %s (type %d code %d)", desc, typ, code)
+		if from.IsValid() {
+			s += " from " + from.String()
+		}
+		return s
+	}
+	return ""
+}
+
+func offender(b []byte) netip.Addr {
+	if len(b) < 2 {
+		return netip.Addr{}
+	}
+	switch binary.NativeEndian.Uint16(b) {
+	case unix.AF_INET:
+		if len(b) >= 8 {
+			return netip.AddrFrom4([4]byte(b[4:8]))
+		}
+	case unix.AF_INET6:
+		if len(b) >= 24 {
+			return netip.AddrFrom16([16]byte(b[8:24]))
+		}
+	}
+	return netip.Addr{}
+}
+
+func icmpName(v6 bool, typ, code uint8) string {
+	if v6 {
+		if typ == 1 {
+			switch code {
+			case 0:
+				return "no-route"
+			case 1:
+				return "admin-prohibited"
+			case 3:
+				return "address-unreachable"
+			case 4:
+				return "port-unreachable"
+			}
+		}
+		return "error"
+	}
+	if typ == 3 {
+		switch code {
+		case 0:
+			return "net-unreachable"
+		case 1:
+			return "host-unreachable"
+		case 2:
+			return "prot-unreachable"
+		case 3:
+			return "port-unreachable"
+		case 9, 10, 13:
+			return "admin-prohibited"
+		}
+		return "unreachable"
+	}
+	if typ == 11 {
+		return "time-exceeded"
+	}
+	return "error"
+}
+
+func sockaddr(ap netip.AddrPort) unix.Sockaddr {
+	a := ap.Addr()
+	if a.Is4() || a.Is4In6() {
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.Unmap().As4()}
+	}
+	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
+}
+
+func localAddr(c *socket.Conn) netip.AddrPort {
+	sa, err := c.Getsockname()
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// pick chooses the address to connect to: the first of the source's family
+// when a source is set, else the first returned.
+func pick(ips []netip.Addr, source netip.Addr) netip.Addr {
+	if source.IsValid() {
+		for _, ip := range ips {
+			if ip.Unmap().Is4() == source.Unmap().Is4() {
+				return ip.Unmap()
+			}
+		}
+	}
+	return ips[0].Unmap()
+}
+
+var errEOF = fmt.Errorf("read: %w", io.EOF)
+
+func isEOF(err error) bool { return errors.Is(err, io.EOF) }
+
+func snippet(b []byte) []byte {
+	if len(b) > 64 {
+		return b[:64]
+	}
+	return b
+}
+
+func round(d time.Duration) time.Duration {
+	switch {
+	case d >= time.Second:
+		return d.Round(time.Millisecond)
+	case d >= time.Millisecond:
+		return d.Round(10 * time.Microsecond)
+	}
+	return d.Round(time.Microsecond)
+}
+
+var tcpStates = [...]string{"", "ESTABLISHED", "SYN-SENT", "SYN-RECV", "FIN-WAIT-1", "FIN-WAIT-2", "TIME-WAIT", "CLOSE", "CLOSE-WAIT", "LAST-ACK", "LISTEN", "CLOSING"}
+
+func tcpState(s uint8) string {
+	if int(s) < len(tcpStates) && s != 0 {
+		return tcpStates[s]
+	}
+	return fmt.Sprintf("state %d", s)
+}

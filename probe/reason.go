@@ -1,0 +1,244 @@
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"syscall"
+)
+
+// Reason classifies the outcome of an attempt. The set is closed: every value
+// is in Reasons, documented in the README, and pre-created as a metric series.
+type Reason string
+
+// The reasons. Extend only with a reason a user can act on.
+const (
+	ReasonOK               Reason = "ok"
+	ReasonSynRetransmitted Reason = "syn_retransmitted"
+	ReasonSynTimeout       Reason = "syn_timeout"
+	ReasonRefused          Reason = "refused"
+	ReasonUnreachable      Reason = "unreachable"
+	ReasonDNSError         Reason = "dns_error"
+	ReasonLocalError       Reason = "local_error"
+	ReasonPermission       Reason = "permission"
+	ReasonNetNSGone        Reason = "netns_gone"
+	ReasonReset            Reason = "reset"
+	ReasonPeerClosed       Reason = "peer_closed"
+	ReasonReplyTimeout     Reason = "reply_timeout"
+	ReasonCanceled         Reason = "canceled"
+	ReasonOther            Reason = "other"
+)
+
+// ReasonDoc says what a reason means and what to check next.
+type ReasonDoc struct {
+	Reason  Reason
+	Success bool   // whether an attempt with this reason counts as a success
+	Meaning string // what happened on the wire
+	Check   string // what to look at next
+}
+
+// Reasons is the closed list, in the order the README documents it.
+var Reasons = []ReasonDoc{
+	{ReasonOK, true, "The probe did everything asked (handshake; request and expected reply when configured) with no SYN retransmission.", "Nothing."},
+	{ReasonSynRetransmitted, true, "The handshake completed, but only after at least one SYN was retransmitted: a degraded success (incidents 000/002: a connect that takes 1 s, 3 s or 85 s).", "Packet loss or drops on the SYN or SYN/ACK path, a full accept backlog (ListenDrops), PAWS, conntrack insert failures."},
+	{ReasonSynTimeout, false, "SYNs were sent and nothing came back: no SYN/ACK, no RST, no ICMP, until the timeout.", "A firewall silently dropping, SYN/ACK lost on the way back, a dead backend behind a VIP, PAWS drops on the server (netstat -s: SYNs to LISTEN sockets dropped)."},
+	{ReasonRefused, false, "The target answered the SYN with a RST (nothing listens, or a firewall rejects with tcp reset); ICMP port-unreachable also ends here.", "Is the service running and listening on that address and port? Is a reject rule in the path?"},
+	{ReasonUnreachable, false, "An ICMP error (host, net or admin-prohibited unreachable) or a missing route ended the handshake; evidence names the errno and ICMP kind.", "Routing tables and firewall reject rules along the path; NetworkPolicy."},
+	{ReasonDNSError, false, "The target's name did not resolve.", "The resolver configured in the probing namespace (/etc/resolv.conf), the name itself."},
+	{ReasonLocalError, false, "The local side could not make the attempt: source address not available, ephemeral ports exhausted, out of file descriptors or buffers.", "--source address, net.ipv4.ip_local_port_range, ulimit -n, conntrack table full."},
+	{ReasonPermission, false, "The prober lacks a capability it needs; evidence names it.", "Run as root or grant the capability named (deploy/ grants NET_RAW, NET_ADMIN, SYS_ADMIN)."},
+	{ReasonNetNSGone, false, "The network namespace to probe from does not exist (any more): the pod or namespace was deleted.", "Nothing if the pod went away on purpose; the target is dropped."},
+	{ReasonReset, false, "An established connection was reset (RST), or a write hit a connection the peer had already torn down (broken pipe).", "Server crashes or restarts, a stale NAT/IPVS entry re-balancing to another backend, middleboxes timing out flows."},
+	{ReasonPeerClosed, false, "The peer closed the connection (FIN) where it should have stayed open.", "The server's idle timeout (wait_timeout, keep-alive settings), proxies closing idle connections."},
+	{ReasonReplyTimeout, false, "Connected and sent the request, but the expected reply did not arrive in time.", "A hung server, a stale NAT session eating the reply, --expect not matching what the server sends."},
+	{ReasonCanceled, false, "The attempt was cut short by the prober itself (shutdown, Ctrl-C); not a network failure.", "Nothing."},
+	{ReasonOther, false, "An error no other reason covers; the evidence holds the error.", "Read the evidence and the error; report it so it can get its own reason."},
+}
+
+// Success reports whether an attempt with this reason counts as a success.
+func (r Reason) Success() bool {
+	for _, d := range Reasons {
+		if d.Reason == r {
+			return d.Success
+		}
+	}
+	return false
+}
+
+// Known reports whether r is in the closed list.
+func (r Reason) Known() bool {
+	for _, d := range Reasons {
+		if d.Reason == r {
+			return true
+		}
+	}
+	return false
+}
+
+// ErrNetNSGone is returned (wrapped) when a network namespace to probe from
+// does not exist or vanished.
+var ErrNetNSGone = errors.New("network namespace gone")
+
+// PermissionError is a missing capability, named.
+type PermissionError struct {
+	Capability string // e.g. "CAP_NET_RAW"
+	Op         string // what needed it
+	Err        error
+}
+
+func (e *PermissionError) Error() string {
+	return fmt.Sprintf("%s: permission denied (needs %s): %v", e.Op, e.Capability, e.Err)
+}
+
+func (e *PermissionError) Unwrap() error { return e.Err }
+
+// PhaseError records in which phase an error happened; Classify uses it to
+// tell a handshake timeout (syn_timeout) from a reply timeout.
+type PhaseError struct {
+	Phase Phase
+	Err   error
+}
+
+func (e *PhaseError) Error() string { return string(e.Phase) + ": " + e.Err.Error() }
+func (e *PhaseError) Unwrap() error { return e.Err }
+
+// InPhase wraps err with the phase it happened in. A nil err stays nil.
+func InPhase(p Phase, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &PhaseError{Phase: p, Err: err}
+}
+
+// Classify maps an error to its reason. It knows errno-level causes and the
+// phase the error was wrapped with (InPhase); a probe that saw more (an RST to
+// its own SYN, a fresh control connection that worked) sets Reason itself.
+func Classify(err error) Reason {
+	if err == nil {
+		return ReasonOK
+	}
+	var phase Phase
+	var pe *PhaseError
+	if errors.As(err, &pe) {
+		phase = pe.Phase
+	}
+	var perm *PermissionError
+	var dnsErr *net.DNSError
+	switch {
+	case errors.Is(err, context.Canceled):
+		return ReasonCanceled
+	case errors.Is(err, ErrNetNSGone):
+		return ReasonNetNSGone
+	case errors.As(err, &perm):
+		return ReasonPermission
+	case errors.As(err, &dnsErr):
+		return ReasonDNSError
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return ReasonRefused
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH),
+		errors.Is(err, syscall.EHOSTDOWN), errors.Is(err, syscall.ENETDOWN),
+		errors.Is(err, syscall.ENONET):
+		return ReasonUnreachable
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		errors.Is(err, syscall.ECONNABORTED):
+		return ReasonReset
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return ReasonPeerClosed
+	case errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EACCES):
+		if phase == PhaseSetup {
+			return ReasonPermission
+		}
+		// connect() gets EPERM when a local netfilter rule drops the SYN.
+		return ReasonUnreachable
+	case errors.Is(err, syscall.EADDRNOTAVAIL), errors.Is(err, syscall.EADDRINUSE),
+		errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE),
+		errors.Is(err, syscall.ENOBUFS), errors.Is(err, syscall.ENOMEM),
+		errors.Is(err, syscall.EAFNOSUPPORT), errors.Is(err, syscall.EINVAL):
+		return ReasonLocalError
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),
+		errors.Is(err, syscall.ETIMEDOUT):
+		switch phase {
+		case PhaseHandshake:
+			return ReasonSynTimeout
+		case PhaseSend, PhaseReply, PhaseApp, PhaseIdle:
+			return ReasonReplyTimeout
+		}
+	}
+	return ReasonOther
+}
+
+// Describe renders err as one short line of evidence, naming the errno and
+// what it means on the wire.
+func Describe(err error) string {
+	if err == nil {
+		return ""
+	}
+	var perm *PermissionError
+	if errors.As(err, &perm) {
+		return fmt.Sprintf("%s needs %s (%v)", perm.Op, perm.Capability, perm.Err)
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return "dns: " + dnsErr.Error()
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		if hint, ok := errnoHints[errno]; ok {
+			return fmt.Sprintf("%s (%s): %s", errnoName(errno), errno.Error(), hint)
+		}
+		return fmt.Sprintf("%s (%s)", errnoName(errno), errno.Error())
+	}
+	switch {
+	case errors.Is(err, io.EOF):
+		return "EOF: the peer sent FIN"
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
+		return "deadline exceeded: no answer in time"
+	case errors.Is(err, context.Canceled):
+		return "canceled by the prober"
+	}
+	return err.Error()
+}
+
+var errnoHints = map[syscall.Errno]string{
+	syscall.ECONNREFUSED: "RST or ICMP port-unreachable in answer to the SYN",
+	syscall.EHOSTUNREACH: "ICMP host-unreachable or admin-prohibited, or no neighbour",
+	syscall.ENETUNREACH:  "ICMP net-unreachable or no route",
+	syscall.EHOSTDOWN:    "ICMP host-unknown",
+	syscall.ECONNRESET:   "RST on the established connection",
+	syscall.EPIPE:        "broken pipe: wrote to a connection the peer had torn down",
+	syscall.ETIMEDOUT:    "kernel gave up: retransmissions unanswered",
+	syscall.EADDRNOTAVAIL: "source address not configured here, or no free " +
+		"ephemeral port",
+	syscall.EPERM: "operation not permitted (a local firewall drop, or a missing capability)",
+}
+
+var errnoNames = map[syscall.Errno]string{
+	syscall.ECONNREFUSED:  "ECONNREFUSED",
+	syscall.EHOSTUNREACH:  "EHOSTUNREACH",
+	syscall.ENETUNREACH:   "ENETUNREACH",
+	syscall.EHOSTDOWN:     "EHOSTDOWN",
+	syscall.ENETDOWN:      "ENETDOWN",
+	syscall.ECONNRESET:    "ECONNRESET",
+	syscall.ECONNABORTED:  "ECONNABORTED",
+	syscall.EPIPE:         "EPIPE",
+	syscall.ETIMEDOUT:     "ETIMEDOUT",
+	syscall.EADDRNOTAVAIL: "EADDRNOTAVAIL",
+	syscall.EADDRINUSE:    "EADDRINUSE",
+	syscall.EPERM:         "EPERM",
+	syscall.EACCES:        "EACCES",
+	syscall.EMFILE:        "EMFILE",
+	syscall.ENFILE:        "ENFILE",
+	syscall.ENOBUFS:       "ENOBUFS",
+	syscall.ENOENT:        "ENOENT",
+	syscall.EINVAL:        "EINVAL",
+}
+
+func errnoName(e syscall.Errno) string {
+	if n, ok := errnoNames[e]; ok {
+		return n
+	}
+	return fmt.Sprintf("errno %d", int(e))
+}
