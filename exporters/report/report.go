@@ -118,7 +118,9 @@ func (s *Stats) Add(r probe.Result) {
 		s.OK++
 	}
 	s.ByReason[r.Reason]++
-	if r.Timings.Handshake > 0 && r.Remote.IsValid() && (r.Success || r.Phase != probe.PhaseHandshake) {
+	// Only completed handshakes: a timed-out one measures the timeout.
+	completed := r.Success || (r.Phase != probe.PhaseHandshake && r.Phase != probe.PhaseSetup && r.Phase != probe.PhaseResolve)
+	if r.Timings.Handshake > 0 && completed {
 		s.Handshakes = append(s.Handshakes, r.Timings.Handshake)
 	}
 }

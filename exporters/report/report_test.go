@@ -1,0 +1,96 @@
+package report
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/connprobe/connprobe/probe"
+)
+
+func result(reason probe.Reason, hs time.Duration, retx int, ev ...string) probe.Result {
+	r := probe.Result{
+		Target: "10.96.0.10:80", Kind: "connect",
+		Start:  time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC),
+		Reason: reason, Success: reason.Success(), Retransmits: retx,
+		Timings: probe.Timings{Handshake: hs}, Evidence: ev,
+	}
+	if reason.Success() {
+		r.Phase = probe.PhaseDone
+	} else {
+		r.Phase = probe.PhaseHandshake
+	}
+	return r
+}
+
+func TestTextLinesAndSummary(t *testing.T) {
+	var buf bytes.Buffer
+	w, err := New("text", &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []probe.Result{
+		result(probe.ReasonOK, 200*time.Microsecond, 0, "established 10.0.0.2:1 -> 10.96.0.10:80 in 200µs"),
+		result(probe.ReasonSynRetransmitted, 1020*time.Millisecond, 1, "handshake needed 1 SYN retransmit(s)"),
+		result(probe.ReasonSynTimeout, 2*time.Second, 2, "3 SYN(s) sent over 2s: no SYN/ACK, no RST, no ICMP"),
+		result(probe.ReasonOK, 300*time.Microsecond, 0, "established"),
+	} {
+		if err := w.Result(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Summary(); err != nil {
+		t.Fatal(err)
+	}
+	want := `10:00:00.000  10.96.0.10:80          ok                   0.200ms  retx=0  established 10.0.0.2:1 -> 10.96.0.10:80 in 200µs
+10:00:00.000  10.96.0.10:80          syn_retransmitted     1.020s  retx=1  handshake needed 1 SYN retransmit(s)
+10:00:00.000  10.96.0.10:80          syn_timeout           2.000s  retx=2  3 SYN(s) sent over 2s: no SYN/ACK, no RST, no ICMP
+10:00:00.000  10.96.0.10:80          ok                   0.300ms  retx=0  established
+--- 10.96.0.10:80 connect statistics ---
+4 sent, 3 ok, 25% failed; by reason: ok=2 syn_retransmitted=1 syn_timeout=1
+handshake min/p50/p90/max = 0.200ms/0.300ms/1.020s/1.020s
+`
+	if got := buf.String(); got != want {
+		t.Errorf("text output:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func TestJSONLines(t *testing.T) {
+	var buf bytes.Buffer
+	w, _ := New("json", &buf)
+	w.Result(result(probe.ReasonRefused, time.Millisecond, 0, "RST"))
+	w.Result(result(probe.ReasonOK, time.Millisecond, 0))
+	w.Summary()
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("got %d lines, want 2: %q", len(lines), buf.String())
+	}
+	for _, l := range lines {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		for _, k := range []string{"target", "kind", "start", "duration_seconds", "success", "reason", "phase", "retransmits", "timings", "evidence"} {
+			if _, ok := m[k]; !ok {
+				t.Errorf("line %q lacks %q", l, k)
+			}
+		}
+	}
+}
+
+func TestBadFormat(t *testing.T) {
+	if _, err := New("yaml", nil); err == nil || !strings.Contains(err.Error(), "want text or json") {
+		t.Errorf("New(yaml) error = %v", err)
+	}
+}
+
+func TestQuantile(t *testing.T) {
+	d := []time.Duration{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	for q, want := range map[float64]time.Duration{0.5: 5, 0.9: 9, 1: 10, 0: 1} {
+		if got := Quantile(d, q); got != want {
+			t.Errorf("Quantile(%v) = %v, want %v", q, got, want)
+		}
+	}
+}
