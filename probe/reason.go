@@ -28,6 +28,7 @@ const (
 	ReasonReset            Reason = "reset"
 	ReasonPeerClosed       Reason = "peer_closed"
 	ReasonReplyTimeout     Reason = "reply_timeout"
+	ReasonKeepaliveTimeout Reason = "keepalive_timeout"
 	ReasonCanceled         Reason = "canceled"
 	ReasonOther            Reason = "other"
 )
@@ -53,6 +54,7 @@ var Reasons = []ReasonDoc{
 	{ReasonNetNSGone, false, "The network namespace to probe from does not exist (any more): the pod or namespace was deleted.", "Nothing if the pod went away on purpose; the target is dropped."},
 	{ReasonReset, false, "An established connection was reset (RST), or a write hit a connection the peer had already torn down (broken pipe).", "Server crashes or restarts, a stale NAT/IPVS entry re-balancing to another backend, middleboxes timing out flows."},
 	{ReasonPeerClosed, false, "The peer closed the connection (FIN) where it should have stayed open.", "The server's idle timeout (wait_timeout, keep-alive settings), proxies closing idle connections."},
+	{ReasonKeepaliveTimeout, false, "An idle long connection died: the kernel's TCP keep-alive probes (TCP_KEEPIDLE/INTVL/CNT) went unanswered, or TCP_USER_TIMEOUT expired, and the kernel gave up (ETIMEDOUT); evidence has the probes sent and the connection's age.", "A path that silently drops the flow: a NAT/conntrack or IPVS entry that expired, a dead peer host, a firewall dropping mid-flow; compare the age with the path's idle timeouts."},
 	{ReasonReplyTimeout, false, "Connected and sent the request, but the expected reply did not arrive in time.", "A hung server, a stale NAT session eating the reply, --expect not matching what the server sends."},
 	{ReasonCanceled, false, "The attempt was cut short by the prober itself (shutdown, Ctrl-C); not a network failure.", "Nothing."},
 	{ReasonOther, false, "An error no other reason covers; the evidence holds the error.", "Read the evidence and the error; report it so it can get its own reason."},
@@ -165,6 +167,8 @@ func Classify(err error) Reason {
 			return ReasonSynTimeout
 		case PhaseSend, PhaseReply, PhaseApp, PhaseIdle:
 			return ReasonReplyTimeout
+		case PhaseKeepalive:
+			return ReasonKeepaliveTimeout
 		}
 	}
 	return ReasonOther
