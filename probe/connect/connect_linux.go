@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"time"
 
 	"github.com/mdlayher/socket"
@@ -60,6 +61,65 @@ func (p *Prober) Probe(ctx context.Context) probe.Result {
 }
 
 func (p *Prober) probe(ctx context.Context, r *probe.Result) {
+	c := p.establish(ctx, r)
+	if c == nil {
+		return
+	}
+	defer c.Close()
+	if len(p.cfg.Send) == 0 && len(p.cfg.Expect) == 0 {
+		r.Phase = probe.PhaseDone
+		return
+	}
+	if !p.exchange(ctx, c, r) {
+		// The handshake's degraded success does not survive a failed exchange.
+		return
+	}
+	r.Phase = probe.PhaseDone
+}
+
+// Establish runs the TCP phase of an attempt exactly as Probe does (resolve,
+// socket in the target's netns, handshake, classification, TCP_INFO evidence)
+// and records it in r. On success it returns the established connection as a
+// net.Conn for an application protocol to speak over; r then has Phase
+// handshake and Reason ok or syn_retransmitted. On failure it returns nil and
+// r holds the classified failure. Send and Expect are not used. ctx bounds
+// the attempt; the caller owns (and closes) the connection.
+func (p *Prober) Establish(ctx context.Context, r *probe.Result) net.Conn {
+	c := p.establish(ctx, r)
+	if c == nil {
+		return nil
+	}
+	defer c.Close()
+	// Hand over a duplicate in Go's own poller (net.FileConn): the socket
+	// keeps the namespace it was created in, so the copy needs no netns
+	// either. Dup first: an *os.File on c's own descriptor would close it
+	// from its finalizer.
+	rc, err := c.SyscallConn()
+	if err == nil {
+		var dup int
+		var derr error
+		if err = rc.Control(func(fd uintptr) {
+			dup, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+		}); err == nil {
+			err = derr
+		}
+		if err == nil {
+			f := os.NewFile(uintptr(dup), "tcp")
+			var nc net.Conn
+			nc, err = net.FileConn(f)
+			f.Close()
+			if err == nil {
+				return nc
+			}
+		}
+	}
+	r.Fail(probe.PhaseSetup, fmt.Errorf("connect: hand over connection: %w", err))
+	return nil
+}
+
+// establish resolves, creates the socket and completes the handshake,
+// classifying into r; it returns the connected socket or nil.
+func (p *Prober) establish(ctx context.Context, r *probe.Result) *socket.Conn {
 	// Resolve.
 	addr, ok := p.target.Addr()
 	if !ok {
@@ -71,7 +131,7 @@ func (p *Prober) probe(ctx context.Context, r *probe.Result) {
 		}
 		if err != nil {
 			r.Fail(probe.PhaseResolve, err)
-			return
+			return nil
 		}
 		addr = netip.AddrPortFrom(pick(ips, p.cfg.Source), p.target.Port)
 		r.Evidencef("resolved %s to %s in %s", p.target.Host, addr.Addr(), round(r.Timings.Resolve))
@@ -81,9 +141,8 @@ func (p *Prober) probe(ctx context.Context, r *probe.Result) {
 	c, err := Dial(p.target.NetNS, addr, p.cfg.Source, p.cfg.UserTimeout)
 	if err != nil {
 		r.Fail(probe.PhaseSetup, err)
-		return
+		return nil
 	}
-	defer c.Close()
 
 	// Handshake.
 	t0 := time.Now()
@@ -98,7 +157,8 @@ func (p *Prober) probe(ctx context.Context, r *probe.Result) {
 	}
 	if err != nil {
 		p.handshakeFailed(c, r, err)
-		return
+		c.Close()
+		return nil
 	}
 	r.Local = localAddr(c)
 	if ierr == nil {
@@ -113,16 +173,7 @@ func (p *Prober) probe(ctx context.Context, r *probe.Result) {
 	} else {
 		r.Evidencef("established %s -> %s in %s", r.Local, addr, round(r.Timings.Handshake))
 	}
-
-	if len(p.cfg.Send) == 0 && len(p.cfg.Expect) == 0 {
-		r.Phase = probe.PhaseDone
-		return
-	}
-	if !p.exchange(ctx, c, r) {
-		// The handshake's degraded success does not survive a failed exchange.
-		return
-	}
-	r.Phase = probe.PhaseDone
+	return c
 }
 
 // exchange writes Send and waits for Expect. It reports whether it succeeded.
