@@ -28,6 +28,8 @@ const (
 	ReasonReset            Reason = "reset"
 	ReasonPeerClosed       Reason = "peer_closed"
 	ReasonReplyTimeout     Reason = "reply_timeout"
+	ReasonAppTimeout       Reason = "app_timeout"
+	ReasonAppError         Reason = "app_error"
 	ReasonStaleSession     Reason = "stale_session"
 	ReasonKeepaliveTimeout Reason = "keepalive_timeout"
 	ReasonCanceled         Reason = "canceled"
@@ -57,6 +59,8 @@ var Reasons = []ReasonDoc{
 	{ReasonPeerClosed, false, "The peer closed the connection (FIN) where it should have stayed open.", "The server's idle timeout (wait_timeout, keep-alive settings), proxies closing idle connections."},
 	{ReasonKeepaliveTimeout, false, "An idle long connection died: the kernel's TCP keep-alive probes (TCP_KEEPIDLE/INTVL/CNT) went unanswered, or TCP_USER_TIMEOUT expired, and the kernel gave up (ETIMEDOUT); evidence has the probes sent and the connection's age.", "A path that silently drops the flow: a NAT/conntrack or IPVS entry that expired, a dead peer host, a firewall dropping mid-flow; compare the age with the path's idle timeouts."},
 	{ReasonReplyTimeout, false, "Connected and sent the request, but the expected reply did not arrive in time.", "A hung server, a stale NAT session eating the reply, --expect not matching what the server sends."},
+	{ReasonAppTimeout, false, "The TCP handshake completed but the application protocol did not: no greeting or answer (MySQL greeting, PostgreSQL SSLRequest reply, Redis PONG, Kafka ApiVersions, HTTP response) before the timeout; evidence says how far it got.", "A hung or overloaded server (accept queue served but no worker free), a proxy or port-forward that accepts but has no backend, the wrong service on the port."},
+	{ReasonAppError, false, "The server answered, with an error: MySQL \"Too many connections\" or access denied, a PostgreSQL FATAL, a Redis error reply, a Kafka error code, an HTTP 5xx, or something that is not the expected protocol; the server's message is in the evidence.", "The server's message: connection limits (max_connections, maxclients), credentials, pg_hba.conf, the broker's or application's health."},
 	{ReasonStaleSession, false, "A connection held idle broke (RST, no reply, or EOF after the idle time) while a fresh connection over the same path, opened at once, worked: the path forgot the idle session (incident 003: a conntrack/IPVS/NAT entry expired); evidence has what the idle connection saw, the idle time and the fresh connection's result.", "Keep-alive (or traffic) more often than the path's session timeout, or raise that timeout (IPVS tcp timeout, nf_conntrack_tcp_timeout_established, cloud NAT idle timeout); `probe run --kind idle --find-idle-timeout` measures it."},
 	{ReasonCanceled, false, "The attempt was cut short by the prober itself (shutdown, Ctrl-C); not a network failure.", "Nothing."},
 	{ReasonOther, false, "An error no other reason covers; the evidence holds the error.", "Read the evidence and the error; report it so it can get its own reason."},
@@ -167,8 +171,10 @@ func Classify(err error) Reason {
 		switch phase {
 		case PhaseHandshake:
 			return ReasonSynTimeout
-		case PhaseSend, PhaseReply, PhaseApp, PhaseIdle:
+		case PhaseSend, PhaseReply, PhaseIdle:
 			return ReasonReplyTimeout
+		case PhaseApp:
+			return ReasonAppTimeout
 		case PhaseKeepalive:
 			return ReasonKeepaliveTimeout
 		}
