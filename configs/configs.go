@@ -1,0 +1,472 @@
+// Package configs is the schema of `probe serve`'s YAML file: jobs, each a
+// probe kind pointed at a set of targets on an interval. Load decodes strictly
+// (an unknown field is an error), fills in the defaults, and Validate reports
+// every problem at once, each with its path:
+//
+//	probes[2] "db": timeout 5s must be shorter than interval 2s
+//
+// Each probe kind owns its typed Config (connect.Config, ...); this package
+// holds the YAML option block of each kind (ConnectOptions, ...) and converts
+// it. Adding a kind: add its option block as a field of Job, list it in
+// Job.optionBlocks, and add its case to cmd/probe/kinds.go.
+package configs
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/connprobe/connprobe/probe"
+	"github.com/connprobe/connprobe/probe/connect"
+)
+
+// Defaults.
+const (
+	DefaultInterval      = 10 * time.Second
+	DefaultTimeout       = 5 * time.Second
+	DefaultKind          = "connect"
+	DefaultFileSDRefresh = 5 * time.Second
+	DefaultDNSRefresh    = 30 * time.Second
+	DefaultConcurrency   = 1
+	DefaultDNSType       = "A"
+	maxConcurrency       = 1000
+	minInterval          = 10 * time.Millisecond
+)
+
+// Expectations of a job.
+const (
+	ExpectSuccess = "success" // the targets must answer (the default)
+	ExpectFail    = "fail"    // the targets must NOT answer (a NetworkPolicy that must block): success is the alarm
+)
+
+// Config is a whole configuration file.
+type Config struct {
+	// Global holds the defaults of every job.
+	Global Global `yaml:"global"`
+	// Probes are the jobs.
+	Probes []Job `yaml:"probes"`
+}
+
+// Global holds defaults applied to jobs that do not set them.
+type Global struct {
+	Interval Duration `yaml:"interval"`
+	Timeout  Duration `yaml:"timeout"`
+}
+
+// Job is one named probe: a kind, its options, and its targets.
+type Job struct {
+	// Name is the job label; unique in the file.
+	Name string `yaml:"name"`
+	// Kind is the probe kind: connect (default), and the kinds other probe
+	// packages add.
+	Kind string `yaml:"kind"`
+	// Interval is the time between two attempts on one target.
+	Interval Duration `yaml:"interval"`
+	// Timeout bounds one attempt.
+	Timeout Duration `yaml:"timeout"`
+	// Concurrency is how many attempts on one target may overlap. Probes
+	// that last longer than the interval (idle, keepalive) need
+	// ceil(timeout/interval) of them, staggered one interval apart, so that
+	// a result still arrives every interval. Default 1.
+	Concurrency int `yaml:"concurrency"`
+	// Expect is "success" (default) or "fail": a job whose targets must be
+	// unreachable, where a successful attempt is the alarm.
+	Expect string `yaml:"expect"`
+	// NetNS is the network namespace the job probes from: a name under
+	// /run/netns, a path, or pid:N. Empty: the prober's own.
+	NetNS string `yaml:"netns"`
+	// Targets are where the job's targets come from.
+	Targets Targets `yaml:"targets"`
+
+	// Per-kind option blocks; at most the one of Kind may be set.
+
+	// Connect holds the options of kind connect.
+	Connect *ConnectOptions `yaml:"connect"`
+}
+
+// optionBlocks names the per-kind option blocks and whether each is set.
+func (j *Job) optionBlocks() map[string]bool {
+	return map[string]bool{
+		connect.Kind: j.Connect != nil,
+	}
+}
+
+// Targets lists the target sources of a job; they are merged.
+type Targets struct {
+	// Static targets: host:port, [v6]:port or scheme://host:port.
+	Static []string `yaml:"static"`
+	// FileSD are files in Prometheus file_sd format (JSON or YAML), re-read
+	// when they change.
+	FileSD *FileSD `yaml:"file_sd"`
+	// DNS names resolved periodically; each address is a target.
+	DNS []DNSSD `yaml:"dns"`
+}
+
+// FileSD is a set of file_sd files.
+type FileSD struct {
+	Files           []string `yaml:"files"`
+	RefreshInterval Duration `yaml:"refresh_interval"`
+}
+
+// DNSSD is a DNS name resolved on a period.
+type DNSSD struct {
+	// Name is the DNS name to query.
+	Name string `yaml:"name"`
+	// Type is A, AAAA or SRV (default A).
+	Type string `yaml:"type"`
+	// Port is required for A and AAAA; SRV records carry their own.
+	Port int `yaml:"port"`
+	// RefreshInterval is how often the name is resolved again.
+	RefreshInterval Duration `yaml:"refresh_interval"`
+	// Server, when set, is the DNS server (ip:port) to ask instead of the
+	// system resolver.
+	Server string `yaml:"server"`
+}
+
+// ConnectOptions is the YAML option block of kind connect.
+type ConnectOptions struct {
+	// Source is the local address to bind to.
+	Source string `yaml:"source"`
+	// Send is written after the handshake.
+	Send string `yaml:"send"`
+	// Expect must appear in the reply.
+	Expect string `yaml:"expect"`
+	// UserTimeout sets TCP_USER_TIMEOUT.
+	UserTimeout Duration `yaml:"user_timeout"`
+}
+
+// Config converts the block (nil: no options) into connect.Config for a job
+// whose attempts last at most timeout.
+func (o *ConnectOptions) Config(timeout time.Duration) (connect.Config, error) {
+	cfg := connect.Config{Timeout: timeout}
+	if o == nil {
+		return cfg, nil
+	}
+	var errs []error
+	if o.Source != "" {
+		a, err := netip.ParseAddr(o.Source)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("connect.source %q: not an IP address", o.Source))
+		}
+		cfg.Source = a
+	}
+	cfg.Send = []byte(o.Send)
+	cfg.Expect = []byte(o.Expect)
+	if o.UserTimeout.Err != nil {
+		errs = append(errs, fmt.Errorf("connect.user_timeout: %w", o.UserTimeout.Err))
+	}
+	cfg.UserTimeout = o.UserTimeout.D
+	if err := cfg.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("connect: %w", err))
+	}
+	return cfg, errors.Join(errs...)
+}
+
+// Duration is a Go duration string ("500ms", "10s", "2m"). A malformed value
+// does not stop decoding: it is kept in Err and reported by Validate with
+// its path, together with every other problem.
+type Duration struct {
+	D   time.Duration
+	Raw string
+	Err error
+}
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	*d = Duration{Raw: n.Value}
+	if n.Kind != yaml.ScalarNode {
+		d.Err = fmt.Errorf("line %d: want a duration such as 10s", n.Line)
+		return nil
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		d.Err = fmt.Errorf("%q is not a duration (want e.g. 500ms, 10s, 2m)", n.Value)
+		return nil
+	}
+	d.D = v
+	return nil
+}
+
+// MarshalYAML implements yaml.Marshaler.
+func (d Duration) MarshalYAML() (any, error) {
+	if d.Raw != "" && d.D == 0 {
+		return d.Raw, nil
+	}
+	return d.D.String(), nil
+}
+
+func (d Duration) set() bool { return d.Raw != "" || d.D != 0 }
+
+// Load reads, decodes, defaults and validates the file at path.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes b strictly, applies the defaults and validates the result.
+func Parse(b []byte) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, yamlError(err)
+	}
+	c.ApplyDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+var unknownField = regexp.MustCompile(`^line (\d+): field (\S+) not found in type \S+$`)
+
+// yamlError rewrites yaml.v3's messages to name the problem without Go
+// type names: "line 7: unknown field "colour"".
+func yamlError(err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	var errs []error
+	for _, e := range te.Errors {
+		if m := unknownField.FindStringSubmatch(e); m != nil {
+			errs = append(errs, fmt.Errorf("line %s: unknown field %q", m[1], m[2]))
+			continue
+		}
+		errs = append(errs, errors.New(e))
+	}
+	return errors.Join(errs...)
+}
+
+// ApplyDefaults fills in every unset field with its default.
+func (c *Config) ApplyDefaults() {
+	if !c.Global.Interval.set() {
+		c.Global.Interval.D = DefaultInterval
+	}
+	if !c.Global.Timeout.set() {
+		c.Global.Timeout.D = DefaultTimeout
+		if gi := c.Global.Interval; gi.Err == nil && gi.D > 0 && gi.D <= DefaultTimeout {
+			c.Global.Timeout.D = gi.D * 4 / 5
+		}
+	}
+	for i := range c.Probes {
+		j := &c.Probes[i]
+		if j.Kind == "" {
+			j.Kind = DefaultKind
+		}
+		if !j.Interval.set() {
+			j.Interval = c.Global.Interval
+		}
+		if !j.Timeout.set() {
+			j.Timeout = c.Global.Timeout
+			if j.Timeout.Err == nil && j.Interval.Err == nil && j.Interval.D > 0 &&
+				j.Timeout.D >= j.Interval.D*time.Duration(max(j.Concurrency, 1)) {
+				// An inherited timeout adapts to a short interval.
+				j.Timeout = Duration{D: j.Interval.D * 4 / 5}
+			}
+		}
+		if j.Concurrency == 0 {
+			j.Concurrency = DefaultConcurrency
+		}
+		if j.Expect == "" {
+			j.Expect = ExpectSuccess
+		}
+		if j.Targets.FileSD != nil && !j.Targets.FileSD.RefreshInterval.set() {
+			j.Targets.FileSD.RefreshInterval.D = DefaultFileSDRefresh
+		}
+		for k := range j.Targets.DNS {
+			d := &j.Targets.DNS[k]
+			if d.Type == "" {
+				d.Type = DefaultDNSType
+			}
+			d.Type = strings.ToUpper(d.Type)
+			if !d.RefreshInterval.set() {
+				d.RefreshInterval.D = DefaultDNSRefresh
+			}
+		}
+	}
+}
+
+// Validate reports every problem of c, one per line, each with its path.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(path, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+	}
+	checkDur := func(path, field string, d Duration) bool {
+		if d.Err != nil {
+			add(path, "%s %v", field, d.Err)
+			return false
+		}
+		if d.D <= 0 {
+			add(path, "%s %s must be positive", field, d.D)
+			return false
+		}
+		return true
+	}
+	checkDur("global", "interval", c.Global.Interval)
+	checkDur("global", "timeout", c.Global.Timeout)
+	if len(c.Probes) == 0 {
+		add("probes", "no jobs: nothing to probe")
+	}
+	seen := map[string]int{}
+	for i := range c.Probes {
+		j := &c.Probes[i]
+		path := fmt.Sprintf("probes[%d] %q", i, j.Name)
+		if j.Name == "" {
+			path = fmt.Sprintf("probes[%d]", i)
+			add(path, "name is required")
+		} else if first, dup := seen[j.Name]; dup {
+			add(path, "duplicate job name (first at probes[%d])", first)
+		} else {
+			seen[j.Name] = i
+		}
+		okI := checkDur(path, "interval", j.Interval)
+		okT := checkDur(path, "timeout", j.Timeout)
+		if okI && j.Interval.D < minInterval {
+			add(path, "interval %s is below the minimum %s", j.Interval.D, minInterval)
+		}
+		switch {
+		case j.Concurrency < 1 || j.Concurrency > maxConcurrency:
+			add(path, "concurrency %d must be in 1-%d", j.Concurrency, maxConcurrency)
+		case okI && okT && j.Concurrency == 1 && j.Timeout.D >= j.Interval.D:
+			add(path, "timeout %s must be shorter than interval %s (or set concurrency to overlap attempts)", j.Timeout.D, j.Interval.D)
+		case okI && okT && j.Timeout.D >= j.Interval.D*time.Duration(j.Concurrency):
+			add(path, "timeout %s must be shorter than interval %s × concurrency %d = %s", j.Timeout.D, j.Interval.D, j.Concurrency, j.Interval.D*time.Duration(j.Concurrency))
+		}
+		if j.Expect != ExpectSuccess && j.Expect != ExpectFail {
+			add(path, "expect %q: want %q or %q", j.Expect, ExpectSuccess, ExpectFail)
+		}
+		blocks := j.optionBlocks()
+		if _, known := blocks[j.Kind]; !known {
+			add(path, "kind %q: want one of %s", j.Kind, strings.Join(sortedKeys(blocks), ", "))
+		}
+		for _, k := range sortedKeys(blocks) {
+			if blocks[k] && k != j.Kind {
+				add(path, "option block %q does not apply to kind %q", k, j.Kind)
+			}
+		}
+		if j.Kind == connect.Kind {
+			if _, err := j.Connect.Config(j.Timeout.D); err != nil {
+				for _, e := range splitJoined(err) {
+					add(path, "%v", e)
+				}
+			}
+		}
+		c.validateTargets(path, j, add)
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) validateTargets(path string, j *Job, add func(path, format string, args ...any)) {
+	t := j.Targets
+	if len(t.Static) == 0 && t.FileSD == nil && len(t.DNS) == 0 {
+		add(path, "targets: none (want static, file_sd or dns)")
+	}
+	for k, s := range t.Static {
+		if _, err := probe.ParseTarget(s); err != nil {
+			add(path, "targets.static[%d]: %v", k, err)
+		}
+	}
+	if f := t.FileSD; f != nil {
+		if len(f.Files) == 0 {
+			add(path, "targets.file_sd.files: none")
+		}
+		for k, name := range f.Files {
+			if name == "" {
+				add(path, "targets.file_sd.files[%d]: empty path", k)
+			}
+		}
+		if f.RefreshInterval.Err != nil {
+			add(path, "targets.file_sd.refresh_interval %v", f.RefreshInterval.Err)
+		} else if f.RefreshInterval.D <= 0 {
+			add(path, "targets.file_sd.refresh_interval %s must be positive", f.RefreshInterval.D)
+		}
+	}
+	for k, d := range t.DNS {
+		p := fmt.Sprintf("targets.dns[%d]", k)
+		if d.Name == "" {
+			add(path, "%s: name is required", p)
+		}
+		switch d.Type {
+		case "A", "AAAA":
+			if d.Port < 1 || d.Port > 65535 {
+				add(path, "%s: port %d must be in 1-65535 for type %s", p, d.Port, d.Type)
+			}
+		case "SRV":
+			if d.Port != 0 {
+				add(path, "%s: port must not be set for type SRV (records carry their port)", p)
+			}
+		default:
+			add(path, "%s: type %q: want A, AAAA or SRV", p, d.Type)
+		}
+		if d.RefreshInterval.Err != nil {
+			add(path, "%s.refresh_interval %v", p, d.RefreshInterval.Err)
+		} else if d.RefreshInterval.D <= 0 {
+			add(path, "%s.refresh_interval %s must be positive", p, d.RefreshInterval.D)
+		}
+		if d.Server != "" {
+			if _, err := netip.ParseAddrPort(d.Server); err != nil {
+				add(path, "%s.server %q: want ip:port", p, d.Server)
+			}
+		}
+	}
+}
+
+// Job returns the job named name, or nil.
+func (c *Config) Job(name string) *Job {
+	for i := range c.Probes {
+		if c.Probes[i].Name == name {
+			return &c.Probes[i]
+		}
+	}
+	return nil
+}
+
+// Fingerprint is a canonical rendering of the job: two jobs with the same
+// fingerprint probe the same way, so a reload can keep it running.
+func (j *Job) Fingerprint() string {
+	b, err := yaml.Marshal(j)
+	if err != nil {
+		return "error:" + strconv.Quote(err.Error())
+	}
+	return string(b)
+}
+
+func sortedKeys(m map[string]bool) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// splitJoined undoes errors.Join so each problem gets its own path.
+func splitJoined(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, splitJoined(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}

@@ -1,0 +1,139 @@
+package configs
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestExamplesLoad(t *testing.T) {
+	files, err := filepath.Glob("*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("glob examples: %v %v", files, err)
+	}
+	good, _ := filepath.Glob("testdata/good*.yaml")
+	for _, f := range append(files, good...) {
+		t.Run(f, func(t *testing.T) {
+			c, err := Load(f)
+			if err != nil {
+				t.Fatalf("Load(%s): %v", f, err)
+			}
+			if len(c.Probes) == 0 {
+				t.Fatalf("Load(%s): no jobs", f)
+			}
+		})
+	}
+}
+
+func TestBadConfigs(t *testing.T) {
+	tests := []struct {
+		file string
+		want string
+	}{
+		{"bad-unknown-field.yaml", `line 3: unknown field "colour"`},
+		{"bad-duplicate-job.yaml", `probes[1] "web": duplicate job name (first at probes[0])`},
+		{"bad-timeout.yaml", `probes[2] "db": timeout 5s must be shorter than interval 2s (or set concurrency to overlap attempts)`},
+		{"bad-target.yaml", strings.Join([]string{
+			`probes[0] "web": targets.static[0]: target "127.0.0.1": want host:port: address 127.0.0.1: missing port in address`,
+			`probes[0] "web": targets.static[1]: target "127.0.0.1:http": port "http" is not a number in 1-65535`,
+			`probes[0] "web": targets.static[2]: target "[::1]:0": port 0 cannot be probed`,
+		}, "\n")},
+		{"bad-duration.yaml", strings.Join([]string{
+			`global: interval "10 seconds" is not a duration (want e.g. 500ms, 10s, 2m)`,
+			`probes[0] "web": interval "5x" is not a duration (want e.g. 500ms, 10s, 2m)`,
+		}, "\n")},
+		{"bad-many.yaml", strings.Join([]string{
+			`probes[0]: name is required`,
+			`probes[0]: concurrency -1 must be in 1-1000`,
+			`probes[0]: expect "maybe": want "success" or "fail"`,
+			`probes[0]: kind "smoke": want one of connect`,
+			`probes[0]: targets: none (want static, file_sd or dns)`,
+			`probes[1] "dns": connect.source "nope": not an IP address`,
+			`probes[1] "dns": targets.dns[0]: type "MX": want A, AAAA or SRV`,
+			`probes[1] "dns": targets.dns[1]: port 0 must be in 1-65535 for type A`,
+			`probes[1] "dns": targets.dns[1].server "localhost": want ip:port`,
+		}, "\n")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			path := filepath.Join("testdata", tt.file)
+			_, err := Load(path)
+			if err == nil {
+				t.Fatalf("Load(%s) = nil error, want %q", path, tt.want)
+			}
+			want := "config " + path + ": " + tt.want
+			if got := err.Error(); got != want {
+				t.Errorf("Load(%s) error:\n got: %s\nwant: %s", path, got, want)
+			}
+		})
+	}
+	// Every bad-*.yaml has a case above.
+	bad, _ := filepath.Glob("testdata/bad-*.yaml")
+	if len(bad) != len(tests) {
+		t.Errorf("%d bad-*.yaml files, %d cases", len(bad), len(tests))
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse([]byte(`
+global: {interval: 1s}
+probes:
+  - name: a
+    targets: {static: ["127.0.0.1:1"], dns: [{name: x.test, port: 80}], file_sd: {files: [f.json]}}
+  - name: long
+    kind: connect
+    interval: 10s
+    timeout: 55s
+    concurrency: 6
+    targets: {static: ["127.0.0.1:1"]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := c.Probes[0]
+	if a.Kind != "connect" || a.Interval.D != time.Second || a.Timeout.D != 800*time.Millisecond ||
+		a.Concurrency != 1 || a.Expect != ExpectSuccess {
+		t.Errorf("defaults: got kind %q interval %s timeout %s concurrency %d expect %q",
+			a.Kind, a.Interval.D, a.Timeout.D, a.Concurrency, a.Expect)
+	}
+	if d := a.Targets.DNS[0]; d.Type != "A" || d.RefreshInterval.D != DefaultDNSRefresh {
+		t.Errorf("dns defaults: got %+v", d)
+	}
+	if f := a.Targets.FileSD; f.RefreshInterval.D != DefaultFileSDRefresh {
+		t.Errorf("file_sd refresh: got %s", f.RefreshInterval.D)
+	}
+	if l := c.Probes[1]; l.Timeout.D != 55*time.Second || l.Concurrency != 6 {
+		t.Errorf("long job: got timeout %s concurrency %d", l.Timeout.D, l.Concurrency)
+	}
+	if c.Probes[0].Fingerprint() == c.Probes[1].Fingerprint() {
+		t.Error("different jobs share a fingerprint")
+	}
+}
+
+func TestConcurrencyBound(t *testing.T) {
+	_, err := Parse([]byte(`
+probes:
+  - name: long
+    interval: 10s
+    timeout: 60s
+    concurrency: 6
+    targets: {static: ["127.0.0.1:1"]}
+`))
+	want := `probes[0] "long": timeout 1m0s must be shorter than interval 10s × concurrency 6 = 1m0s`
+	if err == nil || err.Error() != want {
+		t.Errorf("got %v, want %s", err, want)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*.yaml")
+	for _, name := range files {
+		b, _ := os.ReadFile(name)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _ = Parse(b) // must not panic
+	})
+}
