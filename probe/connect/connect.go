@@ -12,6 +12,7 @@ package connect
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"time"
 )
@@ -30,6 +31,9 @@ type Config struct {
 	// UserTimeout sets TCP_USER_TIMEOUT: how long sent data may stay
 	// unacknowledged before the kernel drops the connection (0 = kernel default).
 	UserTimeout time.Duration
+	// Resolver resolves host names (nil: net.DefaultResolver). Tests and the
+	// lab demo point it at a loopback DNS server so no real DNS is asked.
+	Resolver *net.Resolver
 }
 
 // DefaultTimeout is the attempt timeout when Config.Timeout is zero.

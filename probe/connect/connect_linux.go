@@ -40,7 +40,11 @@ func New(t probe.Target, cfg Config) (*Prober, error) {
 	if a, ok := t.Addr(); ok && cfg.Source.IsValid() && a.Addr().Is4() != cfg.Source.Unmap().Is4() {
 		return nil, fmt.Errorf("connect: source %s and target %s are of different address families", cfg.Source, t.Name)
 	}
-	return &Prober{target: t, cfg: cfg, resolver: net.DefaultResolver}, nil
+	r := cfg.Resolver
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	return &Prober{target: t, cfg: cfg, resolver: r}, nil
 }
 
 // Close implements probe.Prober; a connect prober holds nothing between attempts.
