@@ -1,0 +1,296 @@
+package keepalive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/mdlayher/socket"
+	"golang.org/x/sys/unix"
+
+	"github.com/connprobe/connprobe/probe"
+	"github.com/connprobe/connprobe/probe/connect"
+	"github.com/connprobe/connprobe/probe/netns"
+)
+
+// Prober holds one long connection to its target and reports, per Probe
+// call, whether it is still alive and, when it ended, how.
+type Prober struct {
+	target   probe.Target
+	cfg      Config
+	resolver *net.Resolver
+
+	// The connection survives between Probe calls; nil when none is open.
+	conn   *socket.Conn
+	born   time.Time // when the handshake completed
+	local  netip.AddrPort
+	remote netip.AddrPort
+	got    int64 // bytes the server sent (discarded)
+}
+
+// New returns a Prober for t.
+func New(t probe.Target, cfg Config) (*Prober, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("keepalive: %w", err)
+	}
+	if t.Port == 0 || t.Host == "" {
+		return nil, fmt.Errorf("keepalive: target %q has no host or port", t.Name)
+	}
+	return &Prober{target: t, cfg: cfg.WithDefaults(), resolver: net.DefaultResolver}, nil
+}
+
+// Close closes the held connection, if any.
+func (p *Prober) Close() error {
+	if p.conn == nil {
+		return nil
+	}
+	err := p.conn.Close()
+	p.conn = nil
+	return err
+}
+
+// Age is how long the current connection has been open (0: none open).
+func (p *Prober) Age() time.Duration {
+	if p.conn == nil {
+		return 0
+	}
+	return time.Since(p.born)
+}
+
+// Probe opens the connection when none is held, then watches it until the
+// watch time or ctx's deadline passes (ok, with its age) or it ends (the
+// reason it ended). One call, one result.
+func (p *Prober) Probe(ctx context.Context) probe.Result {
+	r := probe.Result{Target: p.target.Name, Kind: Kind, Start: time.Now()}
+	p.probe(ctx, &r)
+	r.Duration = time.Since(r.Start)
+	if !r.Success && r.Reason != probe.ReasonCanceled && errors.Is(context.Cause(ctx), context.Canceled) {
+		r.Reason = probe.ReasonCanceled
+	}
+	return r
+}
+
+func (p *Prober) probe(ctx context.Context, r *probe.Result) {
+	// An open socket pins its namespace: check the namespace still has a
+	// name before anything else, and let go of it when it has not.
+	if p.target.NetNS != "" {
+		if err := netns.Check(p.target.NetNS); err != nil {
+			if p.conn != nil {
+				r.Evidencef("closed the connection (age %s) so the deleted namespace can be freed", round(time.Since(p.born)))
+				r.Timings.Idle = time.Since(p.born)
+				p.Close()
+			}
+			r.Fail(probe.PhaseSetup, err)
+			return
+		}
+	}
+	fresh := false
+	if p.conn == nil {
+		if !p.open(ctx, r) {
+			return
+		}
+		fresh = true
+	}
+	r.Local, r.Remote = p.local, p.remote
+	p.watch(ctx, r, fresh)
+}
+
+// open resolves, creates the socket in the target's namespace, sets the
+// keep-alive options and connects.
+func (p *Prober) open(ctx context.Context, r *probe.Result) bool {
+	addr, ok := p.target.Addr()
+	if !ok {
+		t0 := time.Now()
+		ips, err := p.resolver.LookupNetIP(ctx, "ip", p.target.Host)
+		r.Timings.Resolve = time.Since(t0)
+		if err == nil && len(ips) == 0 {
+			err = &net.DNSError{Err: "no addresses", Name: p.target.Host, IsNotFound: true}
+		}
+		if err != nil {
+			r.Fail(probe.PhaseResolve, err)
+			return false
+		}
+		addr = netip.AddrPortFrom(ips[0].Unmap(), p.target.Port)
+	}
+	r.Remote = addr
+	c, err := connect.Dial(p.target.NetNS, addr, p.cfg.Source, p.cfg.UserTimeout)
+	if err != nil {
+		r.Fail(probe.PhaseSetup, err)
+		return false
+	}
+	if err := setKeepalive(c, p.cfg); err != nil {
+		c.Close()
+		r.Fail(probe.PhaseSetup, err)
+		return false
+	}
+	cctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
+	defer cancel()
+	t0 := time.Now()
+	_, err = c.Connect(cctx, sockaddr(addr))
+	r.Timings.Handshake = time.Since(t0)
+	if info, ierr := connect.TCPInfo(c); ierr == nil {
+		r.Retransmits = int(info.Total_retrans)
+	}
+	if err != nil {
+		c.Close()
+		r.Fail(probe.PhaseHandshake, err)
+		if r.Reason == probe.ReasonSynTimeout {
+			r.Evidencef("%d SYN(s) sent over %s: no SYN/ACK, no RST, no ICMP", r.Retransmits+1, round(r.Timings.Handshake))
+		}
+		return false
+	}
+	p.conn, p.born, p.got = c, time.Now(), 0
+	p.local, p.remote = localAddr(c), addr
+	r.Evidencef("opened %s -> %s in %s with keep-alive idle %s, interval %s, count %d%s (dead path detected after %s)",
+		p.local, addr, round(r.Timings.Handshake), p.cfg.Idle, p.cfg.Interval, p.cfg.Count, userTimeoutNote(p.cfg), p.cfg.DeadAfter())
+	return true
+}
+
+func userTimeoutNote(c Config) string {
+	if c.UserTimeout > 0 {
+		return fmt.Sprintf(", user timeout %s", c.UserTimeout)
+	}
+	return ""
+}
+
+// setKeepalive turns on SO_KEEPALIVE with the configured timers (tcp(7):
+// TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT take seconds / a count).
+func setKeepalive(c *socket.Conn, cfg Config) error {
+	for _, o := range []struct {
+		name       string
+		level, opt int
+		v          int
+	}{
+		{"SO_KEEPALIVE", unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+		{"TCP_KEEPIDLE", unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, int(cfg.Idle / time.Second)},
+		{"TCP_KEEPINTVL", unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, int(cfg.Interval / time.Second)},
+		{"TCP_KEEPCNT", unix.IPPROTO_TCP, unix.TCP_KEEPCNT, cfg.Count},
+	} {
+		if err := c.SetsockoptInt(o.level, o.opt, o.v); err != nil {
+			return fmt.Errorf("keepalive: %s: %w", o.name, err)
+		}
+	}
+	return nil
+}
+
+// watch blocks in read until the watch ends or the connection does. The
+// prober never writes, so on a healthy idle connection read only returns
+// when the kernel tears the connection down (error), the peer sends FIN (0
+// bytes), or the peer sends data (counted and discarded).
+func (p *Prober) watch(ctx context.Context, r *probe.Result, fresh bool) {
+	end := time.Now().Add(p.cfg.Watch)
+	if d, ok := ctx.Deadline(); ok && d.Before(end) {
+		end = d
+	}
+	wctx, cancel := context.WithDeadline(ctx, end)
+	defer cancel()
+	buf := make([]byte, 4096)
+	var err error
+	for {
+		var n int
+		n, err = p.conn.ReadContext(wctx, buf)
+		p.got += int64(n)
+		if n > 0 && err == nil {
+			continue
+		}
+		if n == 0 && err == nil {
+			err = io.EOF
+		}
+		break
+	}
+	age := time.Since(p.born)
+	r.Timings.Idle = age
+	info, ierr := connect.TCPInfo(p.conn)
+	if ierr == nil {
+		r.Timings.RTT = time.Duration(info.Rtt) * time.Microsecond
+	}
+
+	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) {
+			// Shutdown, not the network; the connection is kept for the
+			// next call (Close releases it).
+			r.Reason, r.Phase = probe.ReasonCanceled, probe.PhaseKeepalive
+			return
+		}
+		r.Success, r.Reason, r.Phase = true, probe.ReasonOK, probe.PhaseKeepalive
+		if !fresh {
+			r.Evidencef("alive after %s", round(age))
+		}
+		if ierr == nil && info.Probes > 0 {
+			// Alive but already probing: the path is going quiet.
+			r.Evidencef("%d keep-alive probe(s) unanswered so far (of %d), backoff %d", info.Probes, p.cfg.Count, info.Backoff)
+		}
+		return
+	}
+
+	// The connection ended: say how, with what the kernel knew.
+	r.Phase = probe.PhaseKeepalive
+	r.Err = err
+	switch {
+	case errors.Is(err, io.EOF):
+		r.Reason = probe.ReasonPeerClosed
+		r.Evidencef("peer closed (FIN) after %s idle: a write now would draw an RST, then EPIPE (broken pipe, incident 001)", round(age))
+	case errors.Is(err, syscall.ETIMEDOUT):
+		r.Reason = probe.ReasonKeepaliveTimeout
+		r.Evidencef("kernel gave up after %s: %d keep-alive probe(s) %s apart after %s idle went unanswered (ETIMEDOUT)",
+			round(age), p.cfg.Count, p.cfg.Interval, p.cfg.Idle)
+	default:
+		r.Reason = probe.Classify(probe.InPhase(probe.PhaseKeepalive, err))
+		if d := probe.Describe(err); d != "" {
+			r.Evidence = append(r.Evidence, fmt.Sprintf("after %s: %s", round(age), d))
+		}
+	}
+	if ierr == nil {
+		r.Evidencef("tcp_info: state %s, keep-alive probes %d, backoff %d, retransmits %d, rtt %s, last data received %s ago",
+			tcpState(info.State), info.Probes, info.Backoff, info.Total_retrans,
+			time.Duration(info.Rtt)*time.Microsecond, time.Duration(info.Last_data_recv)*time.Millisecond)
+	}
+	if p.got > 0 {
+		r.Evidencef("server had sent %d byte(s) on the connection", p.got)
+	}
+	p.Close()
+}
+
+func sockaddr(ap netip.AddrPort) unix.Sockaddr {
+	a := ap.Addr()
+	if a.Is4() || a.Is4In6() {
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.Unmap().As4()}
+	}
+	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
+}
+
+func localAddr(c *socket.Conn) netip.AddrPort {
+	sa, err := c.Getsockname()
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
+	}
+	return netip.AddrPort{}
+}
+
+var tcpStates = [...]string{"", "ESTABLISHED", "SYN-SENT", "SYN-RECV", "FIN-WAIT-1", "FIN-WAIT-2", "TIME-WAIT", "CLOSE", "CLOSE-WAIT", "LAST-ACK", "LISTEN", "CLOSING"}
+
+func tcpState(s uint8) string {
+	if int(s) < len(tcpStates) && s != 0 {
+		return tcpStates[s]
+	}
+	return fmt.Sprintf("state %d", s)
+}
+
+func round(d time.Duration) time.Duration {
+	if d >= time.Second {
+		return d.Round(time.Millisecond)
+	}
+	return d.Round(time.Microsecond)
+}
