@@ -282,9 +282,9 @@ func Up(ctx context.Context, o Options) (l *Lab, err error) {
 	// an ICMP test into a flaky syn_timeout); conntrack counts packets so
 	// "after N packets" faults can match.
 	for k, v := range map[string]string{
-		"net.ipv4.ip_forward":                               "1",
-		"net.ipv4.icmp_ratemask":                            "0",
-		"net.netfilter.nf_conntrack_acct":                   "1",
+		"net.ipv4.ip_forward":                                "1",
+		"net.ipv4.icmp_ratemask":                             "0",
+		"net.netfilter.nf_conntrack_acct":                    "1",
 		"net.netfilter.nf_conntrack_tcp_timeout_established": strconv.Itoa(int(DefaultEstablishedTimeout.Seconds())),
 	} {
 		if err := l.Sysctl(l.Router, k, v); err != nil {

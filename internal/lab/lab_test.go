@@ -67,8 +67,8 @@ func TestDeletedCount(t *testing.T) {
 	for in, want := range map[string]int{
 		"conntrack v1.4.7 (conntrack-tools): 3 flow entries have been deleted.\n": 3,
 		"conntrack v1.4.7 (conntrack-tools): 0 flow entries have been deleted.":   0,
-		"conntrack: command not found": -1,
-		"":                             -1,
+		"conntrack: command not found":                                            -1,
+		"":                                                                        -1,
 	} {
 		if got := deletedCount(in); got != want {
 			t.Errorf("deletedCount(%q) = %d, want %d", in, got, want)
