@@ -125,7 +125,7 @@ func TestLabScenarios(t *testing.T) {
 		cfg      connect.Config
 		want     probe.Reason
 		success  bool
-		retx     int      // -1: do not check
+		retx     int // -1: do not check
 		phase    probe.Phase
 		evidence []string // substrings that must appear in the evidence
 	}{
