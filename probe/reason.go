@@ -19,6 +19,7 @@ const (
 	ReasonOK               Reason = "ok"
 	ReasonSynRetransmitted Reason = "syn_retransmitted"
 	ReasonSynTimeout       Reason = "syn_timeout"
+	ReasonPAWSRejected     Reason = "paws_rejected"
 	ReasonRefused          Reason = "refused"
 	ReasonUnreachable      Reason = "unreachable"
 	ReasonDNSError         Reason = "dns_error"
@@ -49,6 +50,7 @@ var Reasons = []ReasonDoc{
 	{ReasonOK, true, "The probe did everything asked (handshake; request and expected reply when configured) with no SYN retransmission.", "Nothing."},
 	{ReasonSynRetransmitted, true, "The handshake completed, but only after at least one SYN was retransmitted: a degraded success (incidents 000/002: a connect that takes 1 s, 3 s or 85 s).", "Packet loss or drops on the SYN or SYN/ACK path, a full accept backlog (ListenDrops), PAWS, conntrack insert failures."},
 	{ReasonSynTimeout, false, "SYNs were sent and nothing came back: no SYN/ACK, no RST, no ICMP, until the timeout.", "A firewall silently dropping, SYN/ACK lost on the way back, a dead backend behind a VIP, PAWS drops on the server (netstat -s: SYNs to LISTEN sockets dropped)."},
+	{ReasonPAWSRejected, false, "A SYN with a fresh TCP timestamp was answered, but a SYN with an older TSval to the same destination got no answer: the target (or a box in front of it) drops SYNs whose timestamps go backwards per source host, PAWS as tcp_tw_recycle did (incident 004); clients behind one SNAT address then fail at random.", "Per-host PAWS on the server or a middlebox (tcp_tw_recycle on old kernels; netstat -s: passive connections rejected because of time stamp, SYNs to LISTEN sockets dropped); clients behind SNAT with per-connection random timestamp offsets."},
 	{ReasonRefused, false, "The target answered the SYN with a RST (nothing listens, or a firewall rejects with tcp reset); ICMP port-unreachable also ends here.", "Is the service running and listening on that address and port? Is a reject rule in the path?"},
 	{ReasonUnreachable, false, "An ICMP error (host, net or admin-prohibited unreachable) or a missing route ended the handshake; evidence names the errno and ICMP kind.", "Routing tables and firewall reject rules along the path; NetworkPolicy."},
 	{ReasonDNSError, false, "The target's name did not resolve.", "The resolver configured in the probing namespace (/etc/resolv.conf), the name itself."},

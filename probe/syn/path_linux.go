@@ -1,0 +1,408 @@
+package syn
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/mdlayher/socket"
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/connprobe/connprobe/probe"
+	"github.com/connprobe/connprobe/probe/netns"
+)
+
+// A path is the shared raw send and receive machinery of one network
+// namespace and address family: every prober of the process that probes from
+// that namespace over that family uses it. A raw socket lives in the
+// namespace it was created in, so there is one path per namespace, not one
+// per process.
+type path struct {
+	key  pathKey
+	tcp  *socket.Conn // raw IPPROTO_TCP: sends SYNs, receives SYN/ACK and RST
+	icmp *socket.Conn // raw ICMP/ICMPv6: receives errors quoting our SYNs
+
+	routeMu sync.Mutex
+	route   *socket.Conn // UDP socket, connect()ed only to ask the route for a source
+
+	mu      sync.Mutex
+	waiters map[waitKey]*waiter
+	cursor  uint16 // next source port to try
+	refs    int    // guarded by registry.mu
+
+	wg sync.WaitGroup // the two readers
+
+	// Counters, for tests and evidence.
+	received atomic.Uint64 // packets past the BPF filter
+	foreign  atomic.Uint64 // of those, not a reply to any waiting SYN
+}
+
+type pathKey struct {
+	ns string
+	v6 bool
+}
+
+// waitKey identifies a SYN in flight: where it went and from which port. A
+// port is held by one probe at a time, so the key is unique; the sequence
+// number is checked on top.
+type waitKey struct {
+	remote netip.AddrPort
+	port   uint16
+}
+
+type waiter struct {
+	seq uint32
+	ch  chan arrival
+}
+
+// arrival is a matched reply and the kernel's receive timestamp.
+type arrival struct {
+	Reply
+	at time.Time
+}
+
+var registry = struct {
+	mu    sync.Mutex
+	paths map[pathKey]*path
+}{paths: map[pathKey]*path{}}
+
+// acquire returns the shared path for (nsPath, v6), opening it on first use.
+func acquire(nsPath string, v6 bool) (*path, error) {
+	registry.mu.Lock()
+	defer registry.mu.Unlock()
+	k := pathKey{nsPath, v6}
+	if p, ok := registry.paths[k]; ok {
+		p.refs++
+		return p, nil
+	}
+	p, err := openPath(k)
+	if err != nil {
+		return nil, err
+	}
+	p.refs = 1
+	registry.paths[k] = p
+	return p, nil
+}
+
+// release drops one reference; the last one closes the sockets and waits for
+// the readers.
+func (p *path) release() {
+	registry.mu.Lock()
+	p.refs--
+	last := p.refs == 0
+	if last {
+		delete(registry.paths, p.key)
+	}
+	registry.mu.Unlock()
+	if last {
+		p.close()
+	}
+}
+
+func (p *path) close() {
+	for _, c := range []*socket.Conn{p.tcp, p.icmp, p.route} {
+		if c != nil {
+			c.Close()
+		}
+	}
+	p.wg.Wait()
+}
+
+// rawSocket creates a raw socket in the namespace. socket(2) with SOCK_RAW
+// needs CAP_NET_RAW in the namespace's owning user namespace; EPERM becomes a
+// PermissionError naming it.
+func rawSocket(nsPath string, family, proto int) (*socket.Conn, error) {
+	var c *socket.Conn
+	err := netns.Do(nsPath, func() error {
+		var err error
+		c, err = socket.Socket(family, unix.SOCK_RAW, proto, "syn-raw", nil)
+		return err
+	})
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+		var perm *probe.PermissionError
+		if errors.As(err, &perm) {
+			return nil, err // setns itself was refused: CAP_SYS_ADMIN
+		}
+		return nil, &probe.PermissionError{Capability: "CAP_NET_RAW", Op: "syn: raw socket", Err: err}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("syn: raw socket: %w", err)
+	}
+	return c, nil
+}
+
+// Check reports whether raw SYN probes can run from the namespace nsPath
+// (empty: here): it opens and closes a raw TCP socket. A missing CAP_NET_RAW
+// is a *probe.PermissionError.
+func Check(nsPath string) error {
+	c, err := rawSocket(nsPath, unix.AF_INET, unix.IPPROTO_TCP)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+func openPath(k pathKey) (_ *path, err error) {
+	p := &path{key: k, waiters: map[waitKey]*waiter{}, cursor: PortLo}
+	defer func() {
+		if err != nil {
+			p.close()
+		}
+	}()
+	family, icmpProto := unix.AF_INET, unix.IPPROTO_ICMP
+	tcpFilter, icmpFilter := filterTCP4(PortLo, PortHi), filterICMP4(PortLo, PortHi)
+	if k.v6 {
+		family, icmpProto = unix.AF_INET6, unix.IPPROTO_ICMPV6
+		tcpFilter, icmpFilter = filterTCP6(PortLo, PortHi), filterICMP6(PortLo, PortHi)
+	}
+	if p.tcp, err = rawSocket(k.ns, family, unix.IPPROTO_TCP); err != nil {
+		return nil, err
+	}
+	if p.icmp, err = rawSocket(k.ns, family, icmpProto); err != nil {
+		return nil, err
+	}
+	if err := netns.Do(k.ns, func() error {
+		var err error
+		p.route, err = socket.Socket(family, unix.SOCK_DGRAM, unix.IPPROTO_UDP, "syn-route", nil)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("syn: route socket: %w", err)
+	}
+	for _, s := range []struct {
+		c      *socket.Conn
+		filter []bpf.Instruction
+	}{{p.tcp, tcpFilter}, {p.icmp, icmpFilter}} {
+		raw, err := bpf.Assemble(s.filter)
+		if err != nil {
+			return nil, fmt.Errorf("syn: assemble filter: %w", err)
+		}
+		if err := s.c.SetBPF(raw); err != nil {
+			return nil, fmt.Errorf("syn: attach filter: %w", err)
+		}
+		// Receive timestamps taken by the kernel when the packet came in
+		// (netif_receive_skb), so the RTT does not include our scheduling.
+		if err := s.c.SetsockoptInt(unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+			return nil, fmt.Errorf("syn: SO_TIMESTAMPNS: %w", err)
+		}
+		_ = s.c.SetReadBuffer(1 << 20)
+	}
+	_ = p.tcp.SetWriteBuffer(1 << 20)
+	if k.v6 {
+		// Let the kernel drop every ICMPv6 type but the two errors before
+		// the BPF filter runs.
+		var f unix.ICMPv6Filter
+		for i := range f.Data {
+			f.Data[i] = ^uint32(0)
+		}
+		for _, t := range []uint8{1, 3} {
+			f.Data[t>>5] &^= 1 << (t & 31)
+		}
+		if err := p.icmp.SetsockoptICMPv6Filter(unix.IPPROTO_ICMPV6, unix.ICMPV6_FILTER, &f); err != nil {
+			return nil, fmt.Errorf("syn: ICMPV6_FILTER: %w", err)
+		}
+	}
+	parseTCP, parseICMP := func(_ netip.Addr, b []byte) (Reply, error) { return ParseTCP4(b) }, func(_ netip.Addr, b []byte) (Reply, error) { return ParseICMP4(b) }
+	if k.v6 {
+		parseTCP, parseICMP = ParseTCP6, ParseICMP6
+	}
+	p.wg.Add(2)
+	go p.read(p.tcp, parseTCP)
+	go p.read(p.icmp, parseICMP)
+	return p, nil
+}
+
+// read is the path's receive loop for one socket. It uses the raw
+// syscall.RawConn: one blocking wait in the runtime poller per packet, no
+// per-read goroutine or deadline. Closing the socket ends it.
+func (p *path) read(c *socket.Conn, parse func(netip.Addr, []byte) (Reply, error)) {
+	defer p.wg.Done()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	buf := make([]byte, 2048)
+	oob := make([]byte, 128)
+	for {
+		var n, oobn int
+		var from unix.Sockaddr
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			n, oobn, _, from, rerr = unix.Recvmsg(int(fd), buf, oob, unix.MSG_DONTWAIT)
+			return rerr != unix.EAGAIN
+		})
+		if err != nil {
+			return // closed
+		}
+		if rerr != nil {
+			continue // ENOBUFS and friends: the next packet may do
+		}
+		p.received.Add(1)
+		at, ok := rxTimestamp(oob[:oobn])
+		if !ok {
+			at = time.Now()
+		}
+		r, err := parse(sockaddrAddr(from), buf[:n])
+		if err != nil || !p.dispatch(r, at) {
+			p.foreign.Add(1)
+		}
+	}
+}
+
+// dispatch hands r to the probe waiting for it and reports whether one was.
+func (p *path) dispatch(r Reply, at time.Time) bool {
+	p.mu.Lock()
+	w, ok := p.waiters[waitKey{r.Remote, r.LocalPort}]
+	p.mu.Unlock()
+	if !ok || !r.Match(r.Remote, r.LocalPort, w.seq) {
+		return false
+	}
+	select {
+	case w.ch <- arrival{r, at}:
+	default: // the probe already has its answer; a retransmitted SYN/ACK
+	}
+	return true
+}
+
+// register takes a free source port for a SYN to remote with sequence seq.
+func (p *path) register(remote netip.AddrPort, seq uint32) (uint16, *waiter, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	const n = PortHi - PortLo + 1
+	for range n {
+		port := p.cursor
+		if p.cursor == PortHi {
+			p.cursor = PortLo
+		} else {
+			p.cursor++
+		}
+		k := waitKey{remote, port}
+		if _, busy := p.waiters[k]; busy {
+			continue
+		}
+		w := &waiter{seq: seq, ch: make(chan arrival, 1)}
+		p.waiters[k] = w
+		return port, w, nil
+	}
+	return 0, nil, fmt.Errorf("syn: all %d source ports %d-%d busy towards %s: %w", n, PortLo, PortHi, remote, unix.EADDRNOTAVAIL)
+}
+
+func (p *path) unregister(remote netip.AddrPort, port uint16) {
+	p.mu.Lock()
+	delete(p.waiters, waitKey{remote, port})
+	p.mu.Unlock()
+}
+
+// source asks the routing table which source address the kernel would use
+// towards dst: connect(2) on a UDP socket does the route lookup and sends
+// nothing. The TCP checksum covers the source address, so we must know it
+// before building the SYN.
+func (p *path) source(dst netip.Addr) (netip.Addr, error) {
+	p.routeMu.Lock()
+	defer p.routeMu.Unlock()
+	rc, err := p.route.SyscallConn()
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	var src netip.Addr
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		if serr = unix.Connect(int(fd), sockaddr(netip.AddrPortFrom(dst, 9))); serr != nil {
+			serr = os.NewSyscallError("connect", serr)
+			return
+		}
+		var sa unix.Sockaddr
+		if sa, serr = unix.Getsockname(int(fd)); serr != nil {
+			serr = os.NewSyscallError("getsockname", serr)
+			return
+		}
+		src = sockaddrAddr(sa)
+	}); err != nil {
+		return netip.Addr{}, err
+	}
+	if serr != nil {
+		return netip.Addr{}, fmt.Errorf("syn: route to %s: %w", dst, serr)
+	}
+	return src, nil
+}
+
+// send writes one SYN from src and returns the time taken just before the
+// sendto(2) call. The packet leaves inside the call (on veth even the
+// answer may be processed before it returns), so the time before it is the
+// closest user-space stand-in for the wire time. IP_PKTINFO/IPV6_PKTINFO pins
+// the source address the checksum was computed over.
+func (p *path) send(seg []byte, src, dst netip.Addr) (time.Time, error) {
+	rc, err := p.tcp.SyscallConn()
+	if err != nil {
+		return time.Time{}, err
+	}
+	var oob []byte
+	if p.key.v6 {
+		oob = unix.PktInfo6(&unix.Inet6Pktinfo{Addr: src.As16()})
+	} else {
+		oob = unix.PktInfo4(&unix.Inet4Pktinfo{Spec_dst: src.As4()})
+	}
+	to := sockaddr(netip.AddrPortFrom(dst, 0))
+	var at time.Time
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		at = time.Now()
+		// MSG_DONTWAIT: a full send buffer is a local error, not a wait
+		// outside ctx.
+		serr = unix.Sendmsg(int(fd), seg, oob, to, unix.MSG_DONTWAIT)
+	}); err != nil {
+		return time.Time{}, err
+	}
+	if serr != nil {
+		return time.Time{}, fmt.Errorf("syn: send: %w", os.NewSyscallError("sendmsg", serr))
+	}
+	return at, nil
+}
+
+// rxTimestamp finds the SCM_TIMESTAMPNS control message without allocating.
+func rxTimestamp(oob []byte) (time.Time, bool) {
+	const hdr = unix.SizeofCmsghdr
+	for len(oob) >= hdr {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		l := int(h.Len)
+		if l < hdr || l > len(oob) {
+			return time.Time{}, false
+		}
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && l >= hdr+16 {
+			d := oob[hdr:]
+			sec := int64(binary.NativeEndian.Uint64(d[0:8]))
+			nsec := int64(binary.NativeEndian.Uint64(d[8:16]))
+			return time.Unix(sec, nsec), true
+		}
+		next := (l + 7) &^ 7
+		if next > len(oob) {
+			break
+		}
+		oob = oob[next:]
+	}
+	return time.Time{}, false
+}
+
+func sockaddr(ap netip.AddrPort) unix.Sockaddr {
+	a := ap.Addr()
+	if a.Is4() || a.Is4In6() {
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.Unmap().As4()}
+	}
+	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
+}
+
+func sockaddrAddr(sa unix.Sockaddr) netip.Addr {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrFrom4(sa.Addr)
+	case *unix.SockaddrInet6:
+		return netip.AddrFrom16(sa.Addr)
+	}
+	return netip.Addr{}
+}
