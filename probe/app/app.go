@@ -1,0 +1,359 @@
+// Package app is the application-handshake probe: after the TCP phase —
+// run by probe/connect exactly as the connect probe runs it, so syn_timeout,
+// refused, unreachable and SYN retransmits mean the same thing here — it
+// speaks just enough of the target's protocol to prove the server is alive
+// and serving, and times that exchange as its own phase (Timings.App).
+//
+// The protocol comes from the target's URL scheme:
+//
+//	mysql://[user[:pass]@]host:port[/db]  greeting (version); with a user: log in, SELECT 1
+//	postgres://[user[:pass]@]host:port[/db][?sslmode=disable|require]
+//	                                       SSLRequest answer; with a user: startup, SELECT 1
+//	redis://[[user]:pass@]host:port[/db]   AUTH when a password is given, PING, INFO server
+//	kafka://host:port                      ApiVersions, Metadata (brokers, leaderless partitions)
+//	http://host:port/path, https://…       one GET with httptrace phases; 5xx is an error
+//
+// Two reasons belong to this phase: app_timeout (connected, but no greeting or
+// answer before the timeout) and app_error (the server answered, with an error
+// or with something that is not its protocol; the server's message is in the
+// evidence). An I/O error during the exchange is classified by its errno as
+// everywhere else (reset, peer_closed).
+//
+// Every protocol runs over the one connection the TCP phase established: the
+// client libraries (go-sql-driver/mysql, pgx's pgconn, franz-go's kmsg) get a
+// dial function that hands them that connection, so a probe never opens a
+// second, unmeasured one.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/connprobe/connprobe/probe"
+	"github.com/connprobe/connprobe/probe/connect"
+)
+
+// Kind is the probe kind name used in results and configs.
+const Kind = "app"
+
+// Config configures an application probe.
+type Config struct {
+	// Timeout bounds one attempt: TCP phase and application exchange.
+	Timeout time.Duration
+	// Source, when valid, is the local address to bind to.
+	Source netip.Addr
+	// UserTimeout sets TCP_USER_TIMEOUT on the connection (0 = kernel default).
+	UserTimeout time.Duration
+	// InsecureSkipVerify turns off certificate verification for https://
+	// (and TLS-enabled mysql/postgres targets).
+	InsecureSkipVerify bool
+}
+
+// Validate reports every problem of c at once.
+func (c Config) Validate() error {
+	return c.connect().Validate()
+}
+
+func (c Config) connect() connect.Config {
+	return connect.Config{Timeout: c.Timeout, Source: c.Source, UserTimeout: c.UserTimeout}
+}
+
+func (c Config) timeout() time.Duration {
+	if c.Timeout == 0 {
+		return connect.DefaultTimeout
+	}
+	return c.Timeout
+}
+
+// speaker runs one protocol's exchange over an established connection. It
+// adds evidence to r and returns nil when the server proved alive; an error
+// the server sent back is returned as a *ServerError.
+type speaker interface {
+	speak(ctx context.Context, c *conn, r *probe.Result) error
+}
+
+// Schemes returns the URL schemes this package speaks, sorted.
+func Schemes() []string {
+	s := make([]string, 0, len(protocols))
+	for k := range protocols {
+		s = append(s, k)
+	}
+	sort.Strings(s)
+	return s
+}
+
+// protocols maps a URL scheme to the constructor of its speaker, which checks
+// the target's URL (credentials, options) once, at construction.
+var protocols = map[string]func(t probe.Target, cfg Config) (speaker, error){
+	"mysql":    newMySQL,
+	"postgres": newPostgres,
+	"redis":    newRedis,
+	"kafka":    newKafka,
+	"http":     newHTTP,
+	"https":    newHTTP,
+}
+
+// Supports reports whether scheme has an application probe.
+func Supports(scheme string) bool {
+	_, ok := protocols[strings.ToLower(scheme)]
+	return ok
+}
+
+// Prober runs application probes against one target.
+type Prober struct {
+	target probe.Target
+	cfg    Config
+	tcp    *connect.Prober
+	proto  speaker
+}
+
+// New returns a Prober for t, whose Scheme picks the protocol. Bad URLs
+// (an unsupported option, credentials a protocol cannot use) are errors here.
+func New(t probe.Target, cfg Config) (*Prober, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	mk, ok := protocols[t.Scheme]
+	if !ok {
+		return nil, fmt.Errorf("app: target %q: scheme %q has no application probe (want one of %s)", t.Name, t.Scheme, strings.Join(Schemes(), ", "))
+	}
+	tcp, err := connect.New(t, cfg.connect())
+	if err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	sp, err := mk(t, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("app: target %q: %w", t.Name, err)
+	}
+	return &Prober{target: t, cfg: cfg, tcp: tcp, proto: sp}, nil
+}
+
+// Close implements probe.Prober; an app prober holds nothing between attempts.
+func (p *Prober) Close() error { return nil }
+
+// Probe makes one attempt: the TCP phase, then the protocol exchange.
+func (p *Prober) Probe(ctx context.Context) probe.Result {
+	r := probe.Result{Target: p.target.Name, Kind: Kind, Start: time.Now()}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.timeout())
+	defer cancel()
+	if nc := p.tcp.Establish(ctx, &r); nc != nil {
+		deadline, _ := ctx.Deadline()
+		c := newConn(nc, deadline)
+		t0 := time.Now()
+		err := p.proto.speak(ctx, c, &r)
+		r.Timings.App = time.Since(t0)
+		c.Close()
+		if err != nil {
+			appFailed(ctx, &r, c, p.target.Scheme, err)
+		} else {
+			// ok, or the handshake's degraded success syn_retransmitted.
+			r.Phase = probe.PhaseDone
+		}
+	}
+	r.Kind = Kind
+	r.Duration = time.Since(r.Start)
+	if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) && !r.Success {
+		// The caller gave up (shutdown): not a network failure.
+		r.Reason = probe.ReasonCanceled
+	}
+	return r
+}
+
+// ServerError is an error the server sent back (or an answer that is not
+// the protocol at all): it makes the attempt app_error.
+type ServerError struct {
+	Msg string // the server's own words, e.g. "ERROR 1040 (08004): Too many connections"
+}
+
+func (e *ServerError) Error() string { return e.Msg }
+
+func serverErrorf(format string, args ...any) error {
+	return &ServerError{Msg: fmt.Sprintf(format, args...)}
+}
+
+// appFailed classifies a failed exchange. What the server said wins; then
+// what the socket saw (the errno of the first failed read or write: a
+// deadline is app_timeout, EOF peer_closed, RST reset); then the attempt's
+// own deadline (libraries that close the connection on ctx expiry report
+// "use of closed connection" instead of a timeout).
+func appFailed(ctx context.Context, r *probe.Result, c *conn, scheme string, err error) {
+	r.Success = false
+	r.Phase = probe.PhaseApp
+	r.Err = err
+	var se *ServerError
+	ioErr, nread, nwritten, waiting := c.state()
+	switch {
+	case errors.As(err, &se):
+		r.Reason = probe.ReasonAppError
+		r.Evidencef("server answered with an error: %s", se.Msg)
+		return
+	case ioErr != nil && !errors.Is(ioErr, net.ErrClosed):
+		r.Fail(probe.PhaseApp, ioErr)
+	case ctx.Err() != nil:
+		r.Fail(probe.PhaseApp, context.Cause(ctx))
+	case nread > 0:
+		// The server sent something the client library could not accept.
+		r.Reason = probe.ReasonAppError
+		r.Evidencef("server answered something the %s client rejects: %v", scheme, err)
+		return
+	default:
+		r.Fail(probe.PhaseApp, err)
+	}
+	r.Err = err
+	switch r.Reason {
+	case probe.ReasonAppTimeout:
+		if nread == 0 {
+			r.Evidencef("connected, but the server sent nothing: no %s within %s (%d byte(s) sent)", waiting, round(r.Timings.App), nwritten)
+		} else {
+			r.Evidencef("no %s within %s (%d byte(s) received before, %d sent)", waiting, round(r.Timings.App), nread, nwritten)
+		}
+	case probe.ReasonPeerClosed, probe.ReasonReset:
+		r.Evidencef("while waiting for the %s (%d byte(s) received, %d sent)", waiting, nread, nwritten)
+	}
+}
+
+// conn is the established connection as the protocol code sees it. It
+// records what the socket saw (first I/O error, byte counts, the first bytes
+// received: the greeting) so failures are classified by facts rather than by
+// a library's error text, and it never lets a library move a deadline past
+// the attempt's own.
+type conn struct {
+	net.Conn
+	limit time.Time
+
+	mu       sync.Mutex
+	ioErr    error
+	nread    int64
+	nwritten int64
+	head     []byte // first bytes read, up to headMax
+	waiting  string // what the protocol waits for now, for evidence
+	dialed   bool
+}
+
+const headMax = 1024
+
+func newConn(nc net.Conn, limit time.Time) *conn {
+	c := &conn{Conn: nc, limit: limit, waiting: "answer"}
+	if !limit.IsZero() {
+		_ = nc.SetDeadline(limit)
+	}
+	return c
+}
+
+func (c *conn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.mu.Lock()
+	c.nread += int64(n)
+	if len(c.head) < headMax && n > 0 {
+		c.head = append(c.head, b[:min(n, headMax-len(c.head))]...)
+	}
+	if err != nil && c.ioErr == nil {
+		c.ioErr = err
+	}
+	c.mu.Unlock()
+	return n, err
+}
+
+func (c *conn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.mu.Lock()
+	c.nwritten += int64(n)
+	if err != nil && c.ioErr == nil {
+		c.ioErr = err
+	}
+	c.mu.Unlock()
+	return n, err
+}
+
+func (c *conn) clamp(t time.Time) time.Time {
+	if !c.limit.IsZero() && (t.IsZero() || t.After(c.limit)) {
+		return c.limit
+	}
+	return t
+}
+
+func (c *conn) SetDeadline(t time.Time) error      { return c.Conn.SetDeadline(c.clamp(t)) }
+func (c *conn) SetReadDeadline(t time.Time) error  { return c.Conn.SetReadDeadline(c.clamp(t)) }
+func (c *conn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(c.clamp(t)) }
+
+// wait records what the protocol waits for next ("greeting", "PONG").
+func (c *conn) wait(what string) {
+	c.mu.Lock()
+	c.waiting = what
+	c.mu.Unlock()
+}
+
+func (c *conn) state() (ioErr error, nread, nwritten int64, waiting string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ioErr, c.nread, c.nwritten, c.waiting
+}
+
+// greeting returns a copy of the first bytes the server sent.
+func (c *conn) greeting() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]byte(nil), c.head...)
+}
+
+// dial is a dial function for client libraries: it hands out this
+// connection once; a library that wants a second connection gets an error
+// (the probe measures exactly one).
+func (c *conn) dial(context.Context, string, string) (net.Conn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dialed {
+		return nil, errSecondDial
+	}
+	c.dialed = true
+	return c, nil
+}
+
+var errSecondDial = errors.New("app: the client library asked for a second connection")
+
+// readFull reads exactly len(b) bytes.
+func readFull(c net.Conn, b []byte) error {
+	for off := 0; off < len(b); {
+		n, err := c.Read(b[off:])
+		off += n
+		if err != nil {
+			if off == len(b) {
+				return nil
+			}
+			return fmt.Errorf("read: %w", err)
+		}
+	}
+	return nil
+}
+
+func round(d time.Duration) time.Duration {
+	switch {
+	case d >= time.Second:
+		return d.Round(time.Millisecond)
+	case d >= time.Millisecond:
+		return d.Round(10 * time.Microsecond)
+	}
+	return d.Round(time.Microsecond)
+}
+
+// printable renders server bytes for evidence: at most 120 characters,
+// control characters escaped.
+func printable(b []byte) string {
+	s := strings.TrimSpace(strings.ToValidUTF8(string(b), "?"))
+	if len(s) > 120 {
+		s = s[:120] + "…"
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '.'
+		}
+		return r
+	}, s)
+}
