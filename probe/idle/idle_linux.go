@@ -1,0 +1,548 @@
+package idle
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/mdlayher/socket"
+	"golang.org/x/sys/unix"
+
+	"github.com/connprobe/connprobe/probe"
+	"github.com/connprobe/connprobe/probe/connect"
+)
+
+// Prober runs idle probes against one target.
+type Prober struct {
+	target   probe.Target
+	cfg      Config
+	resolver *net.Resolver
+}
+
+// New returns a Prober for t.
+func New(t probe.Target, cfg Config) (*Prober, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("idle: %w", err)
+	}
+	if t.Port == 0 || t.Host == "" {
+		return nil, fmt.Errorf("idle: target %q has no host or port", t.Name)
+	}
+	if a, ok := t.Addr(); ok && cfg.Source.IsValid() && a.Addr().Is4() != cfg.Source.Unmap().Is4() {
+		return nil, fmt.Errorf("idle: source %s and target %s are of different address families", cfg.Source, t.Name)
+	}
+	return &Prober{target: t, cfg: cfg.withDefaults(), resolver: net.DefaultResolver}, nil
+}
+
+// Config returns the prober's configuration with defaults applied.
+func (p *Prober) Config() Config { return p.cfg }
+
+// Close implements probe.Prober; a Prober holds no connection between attempts.
+func (p *Prober) Close() error { return nil }
+
+// Probe makes one attempt with the configured idle time.
+func (p *Prober) Probe(ctx context.Context) probe.Result {
+	return p.ProbeIdle(ctx, p.cfg.Idle)
+}
+
+// ProbeIdle makes one attempt holding the connection idle for d.
+func (p *Prober) ProbeIdle(ctx context.Context, d time.Duration) probe.Result {
+	r := probe.Result{Target: p.target.Name, Kind: Kind, Start: time.Now()}
+	p.attempt(ctx, &r, d)
+	r.Duration = time.Since(r.Start)
+	if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) && !r.Success {
+		r.Reason = probe.ReasonCanceled
+	}
+	return r
+}
+
+// session is one open connection to the target.
+type session struct {
+	c      *socket.Conn
+	local  netip.AddrPort
+	remote netip.AddrPort
+	server netip.AddrPort // the responder's own address, from its first OK
+	buf    []byte         // bytes read and not yet consumed
+}
+
+func (s *session) Close() error { return s.c.Close() }
+
+// brokeErr describes how the idle connection broke after the idle time.
+type broke struct {
+	err  error  // what the read or write returned
+	what string // one line of evidence: "RST (ECONNRESET) from 10.96.0.10:80 ..."
+}
+
+func (p *Prober) attempt(ctx context.Context, r *probe.Result, d time.Duration) {
+	addr, ok := p.resolve(ctx, r)
+	if !ok {
+		return
+	}
+	r.Remote = addr
+	s, ok := p.open(ctx, r, addr, "")
+	if !ok {
+		return
+	}
+	defer s.Close()
+	r.Local = s.local
+
+	var b *broke
+	switch p.cfg.Mode {
+	case ModeClientFirst:
+		b = p.clientFirst(ctx, r, s, d)
+	case ModeServerAfterDelay:
+		b = p.serverAfterDelay(ctx, r, s, d)
+	case ModePlain:
+		b = p.plain(ctx, r, s, d)
+	}
+	if b == nil || ctx.Err() != nil {
+		return
+	}
+	// The idle connection broke after the idle time. A fresh connection over
+	// the same path, now, tells a forgotten session from a broken path.
+	s.Close()
+	p.judge(ctx, r, addr, d, b)
+}
+
+// judge sets the reason of an attempt whose idle connection broke, from a
+// fresh control connection's result.
+func (p *Prober) judge(ctx context.Context, r *probe.Result, addr netip.AddrPort, d time.Duration, b *broke) {
+	r.Success = false
+	r.Err = b.err
+	r.Evidence = append(r.Evidence, b.what)
+	var ctl probe.Result
+	cs, ok := p.open(ctx, &ctl, addr, "control: ")
+	if ok {
+		cs.Close()
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	if !ok {
+		// The path is down, not (only) the session.
+		r.Reason = ctl.Reason
+		r.Phase = ctl.Phase
+		r.Evidence = append(r.Evidence, ctl.Evidence...)
+		r.Evidencef("control connection failed too (%s): the path is down, not just the idle session", ctl.Reason)
+		return
+	}
+	r.Reason = probe.ReasonStaleSession
+	r.Phase = probe.PhaseIdle
+	r.Evidence = append(r.Evidence, ctl.Evidence...)
+	r.Evidencef("the path forgot the idle session after %s idle (conntrack/IPVS/NAT entry expired?) while a fresh connection works", round(d))
+}
+
+func (p *Prober) resolve(ctx context.Context, r *probe.Result) (netip.AddrPort, bool) {
+	if a, ok := p.target.Addr(); ok {
+		return a, true
+	}
+	t0 := time.Now()
+	ips, err := p.resolver.LookupNetIP(ctx, "ip", p.target.Host)
+	r.Timings.Resolve = time.Since(t0)
+	if err == nil && len(ips) == 0 {
+		err = &net.DNSError{Err: "no addresses", Name: p.target.Host, IsNotFound: true}
+	}
+	if err != nil {
+		r.Fail(probe.PhaseResolve, err)
+		return netip.AddrPort{}, false
+	}
+	ip := ips[0]
+	if p.cfg.Source.IsValid() {
+		for _, a := range ips {
+			if a.Unmap().Is4() == p.cfg.Source.Unmap().Is4() {
+				ip = a
+				break
+			}
+		}
+	}
+	addr := netip.AddrPortFrom(ip.Unmap(), p.target.Port)
+	r.Evidencef("resolved %s to %s", p.target.Host, addr.Addr())
+	return addr, true
+}
+
+// open connects to addr and, with a responder, checks it answers an ECHO.
+// It records into r (the attempt's or the control's result) the handshake
+// and its outcome; on failure r holds the reason.
+func (p *Prober) open(ctx context.Context, r *probe.Result, addr netip.AddrPort, label string) (*session, bool) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
+	defer cancel()
+	c, err := connect.Dial(p.target.NetNS, addr, p.cfg.Source, 0)
+	if err != nil {
+		r.Fail(probe.PhaseSetup, err)
+		return nil, false
+	}
+	t0 := time.Now()
+	_, err = c.Connect(ctx, sockaddr(addr))
+	hs := time.Since(t0)
+	if r.Timings.Handshake == 0 {
+		r.Timings.Handshake = hs
+	}
+	if err != nil {
+		r.Fail(probe.PhaseHandshake, err)
+		if info, ierr := connect.TCPInfo(c); ierr == nil {
+			r.Retransmits = int(info.Total_retrans)
+		}
+		r.Evidencef("%sconnect to %s failed after %s", label, addr, round(hs))
+		c.Close()
+		return nil, false
+	}
+	s := &session{c: c, local: localAddr(c), remote: addr}
+	if p.cfg.Mode == ModePlain {
+		r.Evidencef("%sestablished %s -> %s in %s", label, s.local, addr, round(hs))
+		r.Reason, r.Success, r.Phase = probe.ReasonOK, true, probe.PhaseHandshake
+		return s, true
+	}
+	t1 := time.Now()
+	rep, err := s.exchange(ctx, Request{Verb: VerbEcho, Nonce: nonce()}, VerbOK)
+	if err != nil {
+		r.Fail(probe.PhaseReply, err)
+		r.Evidencef("%sestablished %s -> %s but the responder did not echo: is a connprobe responder listening there?", label, s.local, addr)
+		s.Close()
+		return nil, false
+	}
+	s.server = rep.Server
+	r.Evidencef("%sestablished %s -> %s in %s; responder %s echoed in %s (it sees us as %s)",
+		label, s.local, addr, round(hs), rep.Server, round(time.Since(t1)), rep.Client)
+	r.Reason, r.Success, r.Phase = probe.ReasonOK, true, probe.PhaseReply
+	return s, true
+}
+
+// exchange sends req and reads the reply with verb want carrying req's nonce.
+func (s *session) exchange(ctx context.Context, req Request, want Verb) (Reply, error) {
+	if _, err := s.c.WriteContext(ctx, []byte(req.String())); err != nil {
+		return Reply{}, fmt.Errorf("idle: send %s: %w", req.Verb, err)
+	}
+	return s.expect(ctx, req.Nonce, want)
+}
+
+// expect reads lines until the reply with verb want and nonce arrives.
+func (s *session) expect(ctx context.Context, nonce string, want Verb) (Reply, error) {
+	for {
+		line, err := s.readLine(ctx)
+		if err != nil {
+			return Reply{}, fmt.Errorf("idle: read reply: %w", err)
+		}
+		rep, err := ParseReply(line)
+		if err != nil {
+			return Reply{}, fmt.Errorf("idle: reply: %w", err)
+		}
+		if rep.Verb == VerbErr {
+			return rep, fmt.Errorf("idle: responder refused: ERR %s %s: %w", rep.Code, rep.Text, ErrProto)
+		}
+		if rep.Verb == want && rep.Nonce == nonce {
+			return rep, nil
+		}
+		// A reply to something else (a stale nonce): keep reading.
+	}
+}
+
+func (s *session) readLine(ctx context.Context) (string, error) {
+	chunk := make([]byte, MaxLine)
+	for {
+		if i := bytes.IndexByte(s.buf, '\n'); i >= 0 {
+			line := string(s.buf[:i+1])
+			s.buf = s.buf[i+1:]
+			return line, nil
+		}
+		if len(s.buf) >= MaxLine {
+			return "", fmt.Errorf("line longer than %d bytes: %w", MaxLine, ErrProto)
+		}
+		n, err := s.read(ctx, chunk)
+		s.buf = append(s.buf, chunk[:n]...)
+		if err != nil {
+			return "", err
+		}
+	}
+}
+
+// read is ReadContext with n never negative (unix.Read returns -1 on error).
+func (s *session) read(ctx context.Context, b []byte) (int, error) {
+	n, err := s.c.ReadContext(ctx, b)
+	return max(n, 0), err
+}
+
+// watch holds the connection idle until ctx's deadline, reading whatever
+// the peer sends. It returns what was read and why it stopped early (nil
+// when the idle time passed quietly): EOF when the peer sent FIN, ECONNRESET
+// on an RST.
+func (s *session) watch(ctx context.Context) ([]byte, error) {
+	var got []byte
+	chunk := make([]byte, 4096)
+	for {
+		n, err := s.read(ctx, chunk)
+		if n > 0 && len(got) < 4096 {
+			got = append(got, chunk[:min(n, 4096-len(got))]...)
+		}
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			return got, nil
+		}
+		return got, err
+	}
+}
+
+// idleFor holds s idle for d. It reports false after recording the result
+// when the connection ended during the idle time (FIN: peer_closed; RST:
+// reset) or the attempt was canceled.
+func (p *Prober) idleFor(ctx context.Context, r *probe.Result, s *session, d time.Duration, expectData bool) bool {
+	t0 := time.Now()
+	ictx, cancel := context.WithTimeout(ctx, d)
+	got, err := s.watch(ictx)
+	cancel()
+	r.Timings.Idle = time.Since(t0)
+	if len(got) > 0 && !expectData {
+		r.Evidencef("unexpected %d byte(s) from the server during the idle time: %q", len(got), snippet(got))
+	}
+	if err == nil {
+		return true
+	}
+	if ctx.Err() != nil {
+		r.Fail(probe.PhaseIdle, ctx.Err())
+		return false
+	}
+	r.Fail(probe.PhaseIdle, err)
+	switch {
+	case errors.Is(err, io.EOF):
+		r.Reason = probe.ReasonPeerClosed
+		r.Evidencef("peer closed the connection (FIN) after %s idle", round(r.Timings.Idle))
+		if len(got) > 0 && expectData {
+			r.Evidencef("it sent %d byte(s) while idle: %q", len(got), snippet(got))
+		}
+	case isReset(err):
+		r.Evidencef("connection reset (RST) after %s idle, before we sent anything", round(r.Timings.Idle))
+	}
+	return false
+}
+
+// clientFirst: idle, then ECHO and expect the echo within the reply timeout.
+func (p *Prober) clientFirst(ctx context.Context, r *probe.Result, s *session, d time.Duration) *broke {
+	base := tcpInfo(s.c)
+	if !p.idleFor(ctx, r, s, d, false) {
+		return nil
+	}
+	quiet := segsIn(s.c) - base.segsIn
+	rctx, cancel := context.WithTimeout(ctx, p.cfg.ReplyTimeout)
+	defer cancel()
+	t0 := time.Now()
+	rep, err := s.exchange(rctx, Request{Verb: VerbEcho, Nonce: nonce()}, VerbOK)
+	r.Timings.Reply = time.Since(t0)
+	if err == nil {
+		r.Reason, r.Success, r.Phase = probe.ReasonOK, true, probe.PhaseDone
+		r.Evidencef("after %s idle, responder %s echoed in %s", round(r.Timings.Idle), rep.Server, round(r.Timings.Reply))
+		return nil
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return &broke{err: err, what: p.describeBroke(s, err, r.Timings.Idle, r.Timings.Reply, quiet, "sent ECHO")}
+}
+
+// serverAfterDelay: ask the responder to reply after d, wait d + reply timeout.
+func (p *Prober) serverAfterDelay(ctx context.Context, r *probe.Result, s *session, d time.Duration) *broke {
+	hctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
+	req := Request{Verb: VerbDelay, Delay: d.Round(time.Millisecond), Nonce: nonce()}
+	_, err := s.exchange(hctx, req, VerbWait)
+	cancel()
+	if err != nil {
+		r.Fail(probe.PhaseSend, err)
+		r.Evidencef("the responder did not accept DELAY %s", req.Delay)
+		return nil
+	}
+	// The WAIT line is the last thing the server should send for d: any
+	// segment after it (other than the reply) is news.
+	base := tcpInfo(s.c)
+	t0 := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, d+p.cfg.ReplyTimeout)
+	defer cancel()
+	rep, err := s.expect(wctx, req.Nonce, VerbOK)
+	waited := time.Since(t0)
+	r.Timings.Idle = min(waited, d)
+	if err == nil {
+		r.Timings.Reply = waited - r.Timings.Idle
+		r.Reason, r.Success, r.Phase = probe.ReasonOK, true, probe.PhaseDone
+		r.Evidencef("responder %s replied after %s (asked for %s)", rep.Server, round(waited), req.Delay)
+		return nil
+	}
+	if ctx.Err() != nil {
+		r.Fail(probe.PhaseIdle, ctx.Err())
+		return nil
+	}
+	switch {
+	case errors.Is(err, io.EOF) && waited < d:
+		r.Fail(probe.PhaseIdle, err)
+		r.Reason = probe.ReasonPeerClosed
+		r.Evidencef("peer closed the connection (FIN) after %s idle, before its delayed reply was due", round(waited))
+		return nil
+	case isReset(err) && waited < d:
+		r.Fail(probe.PhaseIdle, err)
+		r.Evidencef("connection reset (RST) after %s idle, before the delayed reply was due", round(waited))
+		return nil
+	}
+	quiet := segsIn(s.c) - base.segsIn
+	return &broke{err: err, what: p.describeBroke(s, err, d, waited-min(waited, d), quiet, fmt.Sprintf("asked for a reply after %s", req.Delay))}
+}
+
+// plain: idle (reading whatever the server volunteers), then Send, then
+// Expect (or, without Expect, anything but an RST or FIN) within the reply timeout.
+func (p *Prober) plain(ctx context.Context, r *probe.Result, s *session, d time.Duration) *broke {
+	if !p.idleFor(ctx, r, s, d, true) {
+		return nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, p.cfg.ReplyTimeout)
+	defer cancel()
+	t0 := time.Now()
+	if _, err := s.c.WriteContext(rctx, p.cfg.Send); err != nil {
+		return &broke{err: err, what: p.describeBroke(s, err, r.Timings.Idle, time.Since(t0), -1, "wrote the payload")}
+	}
+	var got []byte
+	chunk := make([]byte, 4096)
+	for {
+		n, err := s.read(rctx, chunk)
+		if n > 0 && len(got) < 64<<10 {
+			got = append(got, chunk[:n]...)
+		}
+		done := len(p.cfg.Expect) == 0 && n > 0 || len(p.cfg.Expect) > 0 && bytes.Contains(got, p.cfg.Expect)
+		if done || err != nil && len(p.cfg.Expect) == 0 && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			r.Timings.Reply = time.Since(t0)
+			r.Reason, r.Success, r.Phase = probe.ReasonOK, true, probe.PhaseDone
+			if len(got) > 0 {
+				r.Evidencef("after %s idle, the payload was answered in %s: %q", round(r.Timings.Idle), round(r.Timings.Reply), snippet(got))
+			} else {
+				r.Evidencef("after %s idle, the payload was accepted (no reply expected, no RST or FIN in %s)", round(r.Timings.Idle), round(r.Timings.Reply))
+			}
+			return nil
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			r.Timings.Reply = time.Since(t0)
+			what := p.describeBroke(s, err, r.Timings.Idle, r.Timings.Reply, -1, "wrote the payload")
+			if len(got) > 0 {
+				what += fmt.Sprintf("; got %q without the expected %q", snippet(got), p.cfg.Expect)
+			}
+			return &broke{err: err, what: what}
+		}
+	}
+}
+
+// describeBroke says what the idle connection saw after the idle time:
+// which address reset it, or that nothing came back at all.
+func (p *Prober) describeBroke(s *session, err error, idle, waited time.Duration, quiet int64, did string) string {
+	via := ""
+	if s.server.IsValid() && s.server != s.remote {
+		via = fmt.Sprintf("; the idle connection had reached responder %s through %s", s.server, s.remote)
+	}
+	switch {
+	case isReset(err):
+		return fmt.Sprintf("after %s idle we %s and got RST (%s) from %s %s later%s",
+			round(idle), did, errnoName(err), s.remote, round(waited), via)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Sprintf("after %s idle we %s and got EOF (FIN) from %s %s later%s", round(idle), did, s.remote, round(waited), via)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, syscall.ETIMEDOUT):
+		ti := tcpInfo(s.c)
+		what := fmt.Sprintf("after %s idle we %s and got no reply in %s", round(idle), did, round(waited))
+		if quiet == 0 {
+			what += ": no packet at all from the server"
+		}
+		what += fmt.Sprintf("; socket %s, %d unacked, %d retransmit(s)%s", ti.state, ti.unacked, ti.retrans, via)
+		return what
+	}
+	return fmt.Sprintf("after %s idle we %s and it failed: %s%s", round(idle), did, probe.Describe(err), via)
+}
+
+// info is the part of TCP_INFO the idle probe reports.
+type info struct {
+	state   string
+	unacked uint32
+	retrans uint32
+	segsIn  int64
+}
+
+func tcpInfo(c *socket.Conn) info {
+	ti, err := connect.TCPInfo(c)
+	if err != nil {
+		return info{state: "unknown", segsIn: -1}
+	}
+	return info{state: tcpState(ti.State), unacked: ti.Unacked, retrans: ti.Total_retrans, segsIn: int64(ti.Segs_in)}
+}
+
+func segsIn(c *socket.Conn) int64 { return tcpInfo(c).segsIn }
+
+func isReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNABORTED)
+}
+
+func errnoName(err error) string {
+	switch {
+	case errors.Is(err, syscall.ECONNRESET):
+		return "ECONNRESET"
+	case errors.Is(err, syscall.EPIPE):
+		return "EPIPE"
+	}
+	return "ECONNABORTED"
+}
+
+func nonce() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func sockaddr(ap netip.AddrPort) unix.Sockaddr {
+	a := ap.Addr()
+	if a.Is4() || a.Is4In6() {
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.Unmap().As4()}
+	}
+	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
+}
+
+func localAddr(c *socket.Conn) netip.AddrPort {
+	sa, err := c.Getsockname()
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
+	}
+	return netip.AddrPort{}
+}
+
+func snippet(b []byte) []byte {
+	if len(b) > 64 {
+		return b[:64]
+	}
+	return b
+}
+
+func round(d time.Duration) time.Duration {
+	switch {
+	case d >= time.Second:
+		return d.Round(time.Millisecond)
+	case d >= time.Millisecond:
+		return d.Round(10 * time.Microsecond)
+	}
+	return d.Round(time.Microsecond)
+}
+
+var tcpStates = [...]string{"", "ESTABLISHED", "SYN-SENT", "SYN-RECV", "FIN-WAIT-1", "FIN-WAIT-2", "TIME-WAIT", "CLOSE", "CLOSE-WAIT", "LAST-ACK", "LISTEN", "CLOSING"}
+
+func tcpState(s uint8) string {
+	if int(s) < len(tcpStates) && s != 0 {
+		return tcpStates[s]
+	}
+	return fmt.Sprintf("state %d", s)
+}

@@ -1,0 +1,308 @@
+package idle_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/connprobe/connprobe/internal/lab"
+	"github.com/connprobe/connprobe/internal/responder"
+	"github.com/connprobe/connprobe/probe"
+	"github.com/connprobe/connprobe/probe/idle"
+)
+
+const port = 7700
+
+// backend is a responder running in one backend namespace of a lab.
+type backend struct {
+	ip  netip.Addr
+	reg *prometheus.Registry
+	log *syncBuffer
+}
+
+// delayed returns the responder's delayed_replies_total{outcome}.
+func (b *backend) delayed(t *testing.T, outcome string) float64 {
+	t.Helper()
+	mfs, err := b.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "connprobe_responder_delayed_replies_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "outcome" && lp.GetValue() == outcome {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startResponders runs a responder on both backends of l, on port.
+func startResponders(t *testing.T, l *lab.Lab, cfg responder.Config) []*backend {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	var bs []*backend
+	for _, b := range []struct {
+		ns string
+		ip netip.Addr
+	}{{l.Backend1, l.Backend1IP}, {l.Backend2, l.Backend2IP}} {
+		ln, err := l.Listen(b.ns, fmt.Sprintf(":%d", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		be := &backend{ip: b.ip, reg: prometheus.NewRegistry(), log: &syncBuffer{}}
+		srv, err := responder.New(cfg, be.reg, slog.New(slog.NewTextHandler(be.log, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			if err := srv.Serve(ctx, ln); err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		})
+		bs = append(bs, be)
+	}
+	return bs
+}
+
+func vipTarget(t *testing.T, l *lab.Lab) probe.Target {
+	t.Helper()
+	tg, err := probe.ParseTarget(netip.AddrPortFrom(l.VIP, port).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg.NetNS = l.Path(l.Pod)
+	return tg
+}
+
+func newProber(t *testing.T, tg probe.Target, cfg idle.Config) *idle.Prober {
+	t.Helper()
+	p, err := idle.New(tg, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func logResult(t *testing.T, r probe.Result) {
+	t.Helper()
+	t.Logf("reason=%s phase=%s idle=%s evidence:\n  %s", r.Reason, r.Phase, r.Timings.Idle, strings.Join(r.Evidence, "\n  "))
+}
+
+// deleteEstablished deletes the node's conntrack entries of the pod's
+// ESTABLISHED flows to the VIP: the idle connection's, not those of closed
+// connections, whose last packets would otherwise be re-DNATed and reset.
+func deleteEstablished(t *testing.T, l *lab.Lab) {
+	out, err := l.Exec(context.Background(), l.Router, "conntrack", "-D", "-p", "tcp", "--orig-src", l.PodIP.String(),
+		"--orig-dst", l.VIP.String(), "--state", "ESTABLISHED")
+	if err != nil && !strings.Contains(out, "flow entries have been deleted") {
+		t.Errorf("conntrack -D: %v: %s", err, out)
+	}
+}
+
+// countRSTs adds nft counters in the node for RSTs each backend sends
+// towards the pod: they show which backend reset a re-DNATed segment.
+func countRSTs(t *testing.T, l *lab.Lab) {
+	t.Helper()
+	script := fmt.Sprintf(`table ip idletest {
+	chain rsts {
+		type filter hook forward priority 10; policy accept;
+		ip saddr %s ip daddr %s tcp flags & rst == rst counter
+		ip saddr %s ip daddr %s tcp flags & rst == rst counter
+	}
+}
+`, l.Backend1IP, l.PodIP, l.Backend2IP, l.PodIP)
+	cmd := exec.CommandContext(t.Context(), "ip", "netns", "exec", l.Router, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v: %s", err, out)
+	}
+}
+
+// rstCounts reads the counters of countRSTs: backend IP → RSTs sent.
+func rstCounts(t *testing.T, l *lab.Lab) map[string]int {
+	t.Helper()
+	out, err := l.Exec(t.Context(), l.Router, "nft", "list", "chain", "ip", "idletest", "rsts")
+	if err != nil {
+		t.Fatalf("nft list: %v: %s", err, out)
+	}
+	m := map[string]int{}
+	for line := range strings.SplitSeq(out, "\n") {
+		f := strings.Fields(line)
+		for i := 0; i+1 < len(f); i++ {
+			if f[i] == "saddr" {
+				for j := i; j+1 < len(f); j++ {
+					if f[j] == "packets" {
+						n, _ := strconv.Atoi(f[j+1])
+						m[f[i+1]] = n
+					}
+				}
+			}
+		}
+	}
+	return m
+}
+
+// conntrackBackend returns the backend the node's conntrack entry for the
+// flow from local maps to now ("" when there is none).
+func conntrackBackend(t *testing.T, l *lab.Lab, local netip.AddrPort) string {
+	t.Helper()
+	out, err := l.Exec(t.Context(), l.Router, "conntrack", "-L", "-p", "tcp", "--orig-src", local.Addr().String(), "--orig-port-src", strconv.Itoa(int(local.Port())))
+	if err != nil && !strings.Contains(out, "flow entries") {
+		t.Fatalf("conntrack -L: %v: %s", err, out)
+	}
+	for line := range strings.SplitSeq(out, "\n") {
+		if !strings.HasPrefix(line, "tcp") {
+			continue
+		}
+		// The reply tuple's src= is the backend.
+		f := strings.Fields(line)
+		n := 0
+		for _, w := range f {
+			if strings.HasPrefix(w, "src=") {
+				n++
+				if n == 2 {
+					return strings.TrimPrefix(w, "src=")
+				}
+			}
+		}
+	}
+	return ""
+}
+
+func TestIdleShorterThanConntrackTimeoutOK(t *testing.T) {
+	l := lab.New(t)
+	startResponders(t, l, responder.Config{})
+	ctx := t.Context()
+	if err := l.Fault(ctx, lab.Fault{Kind: lab.ConntrackTimeout, Timeout: 3 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []idle.Mode{idle.ModeClientFirst, idle.ModeServerAfterDelay} {
+		t.Run(string(mode), func(t *testing.T) {
+			p := newProber(t, vipTarget(t, l), idle.Config{Mode: mode, Idle: time.Second, ReplyTimeout: time.Second})
+			r := p.Probe(ctx)
+			logResult(t, r)
+			if r.Reason != probe.ReasonOK || !r.Success {
+				t.Fatalf("reason %s, want ok", r.Reason)
+			}
+			if r.Timings.Idle < time.Second {
+				t.Errorf("idle %s, want >= 1s", r.Timings.Idle)
+			}
+		})
+	}
+}
+
+// TestStaleSessionClientFirstLoose: the node forgets the flow during the idle
+// time; with nf_conntrack_tcp_loose=1 the client's next segment is picked up
+// as a new flow and DNATed again at random: to the same backend it just
+// works, to the other one it is answered with RST. Both cases must occur and
+// each must be classified right: ok, or stale_session with the RST.
+func TestStaleSessionClientFirstLoose(t *testing.T) {
+	l := lab.New(t)
+	startResponders(t, l, responder.Config{})
+	ctx := t.Context()
+	tg := vipTarget(t, l)
+	p := newProber(t, tg, idle.Config{Mode: idle.ModeClientFirst, Idle: 300 * time.Millisecond, ReplyTimeout: 2 * time.Second})
+
+	countRSTs(t, l)
+	before := rstCounts(t, l)
+	var same, other int
+	for i := 0; i < 40 && (same < 2 || other < 2); i++ {
+		var r probe.Result
+		// Delete the flow's conntrack entry in the middle of the idle time.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			time.Sleep(150 * time.Millisecond)
+			deleteEstablished(t, l)
+		}()
+		r = p.Probe(ctx)
+		<-done
+		after := rstCounts(t, l)
+		was := servedBy(r)
+		// The re-DNATed segment went to the other backend iff that one sent
+		// an RST (it has no socket for the flow).
+		now := was
+		for ip, n := range after {
+			if ip != was && n > before[ip] {
+				now = ip
+			}
+		}
+		before = after
+		t.Logf("attempt %d: %s -> served by %s, re-DNATed to %s: %s", i, r.Local, was, now, r.Reason)
+		switch {
+		case now == was:
+			same++
+			if r.Reason != probe.ReasonOK {
+				logResult(t, r)
+				t.Fatalf("same backend after re-DNAT: reason %s, want ok", r.Reason)
+			}
+		default:
+			other++
+			if r.Reason != probe.ReasonStaleSession {
+				logResult(t, r)
+				t.Fatalf("other backend %s after re-DNAT: reason %s, want stale_session", now, r.Reason)
+			}
+			ev := strings.Join(r.Evidence, "\n")
+			for _, want := range []string{"RST (ECONNRESET) from " + tg.HostPort(), "reached responder " + was, "control: established"} {
+				if !strings.Contains(ev, want) {
+					logResult(t, r)
+					t.Fatalf("evidence lacks %q", want)
+				}
+			}
+			if other == 1 {
+				logResult(t, r)
+			}
+		}
+	}
+	if same == 0 || other == 0 {
+		t.Fatalf("same backend %d times, other backend %d times: want both", same, other)
+	}
+}
+
+// servedBy is the backend IP the responder reported in the first echo.
+func servedBy(r probe.Result) string {
+	for _, e := range r.Evidence {
+		if _, rest, ok := strings.Cut(e, "; responder "); ok {
+			a, _, _ := strings.Cut(rest, " ")
+			if ap, err := netip.ParseAddrPort(a); err == nil {
+				return ap.Addr().String()
+			}
+		}
+	}
+	return ""
+}
