@@ -153,6 +153,30 @@ func (l *Lab) Path(ns string) string {
 	return filepath.Join(netns.NamedDir, ns)
 }
 
+// Attach returns the lab with prefix that an earlier Up (maybe in another
+// process) built. It fails when the lab's namespaces are not there.
+func Attach(prefix string) (*Lab, error) {
+	if err := ValidPrefix(prefix); err != nil {
+		return nil, err
+	}
+	l := newLab(prefix)
+	for _, ns := range l.Namespaces() {
+		if err := netns.Check(l.Path(ns)); err != nil {
+			return nil, fmt.Errorf("lab %s: %w", prefix, err)
+		}
+	}
+	return l, nil
+}
+
+// Remove deletes whatever namespaces of the lab with prefix still exist,
+// for cleaning up after a process that could not run Down.
+func Remove(prefix string) error {
+	if err := ValidPrefix(prefix); err != nil {
+		return err
+	}
+	return newLab(prefix).Down()
+}
+
 // newLab fills in the names and addresses for prefix.
 func newLab(prefix string) *Lab {
 	return &Lab{
