@@ -33,7 +33,7 @@ func filterTCP4(lo, hi uint16) []bpf.Instruction {
 		bpf.LoadMemShift{Off: 0},          // X = IP header length
 		bpf.LoadIndirect{Off: 2, Size: 2}, // TCP destination port
 	}
-	p = append(p, portRange(lo, hi, 4)...)
+	p = append(p, portRange(lo, hi, 3)...)
 	p = append(p,
 		bpf.LoadIndirect{Off: 13, Size: 1}, // TCP flags
 		bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: flagSYN | flagRST, SkipFalse: 1},

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"sync"
@@ -34,7 +35,6 @@ type path struct {
 
 	mu      sync.Mutex
 	waiters map[waitKey]*waiter
-	cursor  uint16 // next source port to try
 	refs    int    // guarded by registry.mu
 
 	wg sync.WaitGroup // the two readers
@@ -67,6 +67,15 @@ type arrival struct {
 	Reply
 	at time.Time
 }
+
+// portCursor walks the source-port range for the whole process, from a
+// random start, so even paths that are closed and reopened (or several
+// namespaces) do not start over at the same port.
+var portCursor = func() *atomic.Uint32 {
+	var c atomic.Uint32
+	c.Store(rand.Uint32())
+	return &c
+}()
 
 var registry = struct {
 	mu    sync.Mutex
@@ -150,7 +159,7 @@ func Check(nsPath string) error {
 }
 
 func openPath(k pathKey) (_ *path, err error) {
-	p := &path{key: k, waiters: map[waitKey]*waiter{}, cursor: PortLo}
+	p := &path{key: k, waiters: map[waitKey]*waiter{}}
 	defer func() {
 		if err != nil {
 			p.close()
@@ -276,12 +285,7 @@ func (p *path) register(remote netip.AddrPort, seq uint32) (uint16, *waiter, err
 	defer p.mu.Unlock()
 	const n = PortHi - PortLo + 1
 	for range n {
-		port := p.cursor
-		if p.cursor == PortHi {
-			p.cursor = PortLo
-		} else {
-			p.cursor++
-		}
+		port := uint16(PortLo + portCursor.Add(1)%n)
 		k := waitKey{remote, port}
 		if _, busy := p.waiters[k]; busy {
 			continue

@@ -367,7 +367,7 @@ func offsets(sent []sentSYN) string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString(round(s.at.Sub(sent[0].at)).String())
+		b.WriteString(s.at.Sub(sent[0].at).Round(time.Millisecond).String())
 	}
 	return b.String()
 }
