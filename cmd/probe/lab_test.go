@@ -1,0 +1,252 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/connprobe/connprobe/internal/lab"
+)
+
+// TestProbeProcess is not a test: it is the `probe` command when this test
+// binary is re-executed by probeCmd, so the CLI is exercised end to end (its
+// own process, stdout and exit status).
+func TestProbeProcess(t *testing.T) {
+	if os.Getenv("CONNPROBE_TEST_MAIN") != "1" {
+		return
+	}
+	args := os.Args
+	for i, a := range args {
+		if a == "--" {
+			args = args[i+1:]
+			break
+		}
+	}
+	os.Exit(run(context.Background(), args))
+}
+
+// probeCmd runs `probe args...` as its own process and returns its stdout,
+// stderr and exit status.
+func probeCmd(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], append([]string{"-test.run=^TestProbeProcess$", "--"}, args...)...)
+	cmd.Env = append(os.Environ(), "CONNPROBE_TEST_MAIN=1")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return stdout.String(), stderr.String(), 0
+	case errors.As(err, &ee):
+		return stdout.String(), stderr.String(), ee.ExitCode()
+	}
+	t.Fatalf("probe %v: %v", args, err)
+	return "", "", -1
+}
+
+func serveBackends(t *testing.T, l *lab.Lab, port int) {
+	t.Helper()
+	for _, ns := range []string{l.Backend1, l.Backend2} {
+		ln, err := l.Listen(ns, fmt.Sprintf(":%d", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { lab.Serve(ln, lab.Echo); close(done) }()
+		t.Cleanup(func() { ln.Close(); <-done })
+	}
+}
+
+// TestRunNetNSInLab: `probe run --netns <lab pod> <VIP>` probes from inside
+// the pod namespace (the pod's own address is the local end) through the
+// Service VIP.
+func TestRunNetNSInLab(t *testing.T) {
+	lab.RequirePriv(t)
+	l := lab.New(t)
+	serveBackends(t, l, 80)
+	vip := l.VIP.String() + ":80"
+
+	stdout, stderr, code := probeCmd(t, "run", "--netns", l.Pod, "-c", "3", "-i", "50ms", "-o", "json", "--send", `ping\n`, "--expect", "pong", vip)
+	if code != exitOK {
+		t.Fatalf("exit %d, want 0\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	var n int
+	sc := bufio.NewScanner(strings.NewReader(stdout))
+	for sc.Scan() {
+		var r struct {
+			Target  string `json:"target"`
+			Reason  string `json:"reason"`
+			Success bool   `json:"success"`
+			Local   string `json:"local"`
+			Remote  string `json:"remote"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("line %q: %v", sc.Text(), err)
+		}
+		n++
+		if r.Reason != "ok" || !r.Success || r.Remote != vip {
+			t.Errorf("attempt %d: %+v, want ok to %s", n, r, vip)
+		}
+		// The socket lives in the pod namespace: its local end is the pod's IP.
+		if !strings.HasPrefix(r.Local, l.PodIP.String()+":") {
+			t.Errorf("attempt %d: local %s, want the pod's %s", n, r.Local, l.PodIP)
+		}
+	}
+	if n != 3 {
+		t.Fatalf("%d JSON lines, want 3:\n%s", n, stdout)
+	}
+
+	// The same path with a fault: text output, exit 1, the reason named.
+	if err := l.Fault(t.Context(), lab.Fault{Kind: lab.HostUnreachable}); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code = probeCmd(t, "run", "--netns", l.Path(l.Pod), "--timeout", "2s", vip)
+	if code != exitFailed || !strings.Contains(stdout, "unreachable") || !strings.Contains(stdout, "ICMP host-unreachable") {
+		t.Fatalf("with host-unreachable: exit %d, want 1 and the ICMP kind\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+
+	// A namespace that does not exist is bad usage, said in one line.
+	_, stderr, code = probeCmd(t, "run", "--netns", l.Prefix+"-nope", vip)
+	if code != exitUsage || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "network namespace gone") {
+		t.Fatalf("unknown netns: exit %d stderr %q, want exit 2 and one line", code, stderr)
+	}
+}
+
+// TestLabCLI drives probe lab up, fault, clear and down as a user would.
+func TestLabCLI(t *testing.T) {
+	lab.RequirePriv(t)
+	name := fmt.Sprintf("t%d", os.Getpid())
+	prefix := "cpl-" + name
+	t.Cleanup(func() {
+		lab.Remove(prefix)
+		os.Remove(statePath(name))
+	})
+	stdout, stderr, code := probeCmd(t, "lab", "up", "--name", name, "--no-servers")
+	if code != 0 || !strings.Contains(stdout, prefix+"-pod") || !strings.Contains(stdout, "10.96.0.10") {
+		t.Fatalf("lab up: exit %d\n%s%s", code, stdout, stderr)
+	}
+	st, err := loadState(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Lab.Pod != prefix+"-pod" || st.Lab.VIP != lab.VIP {
+		t.Fatalf("state %+v", st.Lab)
+	}
+	if _, _, code := probeCmd(t, "lab", "up", "--name", name); code == 0 {
+		t.Error("second lab up with the same name succeeded")
+	}
+
+	l, err := lab.Attach(prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := l.Listen(l.DB, ":3306")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { lab.Serve(ln, lab.Echo); close(done) }()
+	defer func() { ln.Close(); <-done }()
+	db := l.DBIP.String() + ":3306"
+
+	for _, tc := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"lab", "fault", "--name", name, "reset", "--dst", db}, 0},
+		{[]string{"lab", "fault", "--name", name, "nonsense"}, exitUsage},
+		{[]string{"lab", "fault", "--name", name, "loss", "--percent", "200"}, exitUsage},
+		{[]string{"lab", "fault", "--name", name, "reset", "--dst", "db"}, exitUsage},
+		{[]string{"lab", "fault", "--name", "no-such-lab", "reset"}, exitFailed},
+		{[]string{"lab", "up", "--name", "Bad_Name"}, exitUsage},
+	} {
+		if _, stderr, code := probeCmd(t, tc.args...); code != tc.want {
+			t.Errorf("probe %v: exit %d, want %d (%s)", tc.args, code, tc.want, stderr)
+		}
+	}
+	stdout, _, code = probeCmd(t, "run", "--netns", l.Pod, db)
+	if code != exitFailed || !strings.Contains(stdout, "refused") {
+		t.Errorf("after fault reset: exit %d\n%s", code, stdout)
+	}
+	if _, stderr, code := probeCmd(t, "lab", "clear", "--name", name); code != 0 {
+		t.Fatalf("lab clear: exit %d %s", code, stderr)
+	}
+	stdout, _, code = probeCmd(t, "run", "--netns", l.Pod, db)
+	if code != 0 {
+		t.Errorf("after clear: exit %d\n%s", code, stdout)
+	}
+	if _, stderr, code := probeCmd(t, "lab", "down", "--name", name); code != 0 {
+		t.Fatalf("lab down: exit %d %s", code, stderr)
+	}
+	if left, _ := filepath.Glob("/run/netns/" + prefix + "-*"); len(left) > 0 {
+		t.Errorf("after down: %v left", left)
+	}
+	if _, err := os.Stat(statePath(name)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state file after down: %v", err)
+	}
+}
+
+// TestLabDemo runs `probe lab demo` (what `make demo` runs): every scenario
+// must be classified as expected and no namespace may be left behind.
+func TestLabDemo(t *testing.T) {
+	lab.RequirePriv(t)
+	t0 := time.Now()
+	stdout, stderr, code := probeCmd(t, "lab", "demo")
+	if code != 0 {
+		t.Fatalf("lab demo: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	for _, want := range []string{"all 17 scenarios classified as expected", "no namespace left", "syn_retransmitted", "ICMP admin-prohibited", "netns_gone", "dns_error"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, stdout)
+		}
+	}
+	if strings.Contains(stdout, "WANT") {
+		t.Errorf("a scenario was misclassified:\n%s", stdout)
+	}
+	if left, _ := filepath.Glob("/run/netns/cpdemo*"); len(left) > 0 {
+		// Another demo may run at the same time; only ours matter.
+		for _, p := range left {
+			if strings.Contains(p, "cpdemo"+pidOf(stdout)) {
+				t.Errorf("namespace %s left behind", p)
+			}
+		}
+	}
+	t.Logf("demo took %s", time.Since(t0))
+}
+
+// pidOf extracts the pid from the demo's "lab cpdemo<pid>:" header.
+func pidOf(out string) string {
+	_, rest, ok := strings.Cut(out, "lab cpdemo")
+	if !ok {
+		return "?"
+	}
+	pid, _, _ := strings.Cut(rest, ":")
+	return pid
+}
+
+func TestParseDst(t *testing.T) {
+	for in, want := range map[string]string{"10.96.0.10:80": "10.96.0.10:80", "10.96.0.10": "10.96.0.10:0", "db": "", "10.96.0.10:x": ""} {
+		got, err := parseDst(in)
+		if want == "" {
+			if err == nil {
+				t.Errorf("parseDst(%q) = %s, want error", in, got)
+			}
+			continue
+		}
+		if err != nil || got.String() != want {
+			t.Errorf("parseDst(%q) = %s, %v; want %s", in, got, err, want)
+		}
+	}
+}
