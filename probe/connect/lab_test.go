@@ -104,6 +104,7 @@ func podProber(t *testing.T, l *lab.Lab, target string, cfg connect.Config) *con
 // scenario has its own VIP port and its fault is limited to that port, so
 // the scenarios run in parallel in one lab.
 func TestLabScenarios(t *testing.T) {
+	t.Parallel()
 	lab.RequirePriv(t)
 	l := lab.New(t)
 	ports := map[uint16]behaviour{}
@@ -196,6 +197,7 @@ func TestLabScenarios(t *testing.T) {
 // off: 0, 1, 3 s) and checks that a blackholed handshake reports the SYNs it
 // really sent.
 func TestLabSynTimeoutCountsRetransmits(t *testing.T) {
+	t.Parallel()
 	lab.RequirePriv(t)
 	l := lab.New(t, lab.WithSysctl("pod", "net.ipv4.tcp_syn_linear_timeouts", "0"))
 	if err := l.Fault(t.Context(), lab.Fault{Kind: lab.SYNDrop}); err != nil {
@@ -217,6 +219,7 @@ func TestLabSynTimeoutCountsRetransmits(t *testing.T) {
 // TestLabNetNSGone probes from a pod namespace that was deleted after the
 // prober was built: the pod went away.
 func TestLabNetNSGone(t *testing.T) {
+	t.Parallel()
 	lab.RequirePriv(t)
 	l := lab.New(t)
 	p := podProber(t, l, l.VIP.String()+":80", connect.Config{})
@@ -235,6 +238,7 @@ func TestLabNetNSGone(t *testing.T) {
 // TestLabDNS resolves through a loopback fake DNS server (never a real
 // one): an unknown name is dns_error, a known one reaches the VIP.
 func TestLabDNS(t *testing.T) {
+	t.Parallel()
 	lab.RequirePriv(t)
 	l := lab.New(t)
 	startBackends(t, l, map[uint16]behaviour{80: echo})
