@@ -579,7 +579,7 @@ func runDemo(ctx context.Context, w io.Writer, timeout time.Duration) (err error
 			report.FormatDuration(r.Duration), demoEvidence(r))
 	}
 	tw.Flush()
-	fmt.Fprintln(w)
+	fmt.Fprintf(w, "\nDNS scenarios ask a fake DNS server on %s (Go's resolver still names /etc/resolv.conf's server in its error).\n", dns.Addr())
 	if bad > 0 {
 		fmt.Fprintf(w, "%d of %d scenarios were NOT classified as expected\n", bad, len(demoScenarios))
 		err = errFailed
