@@ -222,6 +222,11 @@ func ParseMySQLGreeting(p []byte) (MySQLGreeting, error) {
 		return MySQLGreeting{}, serverErrorf("not a MySQL greeting: unterminated version: %q", printable(p))
 	}
 	g.Version = printable(rest[:i])
+	// MariaDB prefixes its version with "5.5.5-" for old replication
+	// clients; the real version follows.
+	if v, ok := strings.CutPrefix(g.Version, "5.5.5-"); ok && strings.Contains(v, "MariaDB") {
+		g.Version = v
+	}
 	rest = rest[i+1:]
 	if g.Protocol == 9 || len(rest) < 4 {
 		return g, nil
