@@ -3,10 +3,13 @@ package lab
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -449,4 +452,66 @@ func TestRequirePrivNotRoot(t *testing.T) {
 	}
 	t.Setenv(RequirePrivEnv, "")
 	RequirePriv(t) // skips
+}
+
+// TestHelperFailingLab is not a test on its own: TestCleanupOnFailure runs
+// it in a child process, where it brings a lab up, prints its prefix and
+// fails.
+func TestHelperFailingLab(t *testing.T) {
+	if os.Getenv("CONNPROBE_LAB_HELPER") != "1" {
+		return
+	}
+	l := New(t)
+	fmt.Printf("prefix=%s\n", l.Prefix)
+	t.Fatal("failing on purpose")
+}
+
+// TestCleanupOnFailure: a test that fails still tears its lab down.
+func TestCleanupOnFailure(t *testing.T) {
+	t.Parallel()
+	RequirePriv(t)
+	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestHelperFailingLab$", "-test.v")
+	cmd.Env = append(os.Environ(), "CONNPROBE_LAB_HELPER=1")
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("helper passed, want it to fail:\n%s", out)
+	}
+	_, rest, ok := strings.Cut(string(out), "prefix=")
+	if !ok {
+		t.Fatalf("helper printed no prefix:\n%s", out)
+	}
+	prefix, _, _ := strings.Cut(rest, "\n")
+	if !strings.Contains(string(out), "node ruleset at failure") {
+		t.Errorf("failed test did not log the node ruleset:\n%s", out)
+	}
+	left, _ := filepath.Glob(filepath.Join(netns.NamedDir, prefix+"-*"))
+	if len(left) > 0 {
+		t.Fatalf("namespaces left after a failed test: %v", left)
+	}
+}
+
+// TestSweep: a test lab whose process died is removed; one of a live
+// process is not.
+func TestSweep(t *testing.T) {
+	t.Parallel()
+	RequirePriv(t)
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	orphan := fmt.Sprintf("%s%d-dead-pod", TestPrefix, dead.Process.Pid)
+	live := fmt.Sprintf("%s%d-live-pod", TestPrefix, os.Getppid())
+	for _, ns := range []string{orphan, live} {
+		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+			t.Fatalf("ip netns add %s: %v: %s", ns, err, out)
+		}
+		t.Cleanup(func() { exec.Command("ip", "netns", "delete", ns).Run() })
+	}
+	Sweep(t.Context())
+	if _, err := os.Stat(filepath.Join(netns.NamedDir, orphan)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("orphan %s not swept: %v", orphan, err)
+	}
+	if err := netns.Check(filepath.Join(netns.NamedDir, live)); err != nil {
+		t.Errorf("live lab %s swept: %v", live, err)
+	}
 }
