@@ -316,6 +316,17 @@ func postgresTemplate(t testing.TB) string {
 			pgTplErr = fmt.Sprintf("initdb: %v\n%s", err, out)
 			return
 		}
+		// initdb allows TCP logins from loopback only; the lab's pod is
+		// 10.244.1.2.
+		hba, err := os.OpenFile(filepath.Join(d, "pg_hba.conf"), os.O_APPEND|os.O_WRONLY, 0)
+		if err == nil {
+			_, err = hba.WriteString("host all all 0.0.0.0/0 scram-sha-256\n")
+			hba.Close()
+		}
+		if err != nil {
+			pgTplErr = err.Error()
+			return
+		}
 		pgTpl = d
 	})
 	if pgTplErr != "" {
@@ -351,11 +362,30 @@ func startPostgres(t testing.TB, nsPath string, addr netip.AddrPort, extra ...st
 	p := &postgres{server: s, sockDir: dir}
 	p.addr = addr
 	waitTCP(t, s, nsPath, addr)
+	// The port opens before recovery ends ("the database system is
+	// starting up"): wait until a query works.
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		if _, err := p.trySQL(t, "SELECT 1"); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("postgres not ready after 20s: %v\n%s", err, s.log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	p.sql(t, fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", dbUser, dbPass))
 	return p
 }
 
 func (p *postgres) sql(t testing.TB, stmt string) string {
+	t.Helper()
+	out, err := p.trySQL(t, stmt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func (p *postgres) trySQL(t testing.TB, stmt string) (string, error) {
 	t.Helper()
 	psql := pgBin(t, "psql")
 	cmd := exec.Command(psql, "-h", p.sockDir, "-p", strconv.Itoa(int(p.addr.Port())), "-U", "postgres", "-d", "postgres", "-Atc", stmt)
@@ -363,9 +393,9 @@ func (p *postgres) sql(t testing.TB, stmt string) string {
 	cmd.Dir = "/"
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("psql %q: %v\n%s", stmt, err, out)
+		return "", fmt.Errorf("psql %q: %w\n%s", stmt, err, out)
 	}
-	return string(out)
+	return string(out), nil
 }
 
 // --- Redis ---
