@@ -586,6 +586,7 @@ func runDemo(ctx context.Context, w io.Writer, timeout time.Duration) (err error
 	} else {
 		fmt.Fprintf(w, "all %d scenarios classified as expected, probed from %s\n", len(demoScenarios), l.Pod)
 	}
+	fmt.Fprintf(w, "by hand: probe lab up; probe lab fault syn-drop; probe run --netns cpl-lab-pod %s:80; probe lab down\n", l.VIP)
 	return err
 }
 

@@ -23,7 +23,8 @@ const (
 	SYNDrop FaultKind = "syn-drop"
 	// FirstSYNDrop drops only the first SYN of each connection: a dynamic
 	// set keyed by source address and port remembers it, so the
-	// retransmitted SYN (same port) passes.
+	// retransmitted SYN (same port) passes. The set forgets a port after 2
+	// minutes: a new connection that reuses the port sooner is not dropped.
 	FirstSYNDrop FaultKind = "first-syn-drop"
 	// SYNACKDrop drops the server's SYN/ACK on its way back to the pod.
 	SYNACKDrop FaultKind = "synack-drop"
