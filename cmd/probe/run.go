@@ -14,6 +14,7 @@ import (
 
 	"github.com/connprobe/connprobe/exporters/report"
 	"github.com/connprobe/connprobe/probe"
+	"github.com/connprobe/connprobe/probe/app"
 	"github.com/connprobe/connprobe/probe/connect"
 	"github.com/connprobe/connprobe/probe/netns"
 )
@@ -43,7 +44,8 @@ func newRunCmd() *cobra.Command {
 Exit status: 0 when every attempt succeeded, 1 when any failed, 2 on bad usage.`,
 		Example: `  probe run 10.96.0.10:80
   probe run -c 10 -i 200ms --netns pod-a db.internal:3306
-  probe run --send 'PING\r\n' --expect '+PONG' -o json redis:6379`,
+  probe run --send 'PING\r\n' --expect '+PONG' -o json redis:6379
+  probe run -c 20 mysql://db:3306 'postgres://probe:secret@db:5432/app' http://web/healthz`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usagef("run: at least one TARGET is required")
@@ -55,7 +57,7 @@ Exit status: 0 when every attempt succeeded, 1 when any failed, 2 on bad usage.`
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.kind, "kind", "connect", "probe kind: connect")
+	fl.StringVar(&f.kind, "kind", "connect", "probe kind: connect, app (the default for mysql://, postgres://, redis://, kafka://, http(s):// targets)")
 	fl.IntVarP(&f.count, "count", "c", 1, "attempts per target (0: until interrupted)")
 	fl.DurationVarP(&f.interval, "interval", "i", time.Second, "time between attempts")
 	fl.DurationVar(&f.timeout, "timeout", connect.DefaultTimeout, "timeout of one attempt")
@@ -130,14 +132,23 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 
 // newProber is the one place that maps a kind to its probe package.
 func newProber(kind string, t probe.Target, cfg connect.Config) (probe.Prober, error) {
+	if kind == connect.Kind && app.Supports(t.Scheme) {
+		// mysql://, redis://, http://…: probe the application handshake too.
+		kind = app.Kind
+	}
 	switch kind {
+	case app.Kind:
+		if len(cfg.Send) > 0 || len(cfg.Expect) > 0 {
+			return nil, fmt.Errorf("target %q: --send/--expect are for tcp:// targets; a %s:// target speaks its own protocol", t.Name, t.Scheme)
+		}
+		return app.New(t, app.Config{Timeout: cfg.Timeout, Source: cfg.Source, UserTimeout: cfg.UserTimeout})
 	case connect.Kind:
 		if t.Scheme != "tcp" {
 			return nil, fmt.Errorf("target %q: scheme %q is not supported by kind connect (want tcp://)", t.Name, t.Scheme)
 		}
 		return connect.New(t, cfg)
 	}
-	return nil, fmt.Errorf("--kind %q: want connect", kind)
+	return nil, fmt.Errorf("--kind %q: want connect or app", kind)
 }
 
 func runProbes(ctx context.Context, f runFlags, args []string) error {
