@@ -313,7 +313,12 @@ func (p *Prober) classify(r *probe.Result, o outcome) bool {
 			r.Reason = probe.ReasonSynRetransmitted
 			r.Evidencef("SYN/ACK answered SYN #%d of %d (matched by %s), %s after the first; SYNs at %s", o.answered+1, len(o.sent), o.by, round(r.Timings.Handshake), offsets(o.sent))
 		}
-		r.Evidence = append(r.Evidence, "the local kernel answers the SYN/ACK with RST (no socket owns the port): the target's half-open entry is cleared")
+		// No socket owns our source port, so the local kernel answers this
+		// SYN/ACK with a RST (tcp_v4_send_reset from tcp_v4_rcv's no-socket
+		// path) about 10 µs later. That RST is what frees the target's
+		// SYN-RECV entry at once instead of after its SYN/ACK retransmits:
+		// do not filter it, or every probe leaves a half-open connection
+		// behind (and enough of them look like a SYN flood).
 		return true
 	case ReplyRST:
 		r.Timings.SynRTT = rtt
