@@ -72,8 +72,12 @@ func (t *Text) Result(r probe.Result) error {
 	if r.Timings.Handshake > 0 {
 		hs = FormatDuration(r.Timings.Handshake)
 	}
-	_, err := fmt.Fprintf(t.w, "%s  %-22s %-18s %9s  retx=%d  %s\n",
-		r.Start.Format("15:04:05.000"), r.Target, r.Reason, hs, r.Retransmits, note(r))
+	app := ""
+	if r.Timings.App > 0 {
+		app = "  app=" + FormatDuration(r.Timings.App)
+	}
+	_, err := fmt.Fprintf(t.w, "%s  %-22s %-18s %9s  retx=%d%s  %s\n",
+		r.Start.Format("15:04:05.000"), r.Target, r.Reason, hs, r.Retransmits, app, note(r))
 	return err
 }
 
@@ -109,6 +113,32 @@ type Stats struct {
 	OK         int // successes, degraded ones included
 	ByReason   map[probe.Reason]int
 	Handshakes []time.Duration // of attempts that completed a handshake
+	Apps       []time.Duration // application phase (kind app) of attempts that reached it
+	ByLayer    map[string]int  // failures by where they happened (Layer)
+}
+
+// appKind is probe/app's Kind: its attempts have an application phase.
+const appKind = "app"
+
+// Layer says where a failed attempt failed: "network" (the SYN went
+// unanswered or unrouted), "tcp" (the peer's TCP stack refused or reset),
+// "server" (connected, but the application did not serve: app_error,
+// app_timeout, or the server closing or resetting during its protocol),
+// "local" (this side: setup, permissions). "" for successes.
+func Layer(r probe.Result) string {
+	if r.Success {
+		return ""
+	}
+	if r.Phase == probe.PhaseApp {
+		return "server"
+	}
+	switch r.Reason {
+	case probe.ReasonSynTimeout, probe.ReasonUnreachable, probe.ReasonDNSError:
+		return "network"
+	case probe.ReasonRefused, probe.ReasonReset, probe.ReasonPeerClosed, probe.ReasonReplyTimeout:
+		return "tcp"
+	}
+	return "local"
 }
 
 // Add counts one result.
@@ -122,6 +152,15 @@ func (s *Stats) Add(r probe.Result) {
 	completed := r.Success || (r.Phase != probe.PhaseHandshake && r.Phase != probe.PhaseSetup && r.Phase != probe.PhaseResolve)
 	if r.Timings.Handshake > 0 && completed {
 		s.Handshakes = append(s.Handshakes, r.Timings.Handshake)
+	}
+	if r.Timings.App > 0 {
+		s.Apps = append(s.Apps, r.Timings.App)
+	}
+	if l := Layer(r); l != "" {
+		if s.ByLayer == nil {
+			s.ByLayer = map[string]int{}
+		}
+		s.ByLayer[l]++
 	}
 }
 
@@ -155,7 +194,39 @@ func (s *Stats) String() string {
 		fmt.Fprintf(&b, "handshake min/p50/p90/max = %s/%s/%s/%s\n",
 			FormatDuration(d[0]), FormatDuration(Quantile(d, 0.5)), FormatDuration(Quantile(d, 0.9)), FormatDuration(d[len(d)-1]))
 	}
+	if s.Kind == appKind {
+		s.writeWhere(&b)
+	}
 	return b.String()
+}
+
+// writeWhere says where the time and the failures of app attempts are:
+// network, TCP or server.
+func (s *Stats) writeWhere(b *strings.Builder) {
+	if len(s.Apps) > 0 {
+		d := slices.Clone(s.Apps)
+		slices.Sort(d)
+		fmt.Fprintf(b, "app       min/p50/p90/max = %s/%s/%s/%s\n",
+			FormatDuration(d[0]), FormatDuration(Quantile(d, 0.5)), FormatDuration(Quantile(d, 0.9)), FormatDuration(d[len(d)-1]))
+		if len(s.Handshakes) > 0 {
+			h := slices.Clone(s.Handshakes)
+			slices.Sort(h)
+			hp, ap := Quantile(h, 0.5), Quantile(d, 0.5)
+			fmt.Fprintf(b, "time (p50): network+tcp handshake %s, server %s (%.0f%% in the server)\n",
+				FormatDuration(hp), FormatDuration(ap), 100*float64(ap)/float64(hp+ap))
+		}
+	}
+	if s.Sent == s.OK {
+		b.WriteString("failures: none\n")
+		return
+	}
+	parts := make([]string, 0, 4)
+	for _, l := range []string{"network", "tcp", "server", "local"} {
+		if n := s.ByLayer[l]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", l, n))
+		}
+	}
+	fmt.Fprintf(b, "failures: %s (network: SYN unanswered or unroutable; tcp: refused or reset; server: connected, protocol failed)\n", strings.Join(parts, ", "))
 }
 
 // Quantile returns the q-quantile of sorted durations (nearest rank).
