@@ -17,6 +17,7 @@ import (
 	"github.com/connprobe/connprobe/probe/app"
 	"github.com/connprobe/connprobe/probe/connect"
 	"github.com/connprobe/connprobe/probe/netns"
+	"github.com/connprobe/connprobe/probe/syn"
 )
 
 // runFlags are `probe run`'s flags.
@@ -31,6 +32,9 @@ type runFlags struct {
 	expect      string
 	userTimeout time.Duration
 	output      string
+	kindSet     bool // --kind given explicitly: no fallback from syn to connect
+	paws        bool
+	synRate     int
 }
 
 func newRunCmd() *cobra.Command {
@@ -53,11 +57,14 @@ Exit status: 0 when every attempt succeeded, 1 when any failed, 2 on bad usage.`
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			f.kindSet = cmd.Flags().Changed("kind")
 			return runProbes(cmd.Context(), f, args)
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.kind, "kind", "connect", "probe kind: connect, app (the default for mysql://, postgres://, redis://, kafka://, http(s):// targets)")
+	fl.StringVar(&f.kind, "kind", "connect", "probe kind: connect, syn (raw half-open SYN, needs CAP_NET_RAW), app (the default for mysql://, postgres://, redis://, kafka://, http(s):// targets)")
+	fl.BoolVar(&f.paws, "paws", false, "after an answered SYN, send one with an older TCP timestamp (PAWS check; implies --kind syn)")
+	fl.IntVar(&f.synRate, "syn-rate", syn.DefaultRate, "budget for all raw SYNs of this process, packets/s")
 	fl.IntVarP(&f.count, "count", "c", 1, "attempts per target (0: until interrupted)")
 	fl.DurationVarP(&f.interval, "interval", "i", time.Second, "time between attempts")
 	fl.DurationVar(&f.timeout, "timeout", connect.DefaultTimeout, "timeout of one attempt")
@@ -111,9 +118,27 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 			errs = append(errs, fmt.Errorf("--netns: %w", err))
 		}
 	}
+	kind := f.kind
+	if f.paws && !f.kindSet {
+		kind = syn.Kind
+	}
+	if f.paws && kind != syn.Kind {
+		errs = append(errs, fmt.Errorf("--paws needs --kind syn, not %q", kind))
+	}
+	if err := syn.SetRate(f.synRate, min(f.synRate, syn.DefaultBurst)); err != nil {
+		errs = append(errs, fmt.Errorf("--syn-rate: %w", err))
+	}
 	if len(errs) > 0 {
 		return nil, usageError{errors.Join(errs...)}
 	}
+	var perm *probe.PermissionError
+	if kind == syn.Kind && !f.kindSet && errors.As(syn.Check(nsPath), &perm) {
+		// Asked for implicitly (--paws): degrade to the kernel's connect()
+		// rather than fail; --kind syn given explicitly reports permission.
+		fmt.Fprintf(os.Stderr, "probe: raw sockets not allowed (needs %s): falling back to --kind connect, no PAWS check\n", perm.Capability)
+		kind = connect.Kind
+	}
+	synCfg := syn.Config{Timeout: f.timeout, Source: cfg.Source, PAWS: f.paws && kind == syn.Kind}
 	plan := &runPlan{out: out}
 	for _, a := range args {
 		t, err := probe.ParseTarget(a)
@@ -121,7 +146,7 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 			return nil, usageError{err}
 		}
 		t.NetNS = nsPath
-		p, err := newProber(f.kind, t, cfg)
+		p, err := newProber(kind, t, cfg, synCfg)
 		if err != nil {
 			return nil, usageError{err}
 		}
@@ -131,7 +156,7 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 }
 
 // newProber is the one place that maps a kind to its probe package.
-func newProber(kind string, t probe.Target, cfg connect.Config) (probe.Prober, error) {
+func newProber(kind string, t probe.Target, cfg connect.Config, synCfg syn.Config) (probe.Prober, error) {
 	if kind == connect.Kind && app.Supports(t.Scheme) {
 		// mysql://, redis://, http://…: probe the application handshake too.
 		kind = app.Kind
@@ -147,8 +172,13 @@ func newProber(kind string, t probe.Target, cfg connect.Config) (probe.Prober, e
 			return nil, fmt.Errorf("target %q: scheme %q is not supported by kind connect (want tcp://)", t.Name, t.Scheme)
 		}
 		return connect.New(t, cfg)
+	case syn.Kind:
+		if t.Scheme != "tcp" || len(cfg.Send) > 0 || len(cfg.Expect) > 0 {
+			return nil, fmt.Errorf("target %q: kind syn sends only a SYN: want a tcp target, no --send/--expect", t.Name)
+		}
+		return syn.New(t, synCfg)
 	}
-	return nil, fmt.Errorf("--kind %q: want connect or app", kind)
+	return nil, fmt.Errorf("--kind %q: want connect, syn or app", kind)
 }
 
 func runProbes(ctx context.Context, f runFlags, args []string) error {

@@ -35,7 +35,7 @@ type path struct {
 
 	mu      sync.Mutex
 	waiters map[waitKey]*waiter
-	refs    int    // guarded by registry.mu
+	refs    int // guarded by registry.mu
 
 	wg sync.WaitGroup // the two readers
 
