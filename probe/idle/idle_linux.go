@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -130,7 +131,13 @@ func (p *Prober) judge(ctx context.Context, r *probe.Result, addr netip.AddrPort
 		// The path is down, not (only) the session.
 		r.Reason = ctl.Reason
 		r.Phase = ctl.Phase
-		r.Evidence = append(r.Evidence, ctl.Evidence...)
+		r.Retransmits = ctl.Retransmits
+		for _, e := range ctl.Evidence {
+			if !strings.HasPrefix(e, "control: ") {
+				e = "control: " + e
+			}
+			r.Evidence = append(r.Evidence, e)
+		}
 		r.Evidencef("control connection failed too (%s): the path is down, not just the idle session", ctl.Reason)
 		return
 	}

@@ -306,3 +306,179 @@ func servedBy(r probe.Result) string {
 	}
 	return ""
 }
+
+// TestStaleSessionServerAfterDelay is incident 003: the node forgets the
+// flow while the responder prepares its delayed reply; the reply leaves
+// un-NATed from the backend's own address, the client's kernel resets it,
+// and the client sees no packet at all — only its deadline notices. The
+// responder records the RST to its reply.
+func TestStaleSessionServerAfterDelay(t *testing.T) {
+	l := lab.New(t)
+	bs := startResponders(t, l, responder.Config{})
+	ctx := t.Context()
+	p := newProber(t, vipTarget(t, l), idle.Config{Mode: idle.ModeServerAfterDelay, Idle: 600 * time.Millisecond, ReplyTimeout: time.Second})
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		deleteEstablished(t, l)
+	}()
+	r := p.Probe(ctx)
+	logResult(t, r)
+	if r.Reason != probe.ReasonStaleSession {
+		t.Fatalf("reason %s, want stale_session", r.Reason)
+	}
+	ev := strings.Join(r.Evidence, "\n")
+	for _, want := range []string{"asked for a reply after 600ms and got no reply", "no packet at all from the server", "socket ESTABLISHED, 0 unacked, 0 retransmit(s)", "control: established"} {
+		if !strings.Contains(ev, want) {
+			t.Errorf("evidence lacks %q", want)
+		}
+	}
+	// The backend that held the session saw its reply reset.
+	served := servedBy(r)
+	var b *backend
+	for _, be := range bs {
+		if be.ip.String() == served {
+			b = be
+		}
+	}
+	if b == nil {
+		t.Fatalf("served by %q: not a backend", served)
+	}
+	waitFor(t, func() bool { return b.delayed(t, "reset") == 1 })
+	if log := b.log.String(); !strings.Contains(log, "my delayed reply was answered with RST") || !strings.Contains(log, "peer="+r.Local.String()) {
+		t.Errorf("responder log lacks the RST to %s:\n%s", r.Local, log)
+	}
+}
+
+// TestStaleSessionLooseOff: with nf_conntrack_tcp_loose=0 the client's
+// segment after the idle time is not picked up as a new flow, so it is not
+// DNATed. Where the node routes the VIP on (as a real node with a default
+// route does), kube-proxy's "ct state invalid drop" eats it: retransmissions,
+// no reply. Where the VIP is not routed, the node answers ICMP
+// net-unreachable. Either way a fresh connection works: stale_session.
+func TestStaleSessionLooseOff(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		routed bool
+		want   string
+	}{
+		{"invalid-drop", true, "sent ECHO and got no reply"},
+		{"vip-unrouted", false, "ENETUNREACH"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := lab.New(t, lab.WithSysctl("node", "net.netfilter.nf_conntrack_tcp_loose", "0"))
+			startResponders(t, l, responder.Config{})
+			ctx := t.Context()
+			nftScript(t, l, `table ip kubeproxy {
+	chain forward {
+		type filter hook forward priority filter - 5; policy accept;
+		ct state invalid counter drop
+	}
+}
+`)
+			if tc.routed {
+				if out, err := l.Exec(ctx, l.Router, "ip", "route", "add", l.VIP.String()+"/32", "dev", "br0"); err != nil {
+					t.Fatalf("route: %v: %s", err, out)
+				}
+			}
+			p := newProber(t, vipTarget(t, l), idle.Config{Mode: idle.ModeClientFirst, Idle: 500 * time.Millisecond, ReplyTimeout: 1500 * time.Millisecond})
+			go func() {
+				time.Sleep(250 * time.Millisecond)
+				deleteEstablished(t, l)
+			}()
+			r := p.Probe(ctx)
+			logResult(t, r)
+			if r.Reason != probe.ReasonStaleSession {
+				t.Fatalf("reason %s, want stale_session", r.Reason)
+			}
+			ev := strings.Join(r.Evidence, "\n")
+			if !strings.Contains(ev, tc.want) {
+				t.Errorf("evidence lacks %q", tc.want)
+			}
+			if !tc.routed {
+				return
+			}
+			if strings.Contains(ev, " 0 retransmit(s)") {
+				t.Errorf("evidence should show retransmissions")
+			}
+			out, _ := l.Exec(ctx, l.Router, "nft", "list", "table", "ip", "kubeproxy")
+			if strings.Contains(out, "counter packets 0 ") {
+				t.Errorf("the INVALID drop rule never matched:\n%s", out)
+			}
+		})
+	}
+}
+
+// TestPeerClosedDuringIdle: the responder closes connections idle for 700ms
+// (like a database's wait_timeout); a 2s idle probe reports peer_closed at
+// ~700ms.
+func TestPeerClosedDuringIdle(t *testing.T) {
+	l := lab.New(t)
+	startResponders(t, l, responder.Config{CloseIdle: 700 * time.Millisecond})
+	p := newProber(t, vipTarget(t, l), idle.Config{Mode: idle.ModeClientFirst, Idle: 2 * time.Second})
+	r := p.Probe(t.Context())
+	logResult(t, r)
+	if r.Reason != probe.ReasonPeerClosed || r.Phase != probe.PhaseIdle {
+		t.Fatalf("reason %s phase %s, want peer_closed in idle", r.Reason, r.Phase)
+	}
+	if r.Timings.Idle < 650*time.Millisecond || r.Timings.Idle > 1200*time.Millisecond {
+		t.Errorf("FIN after %s idle, want ~700ms", r.Timings.Idle)
+	}
+	if ev := strings.Join(r.Evidence, "\n"); !strings.Contains(ev, "peer closed the connection (FIN) after") {
+		t.Errorf("evidence lacks the FIN")
+	}
+}
+
+// TestPathDownIsNotStale: the idle connection breaks and a fresh connection
+// fails too: the reason is the fresh connection's, not stale_session.
+func TestPathDownIsNotStale(t *testing.T) {
+	for _, tc := range []struct {
+		fault lab.FaultKind
+		want  probe.Reason
+	}{
+		{lab.SYNDrop, probe.ReasonSynTimeout},
+		{lab.Reset, probe.ReasonRefused},
+	} {
+		t.Run(string(tc.fault), func(t *testing.T) {
+			l := lab.New(t, lab.WithSysctl("node", "net.netfilter.nf_conntrack_tcp_loose", "0"), lab.WithSysctl("pod", "net.ipv4.tcp_syn_retries", "1"))
+			startResponders(t, l, responder.Config{})
+			ctx := t.Context()
+			nftScript(t, l, "table ip kubeproxy {\n\tchain forward {\n\t\ttype filter hook forward priority filter - 5; policy accept;\n\t\tct state invalid drop\n\t}\n}\n")
+			p := newProber(t, vipTarget(t, l), idle.Config{Mode: idle.ModeClientFirst, Idle: 500 * time.Millisecond, ReplyTimeout: time.Second, ConnectTimeout: 1500 * time.Millisecond})
+			go func() {
+				time.Sleep(250 * time.Millisecond)
+				deleteEstablished(t, l)
+				if err := l.Fault(context.Background(), lab.Fault{Kind: tc.fault, Dst: netip.AddrPortFrom(l.VIP, 0)}); err != nil {
+					t.Error(err)
+				}
+			}()
+			r := p.Probe(ctx)
+			logResult(t, r)
+			if r.Reason != tc.want {
+				t.Fatalf("reason %s, want %s", r.Reason, tc.want)
+			}
+			if ev := strings.Join(r.Evidence, "\n"); !strings.Contains(ev, "control connection failed too") || !strings.Contains(ev, "idle we sent ECHO and") {
+				t.Errorf("evidence should show the idle failure and the failed control")
+			}
+		})
+	}
+}
+
+func nftScript(t *testing.T, l *lab.Lab, script string) {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), "ip", "netns", "exec", l.Router, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v: %s", err, out)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
