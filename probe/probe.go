@@ -74,6 +74,10 @@ func ParseTarget(s string) (Target, error) {
 		}
 		t.Scheme = strings.ToLower(u.Scheme)
 		t.URL = u
+		if _, ok := u.User.Password(); ok {
+			// Name is a label and is printed: never the password.
+			t.Name = u.Redacted()
+		}
 		hostport = u.Host
 		if u.Port() == "" {
 			p, ok := defaultPorts[t.Scheme]
