@@ -1,0 +1,365 @@
+// Package scheduler runs jobs: for each job it follows the job's target
+// source, diffs consecutive target sets, and runs one loop per (job, target).
+//
+// A loop is a timer, not a goroutine: time.AfterFunc fires once per interval
+// (first at a random offset within the interval, so targets do not burst)
+// and the attempt runs in the timer's goroutine, which ends with the attempt.
+// An idle target costs a timer and a few words, so 10k targets need no 10k
+// parked stacks. A loop owns Concurrency probers; each firing takes a free
+// one, so a kind whose attempts last longer than the interval (idle and
+// keep-alive probes hold a connection for minutes) runs as a staggered pool
+// that still yields a result every interval. A firing that finds no free
+// prober is an overrun: counted, never queued.
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/connprobe/connprobe/probe"
+	"github.com/connprobe/connprobe/scheduler/targets"
+)
+
+// Job is a probe kind on a set of targets.
+type Job struct {
+	Name     string
+	Kind     string
+	Interval time.Duration
+	// Timeout bounds one attempt (the attempt's ctx deadline).
+	Timeout time.Duration
+	// Concurrency is how many attempts on one target may overlap (>= 1);
+	// each has its own Prober, so a Prober is never used concurrently.
+	Concurrency int
+	// ExpectFail marks a job whose targets must NOT answer.
+	ExpectFail bool
+	// Source yields the targets.
+	Source targets.Source
+	// New builds a Prober for one target.
+	New func(probe.Target) (probe.Prober, error)
+	// Fingerprint identifies the job's configuration: on Update, a running
+	// job with the same name and fingerprint keeps running untouched.
+	Fingerprint string
+}
+
+// Sink receives what the scheduler sees. Its methods must not block.
+type Sink interface {
+	// Target returns the recorder of one (job, target); called when the
+	// target's loop starts.
+	Target(job *Job, t probe.Target) TargetSink
+	// Forget drops every series of a target that went away.
+	Forget(job *Job, t probe.Target)
+	// Targets reports the number of targets a job probes now; n < 0 means
+	// the job was removed.
+	Targets(job *Job, n int)
+}
+
+// TargetSink records one (job, target).
+type TargetSink interface {
+	// Scheduled is called at every firing with how late it fired.
+	Scheduled(late time.Duration)
+	// Overrun is called when a firing found every prober busy, or when
+	// whole intervals were skipped because the process fell behind.
+	Overrun(n int)
+	// Result is called with the outcome of every attempt that was not cut
+	// short by the scheduler itself.
+	Result(r *probe.Result)
+}
+
+// Scheduler runs the current set of jobs.
+type Scheduler struct {
+	sink    Sink
+	log     *slog.Logger
+	updates chan []*Job
+	applied chan struct{}
+}
+
+// New returns a Scheduler reporting to sink.
+func New(sink Sink, log *slog.Logger) *Scheduler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Scheduler{sink: sink, log: log, updates: make(chan []*Job), applied: make(chan struct{})}
+}
+
+// Update replaces the set of jobs: removed jobs stop (their series are
+// forgotten), changed jobs restart, unchanged jobs keep running. It returns
+// once the change is applied, or when ctx is done.
+func (s *Scheduler) Update(ctx context.Context, jobs []*Job) error {
+	select {
+	case s.updates <- jobs:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-s.applied:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Run runs jobs until ctx is done, then stops every loop, waits for the
+// attempts in flight (their ctx is canceled) and closes every prober.
+func (s *Scheduler) Run(ctx context.Context) error {
+	running := map[string]*jobRunner{}
+	defer func() {
+		for _, jr := range running {
+			jr.cancel()
+		}
+		for _, jr := range running {
+			<-jr.done
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case jobs := <-s.updates:
+			want := map[string]*Job{}
+			for _, j := range jobs {
+				want[j.Name] = j
+			}
+			for name, jr := range running {
+				if j, ok := want[name]; !ok || j.Fingerprint != jr.job.Fingerprint {
+					jr.forget = !ok
+					jr.cancel()
+					<-jr.done
+					delete(running, name)
+				}
+			}
+			for _, j := range jobs {
+				if _, ok := running[j.Name]; ok {
+					continue
+				}
+				jr := &jobRunner{s: s, job: j, done: make(chan struct{})}
+				var jctx context.Context
+				jctx, jr.cancel = context.WithCancel(ctx)
+				running[j.Name] = jr
+				go jr.run(jctx) // owned: Run waits on jr.done
+			}
+			s.applied <- struct{}{}
+		}
+	}
+}
+
+// jobRunner follows one job's targets.
+type jobRunner struct {
+	s      *Scheduler
+	job    *Job
+	cancel context.CancelFunc
+	done   chan struct{}
+	forget bool // the job was removed: forget its series when stopping
+	loops  map[string]*loop
+}
+
+func (jr *jobRunner) run(ctx context.Context) {
+	defer close(jr.done)
+	jr.loops = map[string]*loop{}
+	sets := make(chan []probe.Target, 1)
+	srcDone := make(chan error, 1)
+	go func() { // owned: waited for below
+		srcDone <- jr.job.Source.Run(ctx, func(ts []probe.Target) {
+			// Latest set wins: replace a set not yet taken.
+			for {
+				select {
+				case sets <- ts:
+					return
+				default:
+				}
+				select {
+				case <-sets:
+				default:
+				}
+			}
+		})
+	}()
+	for {
+		select {
+		case ts := <-sets:
+			jr.apply(ctx, ts)
+		case err := <-srcDone:
+			if err != nil && ctx.Err() == nil {
+				jr.s.log.Error("target source failed; keeping its last targets", "job", jr.job.Name, "err", err)
+			}
+			srcDone = nil // a nil channel never fires: wait for ctx
+		case <-ctx.Done():
+			if srcDone != nil {
+				<-srcDone
+			}
+			jr.stopAll()
+			return
+		}
+	}
+}
+
+func (jr *jobRunner) stopAll() {
+	for _, l := range jr.loops {
+		l.halt()
+	}
+	for key, l := range jr.loops {
+		l.wait()
+		if jr.forget {
+			jr.s.sink.Forget(jr.job, l.target)
+		}
+		delete(jr.loops, key)
+	}
+	if jr.forget {
+		jr.s.sink.Targets(jr.job, -1)
+	}
+}
+
+// apply diffs the new target set against the running loops.
+func (jr *jobRunner) apply(ctx context.Context, ts []probe.Target) {
+	want := make(map[string]probe.Target, len(ts))
+	for _, t := range ts {
+		if _, dup := want[t.Name]; !dup {
+			want[t.Name] = t
+		}
+	}
+	var gone []*loop
+	for name, l := range jr.loops {
+		if t, ok := want[name]; !ok || t.NetNS != l.target.NetNS || t.Host != l.target.Host || t.Port != l.target.Port {
+			l.halt()
+			gone = append(gone, l)
+			delete(jr.loops, name)
+		}
+	}
+	for _, l := range gone {
+		l.wait()
+		jr.s.sink.Forget(jr.job, l.target)
+	}
+	for _, t := range ts {
+		if _, ok := jr.loops[t.Name]; ok {
+			continue
+		}
+		l, err := newLoop(ctx, jr.job, t)
+		if err != nil {
+			jr.s.log.Warn("cannot probe target; skipped", "job", jr.job.Name, "target", t.Name, "err", err)
+			continue
+		}
+		l.sink = jr.s.sink.Target(jr.job, t)
+		jr.loops[t.Name] = l
+		l.start(rand.N(jr.job.Interval))
+	}
+	jr.s.sink.Targets(jr.job, len(jr.loops))
+}
+
+// loop probes one target every interval.
+type loop struct {
+	job    *Job
+	target probe.Target
+	sink   TargetSink
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	timer   *time.Timer
+	next    time.Time // when the current firing is due
+	stopped bool
+	free    []probe.Prober // probers not in an attempt
+	all     []probe.Prober
+	wg      sync.WaitGroup // attempts in flight
+}
+
+func newLoop(ctx context.Context, job *Job, t probe.Target) (*loop, error) {
+	n := max(job.Concurrency, 1)
+	l := &loop{job: job, target: t}
+	for range n {
+		p, err := job.New(t)
+		if err != nil {
+			for _, p := range l.all {
+				p.Close()
+			}
+			return nil, fmt.Errorf("scheduler: %w", err)
+		}
+		l.all = append(l.all, p)
+	}
+	l.free = append(make([]probe.Prober, 0, n), l.all...)
+	l.ctx, l.cancel = context.WithCancel(ctx)
+	return l, nil
+}
+
+func (l *loop) start(offset time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.next = time.Now().Add(offset)
+	l.timer = time.AfterFunc(offset, l.fire)
+}
+
+// fire runs in the timer's goroutine: it schedules the next firing first
+// (so attempts longer than the interval can overlap), then makes one attempt
+// on a free prober.
+func (l *loop) fire() {
+	l.mu.Lock()
+	if l.stopped {
+		l.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	late := now.Sub(l.next)
+	iv := l.job.Interval
+	l.next = l.next.Add(iv)
+	skipped := 0
+	if !l.next.After(now) {
+		// Fell behind by whole intervals (a paused process): skip them.
+		k := now.Sub(l.next)/iv + 1
+		l.next = l.next.Add(k * iv)
+		skipped = int(k)
+	}
+	l.timer.Reset(l.next.Sub(now))
+	var p probe.Prober
+	if n := len(l.free); n > 0 {
+		p = l.free[n-1]
+		l.free = l.free[:n-1]
+		l.wg.Add(1)
+	}
+	l.mu.Unlock()
+
+	l.sink.Scheduled(late)
+	if p == nil {
+		skipped++
+	}
+	if skipped > 0 {
+		l.sink.Overrun(skipped)
+	}
+	if p == nil {
+		return
+	}
+	defer l.wg.Done()
+	ctx, cancel := context.WithTimeout(l.ctx, l.job.Timeout)
+	r := p.Probe(ctx)
+	cancel()
+	l.mu.Lock()
+	l.free = append(l.free, p)
+	l.mu.Unlock()
+	if l.ctx.Err() != nil || r.Reason == probe.ReasonCanceled {
+		return // cut short by the scheduler: not a network failure
+	}
+	l.sink.Result(&r)
+}
+
+// halt stops future firings and cancels the attempts in flight.
+func (l *loop) halt() {
+	l.mu.Lock()
+	l.stopped = true
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+	l.mu.Unlock()
+	l.cancel()
+}
+
+// wait waits for the attempts in flight and closes the probers.
+func (l *loop) wait() {
+	l.wg.Wait()
+	var errs []error
+	for _, p := range l.all {
+		errs = append(errs, p.Close())
+	}
+	_ = errors.Join(errs...)
+}

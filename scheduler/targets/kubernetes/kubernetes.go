@@ -1,0 +1,585 @@
+// Package kubernetes discovers probe targets from the Kubernetes API with
+// client-go informers: a watch, not polling. A Source keeps a local cache of
+// the objects its role needs (Services, EndpointSlices, Pods or Nodes),
+// filtered by namespace and label selector, and whenever the cache changes it
+// computes the whole target list again and hands it on if it differs from
+// the last one. Handing on complete lists (not add/remove events) is what
+// makes it resync-safe: a periodic resync, a relist after a dropped watch or
+// an update that changes nothing probed yields the same list and is dropped.
+//
+// Roles:
+//
+//	service    every TCP port of every Service's ClusterIP(s); with node_ports
+//	           also each NodePort on this node's address
+//	endpoints  every ready endpoint of every EndpointSlice, per TCP port
+//	pod        running pods (optionally only those on this node: the pods
+//	           whose network namespaces an agent can enter), per TCP port
+//	node       each node's InternalIP at a given port
+//
+// In mesh mode (peers_per_node k, roles node, pod and endpoints) each agent
+// keeps only the targets on the nodes that chose it by rendezvous hashing
+// (package scheduler/mesh): every node is probed by exactly k agents.
+package kubernetes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	clientset "k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/connprobe/connprobe/probe"
+	"github.com/connprobe/connprobe/scheduler/mesh"
+)
+
+// Roles.
+const (
+	RoleService   = "service"
+	RoleEndpoints = "endpoints"
+	RolePod       = "pod"
+	RoleNode      = "node"
+)
+
+// DefaultResync is how often informers replay their cache; the Source
+// ignores replays that change nothing.
+const DefaultResync = 10 * time.Minute
+
+// Config says what to discover. It is the plain form of the `kubernetes`
+// target block of the config file.
+type Config struct {
+	// Role is service, endpoints, pod or node.
+	Role string
+	// Namespaces restricts discovery to these namespaces; empty: all.
+	Namespaces []string
+	// LabelSelector selects objects by label ("app=db,tier!=cache").
+	LabelSelector string
+	// Ports keeps only the ports with these names or numbers; empty: every
+	// TCP port. For role node (nodes have no ports) it must hold exactly one
+	// number.
+	Ports []string
+	// NodePorts (role service) adds each NodePort on this node's address.
+	NodePorts bool
+	// ThisNode (role pod) keeps only the pods scheduled on this node.
+	ThisNode bool
+	// PeersPerNode > 0 turns on mesh mode: probe only the targets on the
+	// nodes that chose this node (roles node, pod, endpoints).
+	PeersPerNode int
+	// Kubeconfig is the kubeconfig file to use outside a cluster; empty: the
+	// in-cluster service account, else $KUBECONFIG or ~/.kube/config.
+	Kubeconfig string
+}
+
+// Validate reports every problem of c; paths are relative to the block.
+func (c Config) Validate() error {
+	var errs []error
+	switch c.Role {
+	case RoleService, RoleEndpoints, RolePod, RoleNode:
+	case "":
+		errs = append(errs, errors.New("role is required (service, endpoints, pod or node)"))
+	default:
+		errs = append(errs, fmt.Errorf("role %q: want service, endpoints, pod or node", c.Role))
+	}
+	if _, err := labels.Parse(c.LabelSelector); err != nil {
+		errs = append(errs, fmt.Errorf("label_selector %q: %w", c.LabelSelector, err))
+	}
+	for i, ns := range c.Namespaces {
+		if ns == "" {
+			errs = append(errs, fmt.Errorf("namespaces[%d]: empty", i))
+		}
+	}
+	for i, p := range c.Ports {
+		if n, err := strconv.Atoi(p); err == nil && (n < 1 || n > 65535) {
+			errs = append(errs, fmt.Errorf("ports[%d]: %d is not in 1-65535", i, n))
+		} else if p == "" {
+			errs = append(errs, fmt.Errorf("ports[%d]: empty", i))
+		}
+	}
+	if c.Role == RoleNode {
+		if len(c.Ports) != 1 {
+			errs = append(errs, errors.New("ports: role node needs exactly one port number (nodes have no named ports)"))
+		} else if _, err := strconv.Atoi(c.Ports[0]); err != nil {
+			errs = append(errs, fmt.Errorf("ports[0] %q: role node needs a port number", c.Ports[0]))
+		}
+	}
+	if c.NodePorts && c.Role != RoleService {
+		errs = append(errs, fmt.Errorf("node_ports applies to role service, not %s", c.Role))
+	}
+	if c.ThisNode && c.Role != RolePod {
+		errs = append(errs, fmt.Errorf("this_node applies to role pod, not %s", c.Role))
+	}
+	if c.PeersPerNode < 0 {
+		errs = append(errs, fmt.Errorf("mesh.peers_per_node %d must not be negative", c.PeersPerNode))
+	}
+	if c.PeersPerNode > 0 && c.Role == RoleService {
+		errs = append(errs, errors.New("mesh applies to roles node, pod and endpoints, not service"))
+	}
+	if c.PeersPerNode > 0 && c.ThisNode {
+		errs = append(errs, errors.New("mesh and this_node exclude each other (this_node keeps only local pods)"))
+	}
+	return errors.Join(errs...)
+}
+
+// Options are the facts about where the agent runs, from the environment
+// (the DaemonSet sets NODE_NAME and HOST_IP with the downward API).
+type Options struct {
+	// NodeName is the node this agent runs on; needed by this_node and mesh.
+	NodeName string
+	// NodeIP is this node's address, where NodePorts are probed.
+	NodeIP netip.Addr
+	// Resync is the informers' resync period; 0: DefaultResync.
+	Resync time.Duration
+	// Logger receives watch errors; nil: slog.Default().
+	Logger *slog.Logger
+}
+
+// Target is a discovered target with the Kubernetes object it came from.
+type Target struct {
+	probe.Target
+	// Namespace, Service, Pod and Node name the object; empty when they do
+	// not apply. They are bounded identities, fit for labels.
+	Namespace string
+	Service   string
+	Pod       string
+	Node      string
+	// PodUID is the pod's UID (role pod, endpoints backed by a pod): what
+	// pod-netns discovery matches a network namespace to.
+	PodUID string
+}
+
+// Source watches the API and produces target lists.
+type Source struct {
+	client   clientset.Interface
+	cfg      Config
+	opts     Options
+	selector labels.Selector
+	port     uint16 // role node
+}
+
+// New checks cfg and opts and returns a Source; it does not contact the API.
+func New(client clientset.Interface, cfg Config, opts Options) (*Source, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("kubernetes: %w", err)
+	}
+	sel, _ := labels.Parse(cfg.LabelSelector)
+	if (cfg.ThisNode || cfg.PeersPerNode > 0) && opts.NodeName == "" {
+		return nil, errors.New("kubernetes: this_node and mesh need the node name (set NODE_NAME from spec.nodeName, see deploy/daemonset.yaml)")
+	}
+	if cfg.NodePorts && !opts.NodeIP.IsValid() {
+		return nil, errors.New("kubernetes: node_ports needs this node's address (set HOST_IP from status.hostIP, see deploy/daemonset.yaml)")
+	}
+	if opts.Resync == 0 {
+		opts.Resync = DefaultResync
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Source{client: client, cfg: cfg, opts: opts, selector: sel}
+	if cfg.Role == RoleNode {
+		p, _ := strconv.Atoi(cfg.Ports[0])
+		s.port = uint16(p)
+	}
+	return s, nil
+}
+
+// NewClient returns a clientset: from the kubeconfig file when one is named,
+// else the in-cluster service account, else $KUBECONFIG or ~/.kube/config.
+func NewClient(kubeconfig string) (clientset.Interface, error) {
+	var rc *rest.Config
+	var err error
+	if kubeconfig == "" {
+		rc, err = rest.InClusterConfig()
+	}
+	if kubeconfig != "" || errors.Is(err, rest.ErrNotInCluster) {
+		rules := clientcmd.NewDefaultClientConfigLoadingRules()
+		rules.ExplicitPath = kubeconfig
+		rc, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes: client config: %w", err)
+	}
+	rc.UserAgent = "connprobe"
+	c, err := clientset.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes: client: %w", err)
+	}
+	return c, nil
+}
+
+// lister lists the cached objects of one namespace.
+type lister struct {
+	factory informers.SharedInformerFactory
+	list    func() ([]Target, []string, error) // targets and their mesh keys
+}
+
+// Run watches until ctx is done, calling update with the complete, sorted
+// target list once the caches have synced and again whenever it changes. It
+// returns nil when ctx is done, or an error if the caches never synced.
+// update is called from Run's goroutine, never concurrently.
+func (s *Source) Run(ctx context.Context, update func([]Target)) error {
+	changed := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	}
+	handler := cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { poke() },
+		UpdateFunc: func(oldObj, newObj any) {
+			// A resync replays every object unchanged; skip the work. (An
+			// unchanged list would be dropped anyway, after computing it.)
+			o, ok1 := oldObj.(metav1.Object)
+			n, ok2 := newObj.(metav1.Object)
+			if ok1 && ok2 && o.GetResourceVersion() != "" && o.GetResourceVersion() == n.GetResourceVersion() {
+				return
+			}
+			poke()
+		},
+		DeleteFunc: func(any) { poke() },
+	}
+	namespaces := s.cfg.Namespaces
+	if len(namespaces) == 0 {
+		namespaces = []string{metav1.NamespaceAll}
+	}
+	var listers []lister
+	for _, ns := range dedupe(namespaces) {
+		l, err := s.newLister(ns, handler)
+		if err != nil {
+			return err
+		}
+		listers = append(listers, l)
+	}
+	for _, l := range listers {
+		l.factory.Start(ctx.Done())
+	}
+	defer func() {
+		for _, l := range listers {
+			l.factory.Shutdown() // informers stop with ctx; this waits for them
+		}
+	}()
+	for _, l := range listers {
+		for typ, ok := range l.factory.WaitForCacheSync(ctx.Done()) {
+			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("kubernetes: %s cache did not sync", typ)
+			}
+		}
+	}
+	var last []Target
+	first := true
+	for {
+		ts, err := s.targets(listers)
+		if err != nil {
+			return err
+		}
+		if first || !slices.EqualFunc(ts, last, targetEqual) {
+			update(ts)
+			last, first = ts, false
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		}
+	}
+}
+
+// targets computes the whole list from the caches.
+func (s *Source) targets(listers []lister) ([]Target, error) {
+	var all []Target
+	var keys []string
+	for _, l := range listers {
+		ts, ks, err := l.list()
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes: list: %w", err)
+		}
+		all = append(all, ts...)
+		keys = append(keys, ks...)
+	}
+	if s.cfg.PeersPerNode > 0 {
+		mine := mesh.Targets(s.opts.NodeName, keys, s.cfg.PeersPerNode)
+		all = slices.DeleteFunc(all, func(t Target) bool {
+			_, ok := slices.BinarySearch(mine, t.Node)
+			return !ok
+		})
+	}
+	slices.SortFunc(all, func(a, b Target) int { return strings.Compare(a.Name, b.Name) })
+	// The same endpoint can appear in two slices while it moves.
+	return slices.CompactFunc(all, func(a, b Target) bool { return a.Name == b.Name }), nil
+}
+
+func (s *Source) newLister(ns string, h cache.ResourceEventHandler) (lister, error) {
+	opts := []informers.SharedInformerOption{
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.LabelSelector = s.cfg.LabelSelector
+			if s.cfg.ThisNode {
+				o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", s.opts.NodeName).String()
+			}
+		}),
+	}
+	if ns != metav1.NamespaceAll {
+		opts = append(opts, informers.WithNamespace(ns))
+	}
+	f := informers.NewSharedInformerFactoryWithOptions(s.client, s.opts.Resync, opts...)
+	var inf cache.SharedIndexInformer
+	l := lister{factory: f}
+	switch s.cfg.Role {
+	case RoleService:
+		si := f.Core().V1().Services()
+		inf = si.Informer()
+		l.list = func() ([]Target, []string, error) {
+			objs, err := si.Lister().Services(ns).List(s.selector)
+			var ts []Target
+			for _, o := range objs {
+				ts = append(ts, s.serviceTargets(o)...)
+			}
+			return ts, nil, err
+		}
+	case RoleEndpoints:
+		ei := f.Discovery().V1().EndpointSlices()
+		inf = ei.Informer()
+		l.list = func() ([]Target, []string, error) {
+			objs, err := ei.Lister().EndpointSlices(ns).List(s.selector)
+			var ts []Target
+			var keys []string
+			for _, o := range objs {
+				ts = append(ts, s.endpointTargets(o)...)
+				for _, e := range o.Endpoints {
+					if e.NodeName != nil {
+						keys = append(keys, *e.NodeName)
+					}
+				}
+			}
+			return ts, keys, err
+		}
+	case RolePod:
+		pi := f.Core().V1().Pods()
+		inf = pi.Informer()
+		l.list = func() ([]Target, []string, error) {
+			objs, err := pi.Lister().Pods(ns).List(s.selector)
+			var ts []Target
+			var keys []string
+			for _, o := range objs {
+				if s.cfg.ThisNode && o.Spec.NodeName != s.opts.NodeName {
+					continue // the field selector did this server-side
+				}
+				if o.Spec.NodeName != "" && o.DeletionTimestamp == nil && o.Status.Phase == corev1.PodRunning {
+					keys = append(keys, o.Spec.NodeName)
+				}
+				ts = append(ts, s.podTargets(o)...)
+			}
+			return ts, keys, err
+		}
+	case RoleNode:
+		ni := f.Core().V1().Nodes()
+		inf = ni.Informer()
+		l.list = func() ([]Target, []string, error) {
+			objs, err := ni.Lister().List(s.selector)
+			var ts []Target
+			var keys []string
+			for _, o := range objs {
+				keys = append(keys, o.Name)
+				if t, ok := s.nodeTarget(o); ok {
+					ts = append(ts, t)
+				}
+			}
+			return ts, keys, err
+		}
+	}
+	log := s.opts.Logger.With("source", "kubernetes", "role", s.cfg.Role, "namespace", ns)
+	if err := inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
+		if apierrors.IsForbidden(err) {
+			log.Error("kubernetes: watch forbidden: the service account needs get/list/watch (deploy/rbac.yaml)", "err", err)
+			return
+		}
+		log.Warn("kubernetes: watch failed, retrying", "err", err)
+	}); err != nil {
+		return lister{}, fmt.Errorf("kubernetes: %w", err)
+	}
+	if _, err := inf.AddEventHandler(h); err != nil {
+		return lister{}, fmt.Errorf("kubernetes: %w", err)
+	}
+	return l, nil
+}
+
+// wantPort reports whether a port with this name and number is kept.
+func (s *Source) wantPort(name string, number int32, proto corev1.Protocol) bool {
+	if proto != "" && proto != corev1.ProtocolTCP {
+		return false
+	}
+	if number < 1 || number > 65535 {
+		return false
+	}
+	if len(s.cfg.Ports) == 0 {
+		return true
+	}
+	n := strconv.Itoa(int(number))
+	return slices.ContainsFunc(s.cfg.Ports, func(p string) bool { return p == n || (name != "" && p == name) })
+}
+
+func (s *Source) serviceTargets(svc *corev1.Service) []Target {
+	if svc.Spec.Type == corev1.ServiceTypeExternalName {
+		return nil
+	}
+	ips := svc.Spec.ClusterIPs
+	if len(ips) == 0 && svc.Spec.ClusterIP != "" {
+		ips = []string{svc.Spec.ClusterIP}
+	}
+	var ts []Target
+	for _, p := range svc.Spec.Ports {
+		if !s.wantPort(p.Name, p.Port, p.Protocol) {
+			continue
+		}
+		for i, ip := range ips {
+			a, err := netip.ParseAddr(ip)
+			if err != nil { // "None": headless
+				continue
+			}
+			name := fmt.Sprintf("service/%s/%s:%d", svc.Namespace, svc.Name, p.Port)
+			if i > 0 { // dual stack: the secondary family gets its own target
+				name += "/" + family(a)
+			}
+			ts = append(ts, s.target(name, a, p.Port, svc.Namespace, func(t *Target) { t.Service = svc.Name }))
+		}
+		if s.cfg.NodePorts && p.NodePort != 0 {
+			name := fmt.Sprintf("nodeport/%s/%s:%d", svc.Namespace, svc.Name, p.NodePort)
+			ts = append(ts, s.target(name, s.opts.NodeIP, p.NodePort, svc.Namespace, func(t *Target) {
+				t.Service, t.Node = svc.Name, s.opts.NodeName
+			}))
+		}
+	}
+	return ts
+}
+
+func (s *Source) endpointTargets(es *discoveryv1.EndpointSlice) []Target {
+	if es.AddressType != discoveryv1.AddressTypeIPv4 && es.AddressType != discoveryv1.AddressTypeIPv6 {
+		return nil // FQDN slices
+	}
+	svc := es.Labels[discoveryv1.LabelServiceName]
+	var ts []Target
+	for _, e := range es.Endpoints {
+		// A nil ready condition means unknown, to be read as ready (API doc).
+		if e.Conditions.Ready != nil && !*e.Conditions.Ready || len(e.Addresses) == 0 {
+			continue
+		}
+		a, err := netip.ParseAddr(e.Addresses[0]) // the others are fungible (API doc)
+		if err != nil {
+			continue
+		}
+		var pod, uid, node string
+		if r := e.TargetRef; r != nil && r.Kind == "Pod" {
+			pod, uid = r.Name, string(r.UID)
+		}
+		if e.NodeName != nil {
+			node = *e.NodeName
+		}
+		who := pod
+		if who == "" {
+			who = a.String()
+		}
+		for _, p := range es.Ports {
+			var pname string
+			var proto corev1.Protocol
+			if p.Name != nil {
+				pname = *p.Name
+			}
+			if p.Protocol != nil {
+				proto = *p.Protocol
+			}
+			if p.Port == nil || !s.wantPort(pname, *p.Port, proto) {
+				continue
+			}
+			name := fmt.Sprintf("endpoint/%s/%s/%s:%d", es.Namespace, svc, who, *p.Port)
+			ts = append(ts, s.target(name, a, *p.Port, es.Namespace, func(t *Target) {
+				t.Service, t.Pod, t.PodUID, t.Node = svc, pod, uid, node
+			}))
+		}
+	}
+	return ts
+}
+
+func (s *Source) podTargets(p *corev1.Pod) []Target {
+	if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil || p.Spec.HostNetwork {
+		return nil // a host-network pod has no namespace of its own
+	}
+	a, err := netip.ParseAddr(p.Status.PodIP)
+	if err != nil {
+		return nil
+	}
+	var ts []Target
+	seen := map[int32]bool{}
+	for _, c := range p.Spec.Containers {
+		for _, cp := range c.Ports {
+			if seen[cp.ContainerPort] || !s.wantPort(cp.Name, cp.ContainerPort, cp.Protocol) {
+				continue
+			}
+			seen[cp.ContainerPort] = true
+			name := fmt.Sprintf("pod/%s/%s:%d", p.Namespace, p.Name, cp.ContainerPort)
+			ts = append(ts, s.target(name, a, cp.ContainerPort, p.Namespace, func(t *Target) {
+				t.Pod, t.PodUID, t.Node = p.Name, string(p.UID), p.Spec.NodeName
+			}))
+		}
+	}
+	return ts
+}
+
+func (s *Source) nodeTarget(n *corev1.Node) (Target, bool) {
+	for _, na := range n.Status.Addresses {
+		if na.Type != corev1.NodeInternalIP {
+			continue
+		}
+		a, err := netip.ParseAddr(na.Address)
+		if err != nil {
+			continue
+		}
+		name := fmt.Sprintf("node/%s:%d", n.Name, s.port)
+		return s.target(name, a, int32(s.port), "", func(t *Target) { t.Node = n.Name }), true
+	}
+	return Target{}, false
+}
+
+func (s *Source) target(name string, a netip.Addr, port int32, ns string, set func(*Target)) Target {
+	t := Target{
+		Target:    probe.Target{Name: name, Scheme: "tcp", Host: a.String(), Port: uint16(port)},
+		Namespace: ns,
+	}
+	set(&t)
+	return t
+}
+
+func family(a netip.Addr) string {
+	if a.Is4() {
+		return "ipv4"
+	}
+	return "ipv6"
+}
+
+func targetEqual(a, b Target) bool {
+	return a.Name == b.Name && a.Host == b.Host && a.Port == b.Port && a.NetNS == b.NetNS &&
+		a.Namespace == b.Namespace && a.Service == b.Service && a.Pod == b.Pod &&
+		a.Node == b.Node && a.PodUID == b.PodUID
+}
+
+func dedupe(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return slices.Compact(s)
+}

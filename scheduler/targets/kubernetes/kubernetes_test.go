@@ -1,0 +1,440 @@
+package kubernetes
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/connprobe/connprobe/scheduler/mesh"
+)
+
+// watcher runs a Source and records every list it hands on.
+type watcher struct {
+	t       *testing.T
+	updates chan []Target
+	mu      sync.Mutex
+	calls   int
+}
+
+func start(t *testing.T, client *fake.Clientset, cfg Config, opts Options) *watcher {
+	t.Helper()
+	s, err := New(client, cfg, opts)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	w := &watcher{t: t, updates: make(chan []Target, 100)}
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Run(ctx, func(ts []Target) {
+			w.mu.Lock()
+			w.calls++
+			w.mu.Unlock()
+			w.updates <- ts
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("Run did not return after cancel")
+		}
+	})
+	return w
+}
+
+// names renders a list as "name=host:port" lines for comparison.
+func names(ts []Target) []string {
+	out := make([]string, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, fmt.Sprintf("%s=%s", t.Name, t.HostPort()))
+	}
+	return out
+}
+
+// expect waits for a list equal to want (as names), failing after a timeout
+// with the last list seen.
+func (w *watcher) expect(want ...string) []Target {
+	w.t.Helper()
+	if want == nil {
+		want = []string{}
+	}
+	var last []string
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case ts := <-w.updates:
+			last = names(ts)
+			if slices.Equal(last, want) {
+				return ts
+			}
+		case <-deadline:
+			w.t.Fatalf("targets never became\n  %s\nlast list:\n  %s", strings.Join(want, "\n  "), strings.Join(last, "\n  "))
+		}
+	}
+}
+
+// quiet asserts no new list is handed on for a while.
+func (w *watcher) quiet(d time.Duration) {
+	w.t.Helper()
+	select {
+	case ts := <-w.updates:
+		w.t.Fatalf("unexpected update %v", names(ts))
+	case <-time.After(d):
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func service(ns, name string, lbl map[string]string, ips []string, ports ...corev1.ServicePort) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: lbl},
+		Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: ips[0], ClusterIPs: ips, Ports: ports},
+	}
+}
+
+func TestServicesAppearChangeAndDisappear(t *testing.T) {
+	ctx := t.Context()
+	client := fake.NewClientset(
+		service("shop", "web", map[string]string{"app": "web"}, []string{"10.96.0.10"},
+			corev1.ServicePort{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP},
+			corev1.ServicePort{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP}),
+		// Filtered out: wrong label, wrong namespace, headless, ExternalName.
+		service("shop", "cache", map[string]string{"app": "cache"}, []string{"10.96.0.11"}, corev1.ServicePort{Port: 6379}),
+		service("other", "web", map[string]string{"app": "web"}, []string{"10.96.0.12"}, corev1.ServicePort{Port: 80}),
+		service("shop", "web-headless", map[string]string{"app": "web"}, []string{"None"}, corev1.ServicePort{Port: 80}),
+	)
+	w := start(t, client, Config{Role: RoleService, Namespaces: []string{"shop"}, LabelSelector: "app=web"}, Options{})
+	w.expect("service/shop/web:80=10.96.0.10:80")
+
+	// Dual stack and a NodePort-type service with a second port appear.
+	svcs := client.CoreV1().Services("shop")
+	api := service("shop", "api", map[string]string{"app": "web"}, []string{"10.96.0.20", "fd00::20"},
+		corev1.ServicePort{Name: "grpc", Port: 9090, NodePort: 30090})
+	api.Spec.Type = corev1.ServiceTypeNodePort
+	if _, err := svcs.Create(ctx, api, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.expect(
+		"service/shop/api:9090=10.96.0.20:9090",
+		"service/shop/api:9090/ipv6=[fd00::20]:9090",
+		"service/shop/web:80=10.96.0.10:80",
+	)
+
+	// A port change follows.
+	web, _ := svcs.Get(ctx, "web", metav1.GetOptions{})
+	web.Spec.Ports[0].Port = 8080
+	if _, err := svcs.Update(ctx, web, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.expect(
+		"service/shop/api:9090=10.96.0.20:9090",
+		"service/shop/api:9090/ipv6=[fd00::20]:9090",
+		"service/shop/web:8080=10.96.0.10:8080",
+	)
+
+	// A relabel out of the selector removes it; deletion removes the other.
+	web.Labels = map[string]string{"app": "old"}
+	if _, err := svcs.Update(ctx, web, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.expect("service/shop/api:9090=10.96.0.20:9090", "service/shop/api:9090/ipv6=[fd00::20]:9090")
+	if err := svcs.Delete(ctx, "api", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.expect()
+}
+
+func TestNodePortsOnThisNode(t *testing.T) {
+	svc := service("shop", "web", nil, []string{"10.96.0.10"}, corev1.ServicePort{Name: "http", Port: 80, NodePort: 30080})
+	svc.Spec.Type = corev1.ServiceTypeNodePort
+	client := fake.NewClientset(svc)
+	w := start(t, client, Config{Role: RoleService, NodePorts: true},
+		Options{NodeName: "node-a", NodeIP: netip.MustParseAddr("192.0.2.7")})
+	ts := w.expect("nodeport/shop/web:30080=192.0.2.7:30080", "service/shop/web:80=10.96.0.10:80")
+	if ts[0].Node != "node-a" || ts[0].Service != "web" || ts[0].Namespace != "shop" {
+		t.Errorf("nodeport target identity = %+v", ts[0])
+	}
+}
+
+func TestPortsFilterByNameOrNumber(t *testing.T) {
+	client := fake.NewClientset(service("shop", "web", nil, []string{"10.96.0.10"},
+		corev1.ServicePort{Name: "http", Port: 80},
+		corev1.ServicePort{Name: "https", Port: 443},
+		corev1.ServicePort{Name: "metrics", Port: 9100}))
+	w := start(t, client, Config{Role: RoleService, Ports: []string{"https", "9100"}}, Options{})
+	w.expect("service/shop/web:443=10.96.0.10:443", "service/shop/web:9100=10.96.0.10:9100")
+}
+
+func slice(ns, svc, name string, eps ...discoveryv1.Endpoint) *discoveryv1.EndpointSlice {
+	return &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{
+			discoveryv1.LabelServiceName: svc, "app": svc,
+		}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   eps,
+		Ports: []discoveryv1.EndpointPort{
+			{Name: ptr("http"), Port: ptr[int32](8080), Protocol: ptr(corev1.ProtocolTCP)},
+			{Name: ptr("dns"), Port: ptr[int32](53), Protocol: ptr(corev1.ProtocolUDP)},
+		},
+	}
+}
+
+func endpoint(ip, pod, node string, ready *bool) discoveryv1.Endpoint {
+	return discoveryv1.Endpoint{
+		Addresses:  []string{ip},
+		Conditions: discoveryv1.EndpointConditions{Ready: ready},
+		NodeName:   ptr(node),
+		TargetRef:  &corev1.ObjectReference{Kind: "Pod", Name: pod, Namespace: "shop", UID: types.UID("uid-" + pod)},
+	}
+}
+
+func TestEndpointSlicesFollowReadiness(t *testing.T) {
+	ctx := t.Context()
+	client := fake.NewClientset(
+		slice("shop", "web", "web-abc",
+			endpoint("10.244.1.7", "web-1", "node-a", ptr(true)),
+			endpoint("10.244.2.8", "web-2", "node-b", nil), // unknown reads as ready
+			endpoint("10.244.3.9", "web-3", "node-c", ptr(false))),
+		slice("shop", "db", "db-xyz", endpoint("10.244.1.20", "db-0", "node-a", ptr(true))),
+	)
+	w := start(t, client, Config{Role: RoleEndpoints, LabelSelector: "kubernetes.io/service-name=web"}, Options{})
+	ts := w.expect(
+		"endpoint/shop/web/web-1:8080=10.244.1.7:8080",
+		"endpoint/shop/web/web-2:8080=10.244.2.8:8080",
+	)
+	if got := ts[0]; got.Pod != "web-1" || got.PodUID != "uid-web-1" || got.Node != "node-a" || got.Service != "web" {
+		t.Errorf("endpoint identity = %+v", got)
+	}
+
+	// web-3 becomes ready, web-1 not ready.
+	es, _ := client.DiscoveryV1().EndpointSlices("shop").Get(ctx, "web-abc", metav1.GetOptions{})
+	es.Endpoints[0].Conditions.Ready = ptr(false)
+	es.Endpoints[2].Conditions.Ready = ptr(true)
+	if _, err := client.DiscoveryV1().EndpointSlices("shop").Update(ctx, es, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.expect(
+		"endpoint/shop/web/web-2:8080=10.244.2.8:8080",
+		"endpoint/shop/web/web-3:8080=10.244.3.9:8080",
+	)
+	// A second slice of the same service adds endpoints; deleting the first removes its own.
+	if _, err := client.DiscoveryV1().EndpointSlices("shop").Create(ctx,
+		slice("shop", "web", "web-def", endpoint("10.244.4.4", "web-4", "node-d", ptr(true))), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.expect(
+		"endpoint/shop/web/web-2:8080=10.244.2.8:8080",
+		"endpoint/shop/web/web-3:8080=10.244.3.9:8080",
+		"endpoint/shop/web/web-4:8080=10.244.4.4:8080",
+	)
+	if err := client.DiscoveryV1().EndpointSlices("shop").Delete(ctx, "web-abc", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.expect("endpoint/shop/web/web-4:8080=10.244.4.4:8080")
+}
+
+func pod(ns, name, node, ip string, phase corev1.PodPhase, lbl map[string]string, ports ...int32) *corev1.Pod {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: lbl, UID: types.UID("uid-" + name)},
+		Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c"}}},
+		Status:     corev1.PodStatus{Phase: phase, PodIP: ip},
+	}
+	for _, port := range ports {
+		p.Spec.Containers[0].Ports = append(p.Spec.Containers[0].Ports, corev1.ContainerPort{ContainerPort: port})
+	}
+	return p
+}
+
+func TestPodsOnThisNode(t *testing.T) {
+	ctx := t.Context()
+	app := map[string]string{"app": "kafka"}
+	client := fake.NewClientset(
+		pod("data", "kafka-0", "node-a", "10.244.1.5", corev1.PodRunning, app, 9092),
+		pod("data", "kafka-1", "node-b", "10.244.2.5", corev1.PodRunning, app, 9092), // other node
+		pod("data", "zk-0", "node-a", "10.244.1.6", corev1.PodRunning, map[string]string{"app": "zk"}, 2181),
+		pod("web", "kafka-x", "node-a", "10.244.1.7", corev1.PodRunning, app, 9092), // other namespace
+		pod("data", "kafka-2", "node-a", "", corev1.PodPending, app, 9092),
+	)
+	w := start(t, client, Config{Role: RolePod, Namespaces: []string{"data"}, LabelSelector: "app=kafka", ThisNode: true},
+		Options{NodeName: "node-a"})
+	ts := w.expect("pod/data/kafka-0:9092=10.244.1.5:9092")
+	if ts[0].PodUID != "uid-kafka-0" || ts[0].Node != "node-a" || ts[0].Pod != "kafka-0" {
+		t.Errorf("pod identity = %+v", ts[0])
+	}
+	// The pending pod starts running and gets its IP.
+	pods := client.CoreV1().Pods("data")
+	p, _ := pods.Get(ctx, "kafka-2", metav1.GetOptions{})
+	p.Status.Phase, p.Status.PodIP = corev1.PodRunning, "10.244.1.9"
+	if _, err := pods.UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.expect("pod/data/kafka-0:9092=10.244.1.5:9092", "pod/data/kafka-2:9092=10.244.1.9:9092")
+	// A terminating pod leaves at once; a deleted one too.
+	p, _ = pods.Get(ctx, "kafka-0", metav1.GetOptions{})
+	p.DeletionTimestamp = ptr(metav1.Now())
+	if _, err := pods.Update(ctx, p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.expect("pod/data/kafka-2:9092=10.244.1.9:9092")
+	if err := pods.Delete(ctx, "kafka-2", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.expect()
+}
+
+func TestSeveralNamespaces(t *testing.T) {
+	client := fake.NewClientset(
+		service("a", "s", nil, []string{"10.96.0.1"}, corev1.ServicePort{Port: 80}),
+		service("b", "s", nil, []string{"10.96.0.2"}, corev1.ServicePort{Port: 80}),
+		service("c", "s", nil, []string{"10.96.0.3"}, corev1.ServicePort{Port: 80}),
+	)
+	w := start(t, client, Config{Role: RoleService, Namespaces: []string{"b", "a", "a"}}, Options{})
+	w.expect("service/a/s:80=10.96.0.1:80", "service/b/s:80=10.96.0.2:80")
+}
+
+func TestResyncAndNoOpUpdatesHandOnNothing(t *testing.T) {
+	ctx := t.Context()
+	client := fake.NewClientset(service("shop", "web", nil, []string{"10.96.0.10"}, corev1.ServicePort{Port: 80}))
+	// A 1 s resync (client-go's minimum) replays the cache during quiet.
+	w := start(t, client, Config{Role: RoleService}, Options{Resync: time.Second})
+	w.expect("service/shop/web:80=10.96.0.10:80")
+	// An update that changes nothing probed (an annotation) is not handed on.
+	svcs := client.CoreV1().Services("shop")
+	web, _ := svcs.Get(ctx, "web", metav1.GetOptions{})
+	web.Annotations = map[string]string{"note": "x"}
+	if _, err := svcs.Update(ctx, web, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.quiet(2500 * time.Millisecond)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.calls != 1 {
+		t.Errorf("update called %d times, want 1", w.calls)
+	}
+}
+
+func node(name, ip string, lbl map[string]string) *corev1.Node {
+	return &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: lbl},
+		Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}}},
+	}
+}
+
+func TestNodeMeshProbesTheNodesThatChoseIt(t *testing.T) {
+	ctx := t.Context()
+	const k = 2
+	var objs []string
+	client := fake.NewClientset()
+	for i := range 12 {
+		n := fmt.Sprintf("node-%02d", i)
+		objs = append(objs, n)
+		if _, err := client.CoreV1().Nodes().Create(ctx, node(n, fmt.Sprintf("192.0.2.%d", i+1), map[string]string{"pool": "a"}), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A node outside the selector is not part of the mesh.
+	if _, err := client.CoreV1().Nodes().Create(ctx, node("gpu-0", "192.0.2.100", map[string]string{"pool": "gpu"}), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want := func(nodes []string) []string {
+		var out []string
+		for _, n := range mesh.Targets("node-00", nodes, k) {
+			i := slices.Index(objs, n)
+			out = append(out, fmt.Sprintf("node/%s:9100=192.0.2.%d:9100", n, i+1))
+		}
+		return out
+	}
+	w := start(t, client, Config{Role: RoleNode, LabelSelector: "pool=a", Ports: []string{"9100"}, PeersPerNode: k},
+		Options{NodeName: "node-00"})
+	w.expect(want(objs)...)
+
+	// Remove the nodes node-00 probes: its list follows the mesh.
+	mine := mesh.Targets("node-00", objs, k)
+	if len(mine) == 0 {
+		t.Skip("node-00 probes nobody in this mesh; pick other names")
+	}
+	if err := client.CoreV1().Nodes().Delete(ctx, mine[0], metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rest := slices.DeleteFunc(slices.Clone(objs), func(n string) bool { return n == mine[0] })
+	w.expect(want(rest)...)
+}
+
+func TestPodMeshKeysByNode(t *testing.T) {
+	// Agents probe each other's pods: the mesh key is the pod's node.
+	var objs []*corev1.Pod
+	var nodes []string
+	client := fake.NewClientset()
+	for i := range 8 {
+		n := fmt.Sprintf("node-%d", i)
+		nodes = append(nodes, n)
+		p := pod("connprobe", "agent-"+n, n, fmt.Sprintf("10.244.%d.2", i), corev1.PodRunning, map[string]string{"app": "connprobe"}, 9460)
+		objs = append(objs, p)
+		if _, err := client.CoreV1().Pods("connprobe").Create(t.Context(), p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var want []string
+	for _, n := range mesh.Targets("node-3", nodes, 3) {
+		i := slices.Index(nodes, n)
+		want = append(want, fmt.Sprintf("pod/connprobe/agent-%s:9460=10.244.%d.2:9460", n, i))
+	}
+	if len(want) == 0 {
+		t.Fatal("node-3 probes nobody; pick other names")
+	}
+	w := start(t, client, Config{Role: RolePod, LabelSelector: "app=connprobe", PeersPerNode: 3}, Options{NodeName: "node-3"})
+	w.expect(want...)
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want string // substring; "" means valid
+	}{
+		{"service ok", Config{Role: "service"}, ""},
+		{"missing role", Config{}, "role is required"},
+		{"bad role", Config{Role: "ingress"}, `role "ingress": want service, endpoints, pod or node`},
+		{"bad selector", Config{Role: "pod", LabelSelector: "app in (a"}, `label_selector "app in (a"`},
+		{"node needs one port", Config{Role: "node"}, "role node needs exactly one port number"},
+		{"node named port", Config{Role: "node", Ports: []string{"http"}}, `ports[0] "http": role node needs a port number`},
+		{"port out of range", Config{Role: "pod", Ports: []string{"70000"}}, "ports[0]: 70000 is not in 1-65535"},
+		{"node_ports on pods", Config{Role: "pod", NodePorts: true}, "node_ports applies to role service, not pod"},
+		{"this_node on services", Config{Role: "service", ThisNode: true}, "this_node applies to role pod, not service"},
+		{"mesh on services", Config{Role: "service", PeersPerNode: 3}, "mesh applies to roles node, pod and endpoints"},
+		{"mesh negative", Config{Role: "node", Ports: []string{"1"}, PeersPerNode: -1}, "must not be negative"},
+		{"empty namespace", Config{Role: "pod", Namespaces: []string{""}}, "namespaces[0]: empty"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.Validate()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("got %v, want valid", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+	if _, err := New(fake.NewClientset(), Config{Role: "pod", ThisNode: true}, Options{}); err == nil || !strings.Contains(err.Error(), "NODE_NAME") {
+		t.Errorf("this_node without a node name: got %v", err)
+	}
+	if _, err := New(fake.NewClientset(), Config{Role: "service", NodePorts: true}, Options{}); err == nil || !strings.Contains(err.Error(), "HOST_IP") {
+		t.Errorf("node_ports without a node address: got %v", err)
+	}
+}
