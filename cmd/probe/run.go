@@ -173,7 +173,8 @@ func newProber(kind string, t probe.Target, cfg connect.Config, synCfg syn.Confi
 		}
 		return connect.New(t, cfg)
 	case syn.Kind:
-		if t.Scheme != "tcp" || len(cfg.Send) > 0 || len(cfg.Expect) > 0 {
+		// An app target (mysql://db:3306) may be SYN-probed too: only its port counts.
+		if (t.Scheme != "tcp" && !app.Supports(t.Scheme)) || len(cfg.Send) > 0 || len(cfg.Expect) > 0 {
 			return nil, fmt.Errorf("target %q: kind syn sends only a SYN: want a tcp target, no --send/--expect", t.Name)
 		}
 		return syn.New(t, synCfg)

@@ -209,6 +209,11 @@ func appFailed(ctx context.Context, r *probe.Result, c *conn, scheme string, err
 	r.Err = err
 	switch r.Reason {
 	case probe.ReasonAppTimeout:
+		if r.Retransmits > 0 {
+			// The attempt's one timeout covers both phases: say when the
+			// handshake ate it, so the server is not blamed alone.
+			r.Evidencef("the handshake's %d SYN retransmit(s) took %s of the attempt's timeout; the server had %s left", r.Retransmits, round(r.Timings.Handshake), round(r.Timings.App))
+		}
 		if nread == 0 {
 			r.Evidencef("connected, but the server sent nothing: no %s within %s (%d byte(s) sent)", waiting, round(r.Timings.App), nwritten)
 		} else {
