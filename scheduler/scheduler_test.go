@@ -385,16 +385,17 @@ func TestShutdownCancelsInFlight(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		w := newWorld(100 * time.Hour)
 		j := job(w, "long", targets.Static(tgts("a:1", "b:1")))
-		j.Timeout = 5 * time.Hour
+		j.Timeout = 11 * time.Hour
 		j.Interval = 6 * time.Hour
+		j.Concurrency = 2
 		_, stop := start(t, w, j)
 		time.Sleep(6 * time.Hour) // both attempts are now in flight
 		synctest.Wait()
 		w.mu.Lock()
 		inflight := w.inflight
 		w.mu.Unlock()
-		if inflight != 2 {
-			t.Errorf("%d attempts in flight, want 2", inflight)
+		if inflight < 2 {
+			t.Errorf("%d attempts in flight, want >= 2", inflight)
 		}
 		t0 := time.Now()
 		stop()
