@@ -176,14 +176,22 @@ func printLab(w io.Writer, st *labState, took time.Duration, noServers bool) {
 		l.Pod, l.VIP, l.VIP, l.Pod, l.VIP)
 }
 
+// serverArgv is how this binary runs itself (tests re-execute the test
+// binary instead).
+var serverArgv = func() ([]string, error) {
+	exe, err := os.Executable()
+	return []string{exe}, err
+}
+
 // startServer runs `probe lab serve` inside ns as a detached process and
 // waits until it listens.
 func startServer(ctx context.Context, ns string, listen []string) (int, error) {
-	exe, err := os.Executable()
+	argv, err := serverArgv()
 	if err != nil {
 		return 0, fmt.Errorf("lab: server: %w", err)
 	}
-	args := []string{"netns", "exec", ns, exe, "lab", "serve"}
+	args := append([]string{"netns", "exec", ns}, argv...)
+	args = append(args, "lab", "serve")
 	for _, l := range listen {
 		args = append(args, "--listen", l)
 	}

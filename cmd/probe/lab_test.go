@@ -31,6 +31,10 @@ func TestProbeProcess(t *testing.T) {
 			break
 		}
 	}
+	// `probe lab up` starts its servers by running itself: here, this test.
+	serverArgv = func() ([]string, error) {
+		return []string{os.Args[0], "-test.run=^TestProbeProcess$", "--"}, nil
+	}
 	os.Exit(run(context.Background(), args))
 }
 
@@ -133,7 +137,7 @@ func TestLabCLI(t *testing.T) {
 		lab.Remove(prefix)
 		os.Remove(statePath(name))
 	})
-	stdout, stderr, code := probeCmd(t, "lab", "up", "--name", name, "--no-servers")
+	stdout, stderr, code := probeCmd(t, "lab", "up", "--name", name)
 	if code != 0 || !strings.Contains(stdout, prefix+"-pod") || !strings.Contains(stdout, "10.96.0.10") {
 		t.Fatalf("lab up: exit %d\n%s%s", code, stdout, stderr)
 	}
@@ -141,8 +145,17 @@ func TestLabCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Lab.Pod != prefix+"-pod" || st.Lab.VIP != lab.VIP {
-		t.Fatalf("state %+v", st.Lab)
+	t.Cleanup(func() { stopServers(st) })
+	if st.Lab.Pod != prefix+"-pod" || st.Lab.VIP != lab.VIP || len(st.Servers) != 2 {
+		t.Fatalf("state %+v", st)
+	}
+	// The servers up started: echo on 80, FIN at once on 90, via the VIP.
+	vip := st.Lab.VIP.String()
+	if stdout, _, code := probeCmd(t, "run", "--netns", st.Lab.Pod, "-c", "4", "-i", "10ms", "--send", `ping\n`, "--expect", "pong", vip+":80"); code != 0 {
+		t.Errorf("echo server through the VIP: exit %d\n%s", code, stdout)
+	}
+	if stdout, _, code := probeCmd(t, "run", "--netns", st.Lab.Pod, "--send", `ping\n`, vip+":90"); code != exitFailed || !strings.Contains(stdout, "peer_closed") {
+		t.Errorf("fin server through the VIP: exit %d\n%s", code, stdout)
 	}
 	if _, _, code := probeCmd(t, "lab", "up", "--name", name); code == 0 {
 		t.Error("second lab up with the same name succeeded")
@@ -189,6 +202,16 @@ func TestLabCLI(t *testing.T) {
 	}
 	if _, stderr, code := probeCmd(t, "lab", "down", "--name", name); code != 0 {
 		t.Fatalf("lab down: exit %d %s", code, stderr)
+	}
+	for _, s := range st.Servers {
+		// Down sent SIGTERM; the server exits (and init reaps it) promptly.
+		deadline := time.Now().Add(5 * time.Second)
+		for alive(s.PID) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if alive(s.PID) {
+			t.Errorf("server %d in %s still running after down", s.PID, s.NS)
+		}
 	}
 	if left, _ := filepath.Glob("/run/netns/" + prefix + "-*"); len(left) > 0 {
 		t.Errorf("after down: %v left", left)
@@ -249,4 +272,14 @@ func TestParseDst(t *testing.T) {
 			t.Errorf("parseDst(%q) = %s, %v; want %s", in, got, err, want)
 		}
 	}
+}
+
+// alive reports whether pid runs and is not a zombie.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	_, rest, _ := strings.Cut(string(b), ") ")
+	return !strings.HasPrefix(rest, "Z")
 }

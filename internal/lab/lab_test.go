@@ -444,16 +444,6 @@ func TestDNS(t *testing.T) {
 	}
 }
 
-func TestRequirePrivNotRoot(t *testing.T) {
-	if os.Geteuid() == 0 {
-		// Only the root branch can be exercised here: RequirePriv must pass.
-		RequirePriv(t)
-		return
-	}
-	t.Setenv(RequirePrivEnv, "")
-	RequirePriv(t) // skips
-}
-
 // TestHelperFailingLab is not a test on its own: TestCleanupOnFailure runs
 // it in a child process, where it brings a lab up, prints its prefix and
 // fails.
