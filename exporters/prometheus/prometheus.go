@@ -1,0 +1,298 @@
+// Package prometheus exports what the scheduler sees as Prometheus metrics
+// on a private registry. It is a scheduler.Sink: each (job, target) gets a
+// recorder holding its metric children, created once when the target appears
+// (every reason pre-created at 0, so rate() and increase() see the first
+// failure) and deleted when the target goes away, so a deleted pod leaves no
+// stale series. Recording a result is a handful of atomic adds: no label
+// lookups, no allocation.
+//
+// Metrics (see docs/serve.md):
+//
+//	connprobe_probe_results_total{job,target,kind,reason}  every attempt, by reason
+//	connprobe_probe_failures_total{job,target}             attempts that did not meet the job's expectation
+//	connprobe_probe_success{job,target}                    1 if the last attempt met the expectation
+//	connprobe_probe_duration_seconds{job,target}           attempt duration (classic + native histogram)
+//	connprobe_probe_handshake_seconds{job,target}          last handshake time
+//	connprobe_probe_tcp_rtt_seconds{job,target}            last kernel smoothed RTT
+//	connprobe_probe_syn_retransmits_total{job,target}      SYN retransmissions the handshakes needed
+//	connprobe_job_info{job,kind,expect}                    1 per job
+//	connprobe_job_targets{job}                             targets per job
+//	connprobe_scheduler_lateness_seconds{job}              how late attempts start
+//	connprobe_scheduler_overruns_total{job}                firings skipped: every prober busy
+//	connprobe_config_last_reload_successful                1 if the last (re)load worked
+//	connprobe_config_last_reload_success_timestamp_seconds when it last worked
+//	connprobe_build_info{version,revision,goversion}       1
+package prometheus
+
+import (
+	"net/http"
+	"runtime"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/connprobe/connprobe/probe"
+	"github.com/connprobe/connprobe/scheduler"
+)
+
+const ns = "connprobe"
+
+// Exporter is a scheduler.Sink that keeps metrics on its own registry.
+type Exporter struct {
+	reg *prometheus.Registry
+
+	results    *prometheus.CounterVec
+	failures   *prometheus.CounterVec
+	success    *prometheus.GaugeVec
+	duration   *prometheus.HistogramVec
+	handshake  *prometheus.GaugeVec
+	rtt        *prometheus.GaugeVec
+	synRetrans *prometheus.CounterVec
+
+	jobInfo  *prometheus.GaugeVec
+	targets  *prometheus.GaugeVec
+	lateness *prometheus.HistogramVec
+	overruns *prometheus.CounterVec
+
+	reloadOK   prometheus.Gauge
+	reloadTime prometheus.Gauge
+}
+
+// Options tune an Exporter.
+type Options struct {
+	Version string // build version for connprobe_build_info
+	// NoRuntimeMetrics leaves out the go_* and process_* collectors (tests).
+	NoRuntimeMetrics bool
+}
+
+// Buckets of connprobe_probe_duration_seconds: loopback to multi-second
+// SYN retransmit ladders.
+var DurationBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+
+// LatenessBuckets of connprobe_scheduler_lateness_seconds.
+var LatenessBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1}
+
+// New returns an Exporter with every metric registered.
+func New(o Options) *Exporter {
+	reg := prometheus.NewRegistry()
+	jt := []string{"job", "target"}
+	e := &Exporter{
+		reg: reg,
+		results: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "probe_results_total",
+			Help: "Probe attempts by outcome reason (ok on success; see docs for the closed list).",
+		}, []string{"job", "target", "kind", "reason"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "probe_failures_total",
+			Help: "Probe attempts whose outcome did not meet the job's expectation (a failure; for expect: fail jobs, a success).",
+		}, jt),
+		success: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Name: "probe_success",
+			Help: "1 if the last attempt met the job's expectation, else 0.",
+		}, jt),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Name: "probe_duration_seconds",
+			Help:                            "Duration of probe attempts.",
+			Buckets:                         DurationBuckets,
+			NativeHistogramBucketFactor:     1.1,
+			NativeHistogramMaxBucketNumber:  100,
+			NativeHistogramMinResetDuration: time.Hour,
+		}, jt),
+		handshake: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Name: "probe_handshake_seconds",
+			Help: "TCP handshake time of the last attempt that completed one.",
+		}, jt),
+		rtt: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Name: "probe_tcp_rtt_seconds",
+			Help: "Kernel smoothed RTT (TCP_INFO) of the last established connection.",
+		}, jt),
+		synRetrans: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "probe_syn_retransmits_total",
+			Help: "SYN retransmissions the handshakes needed.",
+		}, jt),
+		jobInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Name: "job_info",
+			Help: "Always 1: a configured job, its kind and its expectation (success or fail).",
+		}, []string{"job", "kind", "expect"}),
+		targets: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Name: "job_targets",
+			Help: "Targets a job probes now.",
+		}, []string{"job"}),
+		lateness: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Name: "scheduler_lateness_seconds",
+			Help:    "How late attempts started against their schedule.",
+			Buckets: LatenessBuckets,
+		}, []string{"job"}),
+		overruns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "scheduler_overruns_total",
+			Help: "Scheduled attempts skipped because every prober of the target was still busy (counted, never queued).",
+		}, []string{"job"}),
+		reloadOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Name: "config_last_reload_successful",
+			Help: "1 if the last configuration (re)load succeeded.",
+		}),
+		reloadTime: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Name: "config_last_reload_success_timestamp_seconds",
+			Help: "Time of the last successful configuration (re)load.",
+		}),
+	}
+	version, revision := o.Version, "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				revision = s.Value
+			}
+		}
+	}
+	if version == "" {
+		version = "dev"
+	}
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: ns, Name: "build_info",
+		Help: "Always 1: the version of connprobe.",
+	}, []string{"version", "revision", "goversion"})
+	build.WithLabelValues(version, revision, runtime.Version()).Set(1)
+	reg.MustRegister(e.results, e.failures, e.success, e.duration, e.handshake, e.rtt, e.synRetrans,
+		e.jobInfo, e.targets, e.lateness, e.overruns, e.reloadOK, e.reloadTime, build)
+	if !o.NoRuntimeMetrics {
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	return e
+}
+
+// Registry returns the private registry.
+func (e *Exporter) Registry() *prometheus.Registry { return e.reg }
+
+// Handler serves /metrics.
+func (e *Exporter) Handler() http.Handler {
+	return promhttp.HandlerFor(e.reg, promhttp.HandlerOpts{EnableOpenMetrics: true})
+}
+
+// ConfigLoaded records the outcome of a configuration (re)load at t.
+func (e *Exporter) ConfigLoaded(ok bool, t time.Time) {
+	if ok {
+		e.reloadOK.Set(1)
+		e.reloadTime.Set(float64(t.UnixNano()) / 1e9)
+		return
+	}
+	e.reloadOK.Set(0)
+}
+
+// reasonIndex maps a reason to its slot in a recorder.
+var reasonIndex = func() map[probe.Reason]int {
+	m := make(map[probe.Reason]int, len(probe.Reasons))
+	for i, d := range probe.Reasons {
+		m[d.Reason] = i
+	}
+	return m
+}()
+
+// Target implements scheduler.Sink: it creates the target's series.
+func (e *Exporter) Target(job *scheduler.Job, t probe.Target) scheduler.TargetSink {
+	r := &recorder{
+		e: e, job: job.Name, target: t.Name, kind: job.Kind, expectFail: job.ExpectFail,
+		results:    make([]prometheus.Counter, len(probe.Reasons)),
+		failures:   e.failures.WithLabelValues(job.Name, t.Name),
+		success:    e.success.WithLabelValues(job.Name, t.Name),
+		duration:   e.duration.WithLabelValues(job.Name, t.Name),
+		synRetrans: e.synRetrans.WithLabelValues(job.Name, t.Name),
+		lateness:   e.lateness.WithLabelValues(job.Name),
+		overruns:   e.overruns.WithLabelValues(job.Name),
+	}
+	for i, d := range probe.Reasons {
+		if d.Reason == probe.ReasonCanceled {
+			continue // never recorded: the prober's own doing
+		}
+		r.results[i] = e.results.WithLabelValues(job.Name, t.Name, job.Kind, string(d.Reason))
+	}
+	return r
+}
+
+// Forget implements scheduler.Sink: it deletes every series of the target.
+func (e *Exporter) Forget(job *scheduler.Job, t probe.Target) {
+	l := prometheus.Labels{"job": job.Name, "target": t.Name}
+	e.results.DeletePartialMatch(l)
+	e.failures.Delete(l)
+	e.success.Delete(l)
+	e.duration.Delete(l)
+	e.handshake.Delete(l)
+	e.rtt.Delete(l)
+	e.synRetrans.Delete(l)
+}
+
+// Targets implements scheduler.Sink.
+func (e *Exporter) Targets(job *scheduler.Job, n int) {
+	l := prometheus.Labels{"job": job.Name}
+	if n < 0 {
+		e.targets.Delete(l)
+		e.jobInfo.DeletePartialMatch(l)
+		e.lateness.Delete(l)
+		e.overruns.Delete(l)
+		return
+	}
+	e.targets.With(l).Set(float64(n))
+	expect := "success"
+	if job.ExpectFail {
+		expect = "fail"
+	}
+	info := prometheus.Labels{"job": job.Name, "kind": job.Kind, "expect": expect}
+	if _, err := e.jobInfo.GetMetricWith(info); err == nil {
+		// Drop a previous kind/expect of a job with this name.
+		e.jobInfo.DeletePartialMatch(l)
+	}
+	e.jobInfo.With(info).Set(1)
+}
+
+// recorder holds one (job, target)'s metric children.
+type recorder struct {
+	e                 *Exporter
+	job, target, kind string
+	expectFail        bool
+	results           []prometheus.Counter
+	failures          prometheus.Counter
+	success           prometheus.Gauge
+	duration          prometheus.Observer
+	handshake, rtt    prometheus.Gauge // created on first use
+	hsOnce, rttOnce   sync.Once
+	synRetrans        prometheus.Counter
+	lateness          prometheus.Observer
+	overruns          prometheus.Counter
+}
+
+// Scheduled implements scheduler.TargetSink.
+func (r *recorder) Scheduled(late time.Duration) { r.lateness.Observe(late.Seconds()) }
+
+// Overrun implements scheduler.TargetSink.
+func (r *recorder) Overrun(n int) { r.overruns.Add(float64(n)) }
+
+// Result implements scheduler.TargetSink.
+func (r *recorder) Result(res *probe.Result) {
+	if i, ok := reasonIndex[res.Reason]; ok && r.results[i] != nil {
+		r.results[i].Inc()
+	} else {
+		r.e.results.WithLabelValues(r.job, r.target, r.kind, string(res.Reason)).Inc()
+	}
+	met := res.Success != r.expectFail
+	if met {
+		r.success.Set(1)
+	} else {
+		r.success.Set(0)
+		r.failures.Inc()
+	}
+	r.duration.Observe(res.Duration.Seconds())
+	if res.Retransmits > 0 {
+		r.synRetrans.Add(float64(res.Retransmits))
+	}
+	if res.Timings.Handshake > 0 && res.Local.IsValid() { // the handshake completed
+		r.hsOnce.Do(func() { r.handshake = r.e.handshake.WithLabelValues(r.job, r.target) })
+		r.handshake.Set(res.Timings.Handshake.Seconds())
+	}
+	if res.Timings.RTT > 0 {
+		r.rttOnce.Do(func() { r.rtt = r.e.rtt.WithLabelValues(r.job, r.target) })
+		r.rtt.Set(res.Timings.RTT.Seconds())
+	}
+}

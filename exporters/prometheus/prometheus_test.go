@@ -1,0 +1,173 @@
+package prometheus
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/connprobe/connprobe/probe"
+	"github.com/connprobe/connprobe/scheduler"
+)
+
+func okResult() *probe.Result {
+	return &probe.Result{Success: true, Reason: probe.ReasonOK, Duration: 3 * time.Millisecond,
+		Local:   netip.MustParseAddrPort("127.0.0.1:40000"),
+		Timings: probe.Timings{Handshake: 2 * time.Millisecond, RTT: 100 * time.Microsecond}}
+}
+
+func TestExpositionResultsAndForget(t *testing.T) {
+	e := New(Options{Version: "v1.2.3", NoRuntimeMetrics: true})
+	web := &scheduler.Job{Name: "web", Kind: "connect"}
+	policy := &scheduler.Job{Name: "deny", Kind: "connect", ExpectFail: true}
+	a := probe.Target{Name: "10.0.0.1:80"}
+	b := probe.Target{Name: "10.0.0.2:80"}
+	ra := e.Target(web, a)
+	rb := e.Target(web, b)
+	rp := e.Target(policy, a)
+	e.Targets(web, 2)
+	e.Targets(policy, 1)
+
+	ra.Scheduled(200 * time.Microsecond)
+	ra.Result(okResult())
+	retrans := okResult()
+	retrans.Reason, retrans.Retransmits, retrans.Duration = probe.ReasonSynRetransmitted, 2, 2*time.Second
+	ra.Result(retrans)
+	rb.Result(&probe.Result{Reason: probe.ReasonRefused, Duration: 400 * time.Microsecond})
+	rb.Overrun(1)
+	// The policy job's target answered: for expect: fail that is the failure.
+	rp.Result(okResult())
+
+	want := `
+# HELP connprobe_probe_failures_total Probe attempts whose outcome did not meet the job's expectation (a failure; for expect: fail jobs, a success).
+# TYPE connprobe_probe_failures_total counter
+connprobe_probe_failures_total{job="deny",target="10.0.0.1:80"} 1
+connprobe_probe_failures_total{job="web",target="10.0.0.1:80"} 0
+connprobe_probe_failures_total{job="web",target="10.0.0.2:80"} 1
+# HELP connprobe_probe_success 1 if the last attempt met the job's expectation, else 0.
+# TYPE connprobe_probe_success gauge
+connprobe_probe_success{job="deny",target="10.0.0.1:80"} 0
+connprobe_probe_success{job="web",target="10.0.0.1:80"} 1
+connprobe_probe_success{job="web",target="10.0.0.2:80"} 0
+# HELP connprobe_probe_syn_retransmits_total SYN retransmissions the handshakes needed.
+# TYPE connprobe_probe_syn_retransmits_total counter
+connprobe_probe_syn_retransmits_total{job="deny",target="10.0.0.1:80"} 0
+connprobe_probe_syn_retransmits_total{job="web",target="10.0.0.1:80"} 2
+connprobe_probe_syn_retransmits_total{job="web",target="10.0.0.2:80"} 0
+# HELP connprobe_probe_handshake_seconds TCP handshake time of the last attempt that completed one.
+# TYPE connprobe_probe_handshake_seconds gauge
+connprobe_probe_handshake_seconds{job="deny",target="10.0.0.1:80"} 0.002
+connprobe_probe_handshake_seconds{job="web",target="10.0.0.1:80"} 0.002
+# HELP connprobe_job_info Always 1: a configured job, its kind and its expectation (success or fail).
+# TYPE connprobe_job_info gauge
+connprobe_job_info{expect="fail",job="deny",kind="connect"} 1
+connprobe_job_info{expect="success",job="web",kind="connect"} 1
+# HELP connprobe_job_targets Targets a job probes now.
+# TYPE connprobe_job_targets gauge
+connprobe_job_targets{job="deny"} 1
+connprobe_job_targets{job="web"} 2
+# HELP connprobe_scheduler_overruns_total Scheduled attempts skipped because every prober of the target was still busy (counted, never queued).
+# TYPE connprobe_scheduler_overruns_total counter
+connprobe_scheduler_overruns_total{job="deny"} 0
+connprobe_scheduler_overruns_total{job="web"} 1
+# HELP connprobe_build_info Always 1: the version of connprobe.
+# TYPE connprobe_build_info gauge
+`
+	if err := testutil.GatherAndCompare(e.Registry(), strings.NewReader(want),
+		"connprobe_probe_failures_total", "connprobe_probe_success", "connprobe_probe_syn_retransmits_total",
+		"connprobe_probe_handshake_seconds", "connprobe_job_info", "connprobe_job_targets",
+		"connprobe_scheduler_overruns_total"); err != nil {
+		t.Error(err)
+	}
+
+	// Every reason is pre-created at 0 for every target (canceled never is).
+	n := testutil.CollectAndCount(e.results, "connprobe_probe_results_total")
+	if want := 3 * (len(probe.Reasons) - 1); n != want {
+		t.Errorf("%d results series for 3 targets, want %d", n, want)
+	}
+	if v := testutil.ToFloat64(e.results.WithLabelValues("web", "10.0.0.1:80", "connect", "syn_retransmitted")); v != 1 {
+		t.Errorf("syn_retransmitted = %v, want 1", v)
+	}
+	if v := testutil.ToFloat64(e.results.WithLabelValues("web", "10.0.0.2:80", "connect", "refused")); v != 1 {
+		t.Errorf("refused = %v, want 1", v)
+	}
+	if problems, err := testutil.GatherAndLint(e.Registry()); err != nil || len(problems) > 0 {
+		t.Errorf("lint: %v %v", problems, err)
+	}
+
+	// Target b goes away, then job deny: no series of theirs remain.
+	e.Forget(web, b)
+	e.Forget(policy, a)
+	e.Targets(policy, -1)
+	e.Targets(web, 1)
+	mfs, err := e.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "target" && lp.GetValue() == b.Name || lp.GetName() == "job" && lp.GetValue() == "deny" {
+					t.Errorf("%s still has a series for a removed target or job: %v", mf.GetName(), m.GetLabel())
+				}
+			}
+		}
+	}
+}
+
+func TestBuildInfoAndReload(t *testing.T) {
+	e := New(Options{Version: "v9", NoRuntimeMetrics: true})
+	e.ConfigLoaded(true, time.Unix(1700000000, 0))
+	e.ConfigLoaded(false, time.Unix(1700000100, 0))
+	want := `
+# HELP connprobe_config_last_reload_success_timestamp_seconds Time of the last successful configuration (re)load.
+# TYPE connprobe_config_last_reload_success_timestamp_seconds gauge
+connprobe_config_last_reload_success_timestamp_seconds 1.7e+09
+# HELP connprobe_config_last_reload_successful 1 if the last configuration (re)load succeeded.
+# TYPE connprobe_config_last_reload_successful gauge
+connprobe_config_last_reload_successful 0
+`
+	if err := testutil.GatherAndCompare(e.Registry(), strings.NewReader(want),
+		"connprobe_config_last_reload_successful", "connprobe_config_last_reload_success_timestamp_seconds"); err != nil {
+		t.Error(err)
+	}
+	mfs, _ := e.Registry().Gather()
+	found := false
+	for _, mf := range mfs {
+		if mf.GetName() == "connprobe_build_info" {
+			for _, lp := range mf.GetMetric()[0].GetLabel() {
+				found = found || lp.GetName() == "version" && lp.GetValue() == "v9"
+			}
+		}
+	}
+	if !found {
+		t.Error("connprobe_build_info{version=\"v9\"} missing")
+	}
+}
+
+func TestRecordDoesNotAllocate(t *testing.T) {
+	e := New(Options{NoRuntimeMetrics: true})
+	r := e.Target(&scheduler.Job{Name: "web", Kind: "connect"}, probe.Target{Name: "a:1"})
+	res := okResult()
+	r.Result(res) // first use creates the lazy gauges
+	allocs := testing.AllocsPerRun(1000, func() {
+		r.Scheduled(time.Millisecond)
+		r.Result(res)
+	})
+	if allocs > 0 {
+		t.Errorf("recording a result allocates %.1f times, want 0", allocs)
+	}
+}
+
+func BenchmarkRecord(b *testing.B) {
+	e := New(Options{NoRuntimeMetrics: true})
+	r := e.Target(&scheduler.Job{Name: "web", Kind: "connect"}, probe.Target{Name: "a:1"})
+	res := okResult()
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Scheduled(time.Millisecond)
+		r.Result(res)
+	}
+}
