@@ -16,6 +16,9 @@
 //	           whose network namespaces an agent can enter), per TCP port
 //	node       each node's InternalIP at a given port
 //
+// A Source implements targets.Source (Run); Watch hands on the richer
+// Target with the namespace, service, pod and node each target came from.
+//
 // In mesh mode (peers_per_node k, roles node, pod and endpoints) each agent
 // keeps only the targets on the nodes that chose it by rendezvous hashing
 // (package scheduler/mesh): every node is probed by exactly k agents.
@@ -46,6 +49,7 @@ import (
 
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/scheduler/mesh"
+	"github.com/connprobe/connprobe/scheduler/targets"
 )
 
 // Roles.
@@ -227,11 +231,24 @@ type lister struct {
 	list    func() ([]Target, []string, error) // targets and their mesh keys
 }
 
-// Run watches until ctx is done, calling update with the complete, sorted
+// Run implements targets.Source: Watch, handing on the probe targets.
+func (s *Source) Run(ctx context.Context, update func([]probe.Target)) error {
+	return s.Watch(ctx, func(ts []Target) {
+		out := make([]probe.Target, len(ts))
+		for i, t := range ts {
+			out[i] = t.Target
+		}
+		update(out)
+	})
+}
+
+var _ targets.Source = (*Source)(nil)
+
+// Watch watches until ctx is done, calling update with the complete, sorted
 // target list once the caches have synced and again whenever it changes. It
 // returns nil when ctx is done, or an error if the caches never synced.
-// update is called from Run's goroutine, never concurrently.
-func (s *Source) Run(ctx context.Context, update func([]Target)) error {
+// update is called from Watch's goroutine, never concurrently.
+func (s *Source) Watch(ctx context.Context, update func([]Target)) error {
 	changed := make(chan struct{}, 1)
 	poke := func() {
 		select {

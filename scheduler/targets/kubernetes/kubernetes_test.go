@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/scheduler/mesh"
 )
 
@@ -37,7 +38,7 @@ func start(t *testing.T, client *fake.Clientset, cfg Config, opts Options) *watc
 	w := &watcher{t: t, updates: make(chan []Target, 100)}
 	done := make(chan error, 1)
 	go func() {
-		done <- s.Run(ctx, func(ts []Target) {
+		done <- s.Watch(ctx, func(ts []Target) {
 			w.mu.Lock()
 			w.calls++
 			w.mu.Unlock()
@@ -436,5 +437,32 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if _, err := New(fake.NewClientset(), Config{Role: "service", NodePorts: true}, Options{}); err == nil || !strings.Contains(err.Error(), "HOST_IP") {
 		t.Errorf("node_ports without a node address: got %v", err)
+	}
+}
+
+func TestRunHandsOnProbeTargets(t *testing.T) {
+	client := fake.NewClientset(service("shop", "web", nil, []string{"10.96.0.10"}, corev1.ServicePort{Port: 80}))
+	s, err := New(client, Config{Role: RoleService}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	got := make(chan []probe.Target, 1)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, func(ts []probe.Target) { got <- ts; cancel() }) }()
+	defer func() {
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	select {
+	case ts := <-got:
+		want := probe.Target{Name: "service/shop/web:80", Scheme: "tcp", Host: "10.96.0.10", Port: 80}
+		if len(ts) != 1 || ts[0] != want {
+			t.Fatalf("got %+v, want [%+v]", ts, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no targets")
 	}
 }
