@@ -482,3 +482,46 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestFindIdleTimeout: the node's established conntrack timeout is 7s; the
+// search must report a boundary within ±1s of it, in well under a minute.
+func TestFindIdleTimeout(t *testing.T) {
+	l := lab.New(t)
+	startResponders(t, l, responder.Config{})
+	ctx := t.Context()
+	if err := l.Fault(ctx, lab.Fault{Kind: lab.ConntrackTimeout, Timeout: 7 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	p := newProber(t, vipTarget(t, l), idle.Config{ReplyTimeout: time.Second})
+	b, err := p.Find(ctx, idle.FindOptions{MaxIdle: 20 * time.Minute})
+	t.Logf("%s\n  %s\n  %d rounds, %d connections, %s", b, strings.Join(b.Evidence, "\n  "), b.Rounds, b.Attempts, b.Elapsed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !b.Found() || b.LostReason != probe.ReasonStaleSession {
+		t.Fatalf("no stale-session boundary found: %+v", b)
+	}
+	if b.Survived < 6*time.Second || b.Lost > 8*time.Second {
+		t.Errorf("boundary %s–%s, want within 6s–8s", b.Survived, b.Lost)
+	}
+	if b.Elapsed > 45*time.Second {
+		t.Errorf("search took %s, want well under a minute", b.Elapsed)
+	}
+}
+
+// TestFindIdleTimeoutServerClose: a server that closes idle connections
+// (FIN after 1.5s), probed in plain mode as a database would be, is reported
+// as such, with the time of the FIN.
+func TestFindIdleTimeoutServerClose(t *testing.T) {
+	l := lab.New(t)
+	startResponders(t, l, responder.Config{CloseIdle: 1500 * time.Millisecond})
+	p := newProber(t, vipTarget(t, l), idle.Config{Mode: idle.ModePlain, Send: []byte("CPR1 ECHO x\n"), Expect: []byte("CPR1 OK x "), ReplyTimeout: time.Second})
+	b, err := p.Find(t.Context(), idle.FindOptions{MaxIdle: 5 * time.Second, MinIdle: 500 * time.Millisecond})
+	t.Logf("%s\n  %s", b, strings.Join(b.Evidence, "\n  "))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.LostReason != probe.ReasonPeerClosed || b.ClosedAt < 1400*time.Millisecond || b.ClosedAt > 2*time.Second {
+		t.Fatalf("got %+v, want peer_closed at ~1.5s", b)
+	}
+}
