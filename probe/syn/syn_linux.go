@@ -24,6 +24,7 @@ type Prober struct {
 	mu     sync.Mutex
 	paths  map[bool]*path        // by v6, acquired on first use, released by Close
 	lastTS map[netip.Addr]uint32 // last TSval sent to each destination
+	src    srcCache
 	closed bool
 }
 
@@ -141,7 +142,7 @@ func (p *Prober) probe(parent, ctx context.Context, r *probe.Result) {
 	}
 	src := p.cfg.Source.Unmap()
 	if !src.IsValid() {
-		if src, err = pa.source(addr.Addr()); err != nil {
+		if src, err = p.source(pa, addr.Addr()); err != nil {
 			r.Fail(probe.PhaseHandshake, err)
 			return
 		}
@@ -162,6 +163,32 @@ func (p *Prober) probe(parent, ctx context.Context, r *probe.Result) {
 	pctx, pcancel := context.WithTimeout(parent, p.cfg.PAWSWait)
 	defer pcancel()
 	p.pawsCheck(pctx, pa, src, addr, o, r)
+}
+
+// srcCache remembers the route's source address for a second, so a prober
+// probing at a high rate does not ask the routing table every time.
+type srcCache struct {
+	dst, src netip.Addr
+	at       time.Time
+}
+
+const srcCacheTTL = time.Second
+
+func (p *Prober) source(pa *path, dst netip.Addr) (netip.Addr, error) {
+	p.mu.Lock()
+	c := p.src
+	p.mu.Unlock()
+	if c.dst == dst && time.Since(c.at) < srcCacheTTL {
+		return c.src, nil
+	}
+	src, err := pa.source(dst)
+	if err != nil {
+		return src, err
+	}
+	p.mu.Lock()
+	p.src = srcCache{dst: dst, src: src, at: time.Now()}
+	p.mu.Unlock()
+	return src, nil
 }
 
 // sentSYN is one SYN on the wire.

@@ -1,0 +1,139 @@
+//go:build linux
+
+package syn_test
+
+import (
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/connprobe/connprobe/internal/lab"
+	"github.com/connprobe/connprobe/probe"
+	"github.com/connprobe/connprobe/probe/connect"
+	"github.com/connprobe/connprobe/probe/syn"
+)
+
+// benchWorkers is how many probes are in flight at once: enough to hide the
+// ~50 µs lab RTT behind each other.
+const benchWorkers = 64
+
+func cpuNow() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkProbes probes one lab target (a listener in the db namespace,
+// through the node) b.N times with the SYN probe, the connect probe, and
+// hping3 -S at the same packet count, and reports for each: probes/s and
+// CPU ms per 1000 probes (process user+system time; the lab's kernel work
+// runs in softirq on the sending process's CPU and is counted with it). Run
+// it pinned to one core: taskset -c 0 go test -bench Probes -cpu 1.
+func BenchmarkProbes(b *testing.B) {
+	l := lab.New(b)
+	dst := netip.AddrPortFrom(l.DBIP, 3306)
+	ln, err := l.Listen(l.DB, dst.String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer func() { ln.Close(); wg.Wait() }()
+	// The connect probe completes handshakes: accept and close them so the
+	// backlog never fills. The SYN probe never reaches accept.
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	})
+	tg, _ := probe.ParseTarget(dst.String())
+	tg.NetNS = l.Path(l.Pod)
+
+	if err := syn.SetRate(10_000_000, 10_000); err != nil {
+		b.Fatal(err)
+	}
+	defer syn.SetRate(syn.DefaultRate, syn.DefaultBurst)
+
+	run := func(b *testing.B, newProber func() (probe.Prober, error)) {
+		probers := make([]probe.Prober, benchWorkers)
+		for i := range probers {
+			p, err := newProber()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Close()
+			probers[i] = p
+			p.Probe(b.Context()) // open the shared path outside the timing
+		}
+		var left atomic.Int64
+		left.Store(int64(b.N))
+		var failed atomic.Int64
+		var reason atomic.Value
+		b.ResetTimer()
+		cpu0, t0 := cpuNow(), time.Now()
+		var wg sync.WaitGroup
+		for _, p := range probers {
+			wg.Go(func() {
+				for left.Add(-1) >= 0 {
+					if r := p.Probe(b.Context()); !r.Success {
+						failed.Add(1)
+						reason.Store(fmt.Sprintf("%s %q", r.Reason, r.Evidence))
+					}
+				}
+			})
+		}
+		wg.Wait()
+		el, cpu := time.Since(t0), cpuNow()-cpu0
+		b.StopTimer()
+		if f := failed.Load(); f > int64(b.N)/100 {
+			b.Fatalf("%d of %d probes failed, e.g. %v", f, b.N, reason.Load())
+		}
+		b.ReportMetric(float64(b.N)/el.Seconds(), "probes/s")
+		b.ReportMetric(cpu.Seconds()*1000/float64(b.N)*1000, "cpu-ms/1000")
+	}
+	b.Run("syn", func(b *testing.B) {
+		run(b, func() (probe.Prober, error) {
+			return syn.New(tg, syn.Config{Timeout: 2 * time.Second, Schedule: []time.Duration{time.Second}})
+		})
+	})
+	b.Run("connect", func(b *testing.B) {
+		run(b, func() (probe.Prober, error) { return connect.New(tg, connect.Config{Timeout: 2 * time.Second}) })
+	})
+	// hping3 sends open loop (it does not wait for an answer before the
+	// next SYN). At -i u100 it still reads and counts every SYN/ACK; at
+	// -i u1 (as fast as its usleep allows) it counts almost none.
+	for _, interval := range []string{"u100", "u1"} {
+		b.Run("hping3-i"+interval, func(b *testing.B) {
+			cmd := exec.CommandContext(b.Context(), "ip", "netns", "exec", l.Pod, "hping3", "-q", "-S", "-I", "eth0",
+				"-p", strconv.Itoa(int(dst.Port())), "-c", strconv.Itoa(b.N), "-i", interval, dst.Addr().String())
+			b.ResetTimer()
+			t0 := time.Now()
+			out, err := cmd.CombinedOutput()
+			el := time.Since(t0)
+			b.StopTimer()
+			if err != nil && cmd.ProcessState == nil {
+				b.Fatalf("hping3: %v: %s", err, out)
+			}
+			cpu := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+			m := regexp.MustCompile(`(\d+) packets transmitted, (\d+) packets received`).FindSubmatch(out)
+			if m == nil {
+				b.Fatalf("hping3 output: %s", out)
+			}
+			sent, _ := strconv.Atoi(string(m[1]))
+			got, _ := strconv.Atoi(string(m[2]))
+			b.ReportMetric(float64(sent)/el.Seconds(), "probes/s")
+			b.ReportMetric(cpu.Seconds()*1000/float64(sent)*1000, "cpu-ms/1000")
+			b.ReportMetric(float64(got)/float64(sent)*100, "%answered")
+		})
+	}
+}
