@@ -1,0 +1,181 @@
+package app
+
+import (
+	"bufio"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/connprobe/connprobe/probe"
+)
+
+// A MariaDB 10.11 greeting as captured from the test server.
+var mariaGreeting = []byte("\x0a5.5.5-10.11.19-MariaDB-0+deb12u1\x00\x06\x00\x00\x00" +
+	"abcdefgh\x00\xfe\xf7\x2d\x02\x00\xff\x81\x15\x00\x00\x00\x00\x00\x00\x1d\x00\x00\x00" +
+	"ijklmnopqrst\x00mysql_native_password\x00")
+
+func TestParseMySQLGreeting(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      []byte
+		want    MySQLGreeting
+		wantErr string
+	}{
+		{"mariadb drops its 5.5.5- prefix", mariaGreeting, MySQLGreeting{10, "10.11.19-MariaDB-0+deb12u1", 6, "mysql_native_password"}, ""},
+		{"too many connections instead of a greeting", []byte("\xff\x10\x04Too many connections"), MySQLGreeting{}, "ERROR 1040: Too many connections"},
+		{"error with sql state", []byte("\xff\x15\x04#28000Access denied"), MySQLGreeting{}, "ERROR 1045 (28000): Access denied"},
+		{"http server on the port", []byte("TTP/1.1 400 Bad Request"), MySQLGreeting{}, "not a MySQL greeting"},
+		{"empty", nil, MySQLGreeting{}, "not a MySQL greeting"},
+		{"unterminated version", []byte("\x0a8.0.36"), MySQLGreeting{}, "unterminated version"},
+		{"short greeting keeps the version", []byte("\x0a8.0.36\x00\x01\x00"), MySQLGreeting{Protocol: 10, Version: "8.0.36"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseMySQLGreeting(tt.in)
+			if tt.wantErr != "" {
+				var se *ServerError
+				if !errors.As(err, &se) || !strings.Contains(se.Msg, tt.wantErr) {
+					t.Fatalf("err = %v, want a ServerError with %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func FuzzParseMySQLGreeting(f *testing.F) {
+	f.Add(mariaGreeting)
+	f.Add([]byte("\xff\x10\x04#08004Too many connections"))
+	f.Add([]byte{0x0a, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _ = ParseMySQLGreeting(b)
+	})
+}
+
+func TestReadRESP(t *testing.T) {
+	tests := []struct {
+		in, want string
+		kind     byte
+		err      string
+	}{
+		{"+PONG\r\n", "PONG", '+', ""},
+		{"-NOAUTH Authentication required.\r\n", "NOAUTH Authentication required.", '-', ""},
+		{"$11\r\nredis_versi\r\n", "redis_versi", '$', ""},
+		{"*2\r\n$1\r\na\r\n:1\r\n", "", '*', ""},
+		{"HTTP/1.1 400 Bad Request\r\n", "", 0, "not a Redis reply"},
+		{"$999999999\r\n", "", 0, "not a Redis reply"},
+		{"+PONG\n", "", 0, "not a Redis reply"},
+	}
+	for _, tt := range tests {
+		v, err := readRESP(bufio.NewReader(strings.NewReader(tt.in)), 0)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%q: err = %v, want %q", tt.in, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || v.kind != tt.kind || v.str != tt.want {
+			t.Errorf("%q: got %c %q %v, want %c %q", tt.in, v.kind, v.str, err, tt.kind, tt.want)
+		}
+	}
+}
+
+func FuzzReadRESP(f *testing.F) {
+	for _, s := range []string{"+PONG\r\n", "$3\r\nabc\r\n", "*1\r\n*1\r\n:1\r\n", "-ERR x\r\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _ = readRESP(bufio.NewReader(strings.NewReader(string(b))), 0)
+	})
+}
+
+func FuzzSkipTags(f *testing.F) {
+	f.Add([]byte{0})
+	f.Add([]byte{1, 0, 2, 'a', 'b'})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _ = skipTags(b)
+	})
+}
+
+func TestParsePgErrorFields(t *testing.T) {
+	b := []byte("\x00\x00\x00\x30SFATAL\x00C53300\x00Msorry, too many clients already\x00\x00")
+	if got, want := parsePgErrorFields(b), "FATAL 53300: sorry, too many clients already"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	for _, b := range [][]byte{nil, {0}, []byte("\x00\x00\x00\x05M"), []byte("\x00\x00\x00\x05Mabc")} {
+		_ = parsePgErrorFields(b) // must not panic
+	}
+}
+
+func TestSummarizeMetadataFindsLeaderless(t *testing.T) {
+	m := kmsg.NewPtrMetadataResponse()
+	m.Version = 12
+	id := "c1"
+	m.ClusterID = &id
+	m.ControllerID = 2
+	for _, n := range []int32{2, 1} {
+		b := kmsg.NewMetadataResponseBroker()
+		b.NodeID, b.Host, b.Port = n, "10.0.0."+string(rune('0'+n)), 9092
+		m.Brokers = append(m.Brokers, b)
+	}
+	topic := "orders"
+	tp := kmsg.NewMetadataResponseTopic()
+	tp.Topic = &topic
+	for i, leader := range []int32{1, -1, 2, -1} {
+		p := kmsg.NewMetadataResponseTopicPartition()
+		p.Partition, p.Leader = int32(i), leader
+		if leader < 0 {
+			p.ErrorCode = 5 // LEADER_NOT_AVAILABLE
+		}
+		tp.Partitions = append(tp.Partitions, p)
+	}
+	m.Topics = append(m.Topics, tp)
+	s := SummarizeMetadata(m)
+	if want := "cluster c1, controller 2, 2 broker(s): 1=10.0.0.1:9092 2=10.0.0.2:9092; 1 topic(s), 4 partition(s)"; s.Brokers != want {
+		t.Errorf("brokers = %q, want %q", s.Brokers, want)
+	}
+	if strings.Join(s.Leaderless, ",") != "orders/1,orders/3" || s.LeaderlessCount != 2 {
+		t.Errorf("leaderless = %v (%d), want orders/1, orders/3", s.Leaderless, s.LeaderlessCount)
+	}
+}
+
+func TestTargetNameHidesPassword(t *testing.T) {
+	tg, err := probe.ParseTarget("mysql://app:s3cret@db:3306/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(tg.Name, "s3cret") {
+		t.Errorf("Name %q shows the password", tg.Name)
+	}
+	if p, _ := tg.URL.User.Password(); p != "s3cret" {
+		t.Errorf("URL lost the password: %q", p)
+	}
+}
+
+func TestNewRejectsBadURLs(t *testing.T) {
+	for _, s := range []string{
+		"postgres://u:p@db:5432/x?sslmode=prefer",
+		"postgres://u:p@db:5432/x?bogus=1",
+		"mysql://u:p@db:3306/x?tls=maybe",
+		"mysql://db:3306/?tls=true",
+		"redis://db:6379/notanumber",
+		"kafka://u:p@db:9092",
+		"gopher://db:70",
+	} {
+		tg, err := probe.ParseTarget(s)
+		if err != nil {
+			continue // also fine: rejected even earlier
+		}
+		if _, err := New(tg, Config{}); err == nil {
+			t.Errorf("New(%s) accepted it", s)
+		}
+	}
+}
