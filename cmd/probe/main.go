@@ -69,6 +69,8 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(
 		newRunCmd(),
 		newLabCmd(),
+		newServeCmd(),
+		newLintCmd(),
 	)
 	return root
 }

@@ -1,0 +1,33 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/connprobe/connprobe/configs"
+	"github.com/connprobe/connprobe/probe"
+	"github.com/connprobe/connprobe/probe/connect"
+)
+
+// proberFactory is the one place that maps a configured job's kind to its
+// probe package for `probe serve`: it converts the job's option block into
+// the package's typed Config (validated once, here) and returns the function
+// the scheduler calls for each target (once per concurrent attempt slot).
+//
+// Adding a kind: give configs.Job an option block (configs.XxxOptions with a
+// Config method), list it in configs.Job.optionBlocks, and add a case here.
+func proberFactory(j *configs.Job) (func(probe.Target) (probe.Prober, error), error) {
+	switch j.Kind {
+	case connect.Kind:
+		cfg, err := j.Connect.Config(j.Timeout.D)
+		if err != nil {
+			return nil, err
+		}
+		return func(t probe.Target) (probe.Prober, error) {
+			if t.Scheme != "tcp" {
+				return nil, fmt.Errorf("target %q: scheme %q is not supported by kind connect (want host:port or tcp://)", t.Name, t.Scheme)
+			}
+			return connect.New(t, cfg)
+		}, nil
+	}
+	return nil, fmt.Errorf("kind %q: no prober for it in this build", j.Kind)
+}
