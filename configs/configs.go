@@ -28,6 +28,7 @@ import (
 
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/probe/connect"
+	"github.com/connprobe/connprobe/probe/syn"
 )
 
 // Defaults.
@@ -92,12 +93,15 @@ type Job struct {
 
 	// Connect holds the options of kind connect.
 	Connect *ConnectOptions `yaml:"connect"`
+	// Syn holds the options of kind syn.
+	Syn *SynOptions `yaml:"syn"`
 }
 
 // optionBlocks names the per-kind option blocks and whether each is set.
 func (j *Job) optionBlocks() map[string]bool {
 	return map[string]bool{
 		connect.Kind: j.Connect != nil,
+		syn.Kind:     j.Syn != nil,
 	}
 }
 
@@ -168,6 +172,55 @@ func (o *ConnectOptions) Config(timeout time.Duration) (connect.Config, error) {
 	cfg.UserTimeout = o.UserTimeout.D
 	if err := cfg.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("connect: %w", err))
+	}
+	return cfg, errors.Join(errs...)
+}
+
+// SynOptions is the YAML option block of kind syn (raw half-open SYN probe;
+// needs CAP_NET_RAW).
+type SynOptions struct {
+	// Source is the source address of the SYNs (default: the route's).
+	Source string `yaml:"source"`
+	// Retransmit lists when SYNs are retransmitted, as offsets from the
+	// first SYN (default: the kernel's 1s,2s,3s,4s,5s,7s,11s,…).
+	Retransmit []Duration `yaml:"retransmit"`
+	// PAWS enables the older-TSval check after an answered SYN.
+	PAWS bool `yaml:"paws"`
+	// PAWSWait bounds the wait for an answer to the older-TSval SYN.
+	PAWSWait Duration `yaml:"paws_wait"`
+}
+
+// Config converts the block (nil: no options) into syn.Config for a job
+// whose attempts last at most timeout.
+func (o *SynOptions) Config(timeout time.Duration) (syn.Config, error) {
+	cfg := syn.Config{Timeout: timeout}
+	if o == nil {
+		return cfg, nil
+	}
+	var errs []error
+	if o.Source != "" {
+		a, err := netip.ParseAddr(o.Source)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("syn.source %q: not an IP address", o.Source))
+		}
+		cfg.Source = a
+	}
+	if o.Retransmit != nil {
+		cfg.Schedule = []time.Duration{}
+		for i, d := range o.Retransmit {
+			if d.Err != nil {
+				errs = append(errs, fmt.Errorf("syn.retransmit[%d]: %w", i, d.Err))
+			}
+			cfg.Schedule = append(cfg.Schedule, d.D)
+		}
+	}
+	cfg.PAWS = o.PAWS
+	if o.PAWSWait.Err != nil {
+		errs = append(errs, fmt.Errorf("syn.paws_wait: %w", o.PAWSWait.Err))
+	}
+	cfg.PAWSWait = o.PAWSWait.D
+	if err := cfg.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("syn: %w", err))
 	}
 	return cfg, errors.Join(errs...)
 }
@@ -365,6 +418,13 @@ func (c *Config) Validate() error {
 		}
 		if j.Kind == connect.Kind {
 			if _, err := j.Connect.Config(j.Timeout.D); err != nil {
+				for _, e := range splitJoined(err) {
+					add(path, "%v", e)
+				}
+			}
+		}
+		if j.Kind == syn.Kind {
+			if _, err := j.Syn.Config(j.Timeout.D); err != nil {
 				for _, e := range splitJoined(err) {
 					add(path, "%v", e)
 				}
