@@ -29,6 +29,7 @@ import (
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/probe/connect"
 	"github.com/connprobe/connprobe/probe/syn"
+	"github.com/connprobe/connprobe/scheduler/targets/kubernetes/spec"
 )
 
 // Defaults.
@@ -114,6 +115,9 @@ type Targets struct {
 	FileSD *FileSD `yaml:"file_sd"`
 	// DNS names resolved periodically; each address is a target.
 	DNS []DNSSD `yaml:"dns"`
+	// Kubernetes discovers Services, EndpointSlices, Pods or Nodes with a
+	// watch on the API (docs/kubernetes.md).
+	Kubernetes []spec.Config `yaml:"kubernetes"`
 }
 
 // FileSD is a set of file_sd files.
@@ -437,8 +441,15 @@ func (c *Config) Validate() error {
 
 func (c *Config) validateTargets(path string, j *Job, add func(path, format string, args ...any)) {
 	t := j.Targets
-	if len(t.Static) == 0 && t.FileSD == nil && len(t.DNS) == 0 {
-		add(path, "targets: none (want static, file_sd or dns)")
+	if len(t.Static) == 0 && t.FileSD == nil && len(t.DNS) == 0 && len(t.Kubernetes) == 0 {
+		add(path, "targets: none (want static, file_sd, dns or kubernetes)")
+	}
+	for k, kc := range t.Kubernetes {
+		if err := kc.Validate(); err != nil {
+			for _, e := range splitJoined(err) {
+				add(path, "targets.kubernetes[%d]: %v", k, e)
+			}
+		}
 	}
 	for k, s := range t.Static {
 		if _, err := probe.ParseTarget(s); err != nil {

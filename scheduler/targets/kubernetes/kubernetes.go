@@ -50,94 +50,27 @@ import (
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/scheduler/mesh"
 	"github.com/connprobe/connprobe/scheduler/targets"
-)
-
-// Roles.
-const (
-	RoleService   = "service"
-	RoleEndpoints = "endpoints"
-	RolePod       = "pod"
-	RoleNode      = "node"
+	"github.com/connprobe/connprobe/scheduler/targets/kubernetes/spec"
 )
 
 // DefaultResync is how often informers replay their cache; the Source
 // ignores replays that change nothing.
 const DefaultResync = 10 * time.Minute
 
-// Config says what to discover. It is the plain form of the `kubernetes`
-// target block of the config file.
-type Config struct {
-	// Role is service, endpoints, pod or node.
-	Role string
-	// Namespaces restricts discovery to these namespaces; empty: all.
-	Namespaces []string
-	// LabelSelector selects objects by label ("app=db,tier!=cache").
-	LabelSelector string
-	// Ports keeps only the ports with these names or numbers; empty: every
-	// TCP port. For role node (nodes have no ports) it must hold exactly one
-	// number.
-	Ports []string
-	// NodePorts (role service) adds each NodePort on this node's address.
-	NodePorts bool
-	// ThisNode (role pod) keeps only the pods scheduled on this node.
-	ThisNode bool
-	// PeersPerNode > 0 turns on mesh mode: probe only the targets on the
-	// nodes that chose this node (roles node, pod, endpoints).
-	PeersPerNode int
-	// Kubeconfig is the kubeconfig file to use outside a cluster; empty: the
-	// in-cluster service account, else $KUBECONFIG or ~/.kube/config.
-	Kubeconfig string
-}
+// Config says what to discover: the `kubernetes` target block of the config
+// file (package spec, which configs imports without client-go).
+type Config = spec.Config
 
-// Validate reports every problem of c; paths are relative to the block.
-func (c Config) Validate() error {
-	var errs []error
-	switch c.Role {
-	case RoleService, RoleEndpoints, RolePod, RoleNode:
-	case "":
-		errs = append(errs, errors.New("role is required (service, endpoints, pod or node)"))
-	default:
-		errs = append(errs, fmt.Errorf("role %q: want service, endpoints, pod or node", c.Role))
-	}
-	if _, err := labels.Parse(c.LabelSelector); err != nil {
-		errs = append(errs, fmt.Errorf("label_selector %q: %w", c.LabelSelector, err))
-	}
-	for i, ns := range c.Namespaces {
-		if ns == "" {
-			errs = append(errs, fmt.Errorf("namespaces[%d]: empty", i))
-		}
-	}
-	for i, p := range c.Ports {
-		if n, err := strconv.Atoi(p); err == nil && (n < 1 || n > 65535) {
-			errs = append(errs, fmt.Errorf("ports[%d]: %d is not in 1-65535", i, n))
-		} else if p == "" {
-			errs = append(errs, fmt.Errorf("ports[%d]: empty", i))
-		}
-	}
-	if c.Role == RoleNode {
-		if len(c.Ports) != 1 {
-			errs = append(errs, errors.New("ports: role node needs exactly one port number (nodes have no named ports)"))
-		} else if _, err := strconv.Atoi(c.Ports[0]); err != nil {
-			errs = append(errs, fmt.Errorf("ports[0] %q: role node needs a port number", c.Ports[0]))
-		}
-	}
-	if c.NodePorts && c.Role != RoleService {
-		errs = append(errs, fmt.Errorf("node_ports applies to role service, not %s", c.Role))
-	}
-	if c.ThisNode && c.Role != RolePod {
-		errs = append(errs, fmt.Errorf("this_node applies to role pod, not %s", c.Role))
-	}
-	if c.PeersPerNode < 0 {
-		errs = append(errs, fmt.Errorf("mesh.peers_per_node %d must not be negative", c.PeersPerNode))
-	}
-	if c.PeersPerNode > 0 && c.Role == RoleService {
-		errs = append(errs, errors.New("mesh applies to roles node, pod and endpoints, not service"))
-	}
-	if c.PeersPerNode > 0 && c.ThisNode {
-		errs = append(errs, errors.New("mesh and this_node exclude each other (this_node keeps only local pods)"))
-	}
-	return errors.Join(errs...)
-}
+// The roles.
+const (
+	RoleService   = spec.RoleService
+	RoleEndpoints = spec.RoleEndpoints
+	RolePod       = spec.RolePod
+	RoleNode      = spec.RoleNode
+)
+
+// Mesh is the mesh-mode block of a Config.
+type Mesh = spec.Mesh
 
 // Options are the facts about where the agent runs, from the environment
 // (the DaemonSet sets NODE_NAME and HOST_IP with the downward API).
@@ -181,7 +114,7 @@ func New(client clientset.Interface, cfg Config, opts Options) (*Source, error) 
 		return nil, fmt.Errorf("kubernetes: %w", err)
 	}
 	sel, _ := labels.Parse(cfg.LabelSelector)
-	if (cfg.ThisNode || cfg.PeersPerNode > 0) && opts.NodeName == "" {
+	if (cfg.ThisNode || cfg.Mesh.PeersPerNode > 0) && opts.NodeName == "" {
 		return nil, errors.New("kubernetes: this_node and mesh need the node name (set NODE_NAME from spec.nodeName, see deploy/daemonset.yaml)")
 	}
 	if cfg.NodePorts && !opts.NodeIP.IsValid() {
@@ -331,8 +264,8 @@ func (s *Source) targets(listers []lister) ([]Target, error) {
 		all = append(all, ts...)
 		keys = append(keys, ks...)
 	}
-	if s.cfg.PeersPerNode > 0 {
-		mine := mesh.Targets(s.opts.NodeName, keys, s.cfg.PeersPerNode)
+	if s.cfg.Mesh.PeersPerNode > 0 {
+		mine := mesh.Targets(s.opts.NodeName, keys, s.cfg.Mesh.PeersPerNode)
 		all = slices.DeleteFunc(all, func(t Target) bool {
 			_, ok := slices.BinarySearch(mine, t.Node)
 			return !ok

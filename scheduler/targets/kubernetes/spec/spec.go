@@ -1,0 +1,102 @@
+// Package spec is the configuration of Kubernetes target discovery: the
+// `kubernetes` block of a job's targets and its validation. It is kept apart
+// from package kubernetes so that configs (and `probe lint`) can check a file
+// without compiling client-go.
+package spec
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+// Roles.
+const (
+	RoleService   = "service"
+	RoleEndpoints = "endpoints"
+	RolePod       = "pod"
+	RoleNode      = "node"
+)
+
+// Config is one `kubernetes` target block.
+type Config struct {
+	// Role is service, endpoints, pod or node.
+	Role string `yaml:"role"`
+	// Namespaces restricts discovery to these namespaces; empty: all.
+	Namespaces []string `yaml:"namespaces"`
+	// LabelSelector selects objects by label ("app=db,tier!=cache").
+	LabelSelector string `yaml:"label_selector"`
+	// Ports keeps only the ports with these names or numbers; empty: every
+	// TCP port. For role node (nodes have no ports) it must hold exactly one
+	// number.
+	Ports []string `yaml:"ports"`
+	// NodePorts (role service) adds each NodePort on this node's address.
+	NodePorts bool `yaml:"node_ports"`
+	// ThisNode (role pod) keeps only the pods scheduled on this node.
+	ThisNode bool `yaml:"this_node"`
+	// Mesh, when PeersPerNode > 0, probes only the targets on the nodes
+	// that chose this node (roles node, pod, endpoints).
+	Mesh Mesh `yaml:"mesh"`
+	// Kubeconfig is the kubeconfig file to use outside a cluster; empty: the
+	// in-cluster service account, else $KUBECONFIG or ~/.kube/config.
+	Kubeconfig string `yaml:"kubeconfig"`
+}
+
+// Mesh is the mesh-mode block.
+type Mesh struct {
+	// PeersPerNode is k: every node is probed by exactly k agents, each
+	// agent probes about k nodes. 0: off, probe every target.
+	PeersPerNode int `yaml:"peers_per_node"`
+}
+
+// Validate reports every problem of c; paths are relative to the block.
+func (c Config) Validate() error {
+	var errs []error
+	switch c.Role {
+	case RoleService, RoleEndpoints, RolePod, RoleNode:
+	case "":
+		errs = append(errs, errors.New("role is required (service, endpoints, pod or node)"))
+	default:
+		errs = append(errs, fmt.Errorf("role %q: want service, endpoints, pod or node", c.Role))
+	}
+	if _, err := labels.Parse(c.LabelSelector); err != nil {
+		errs = append(errs, fmt.Errorf("label_selector %q: %w", c.LabelSelector, err))
+	}
+	for i, ns := range c.Namespaces {
+		if ns == "" {
+			errs = append(errs, fmt.Errorf("namespaces[%d]: empty", i))
+		}
+	}
+	for i, p := range c.Ports {
+		if n, err := strconv.Atoi(p); err == nil && (n < 1 || n > 65535) {
+			errs = append(errs, fmt.Errorf("ports[%d]: %d is not in 1-65535", i, n))
+		} else if p == "" {
+			errs = append(errs, fmt.Errorf("ports[%d]: empty", i))
+		}
+	}
+	if c.Role == RoleNode {
+		if len(c.Ports) != 1 {
+			errs = append(errs, errors.New("ports: role node needs exactly one port number (nodes have no named ports)"))
+		} else if _, err := strconv.Atoi(c.Ports[0]); err != nil {
+			errs = append(errs, fmt.Errorf("ports[0] %q: role node needs a port number", c.Ports[0]))
+		}
+	}
+	if c.NodePorts && c.Role != RoleService {
+		errs = append(errs, fmt.Errorf("node_ports applies to role service, not %s", c.Role))
+	}
+	if c.ThisNode && c.Role != RolePod {
+		errs = append(errs, fmt.Errorf("this_node applies to role pod, not %s", c.Role))
+	}
+	if c.Mesh.PeersPerNode < 0 {
+		errs = append(errs, fmt.Errorf("mesh.peers_per_node %d must not be negative", c.Mesh.PeersPerNode))
+	}
+	if c.Mesh.PeersPerNode > 0 && c.Role == RoleService {
+		errs = append(errs, errors.New("mesh applies to roles node, pod and endpoints, not service"))
+	}
+	if c.Mesh.PeersPerNode > 0 && c.ThisNode {
+		errs = append(errs, errors.New("mesh and this_node exclude each other (this_node keeps only local pods)"))
+	}
+	return errors.Join(errs...)
+}
