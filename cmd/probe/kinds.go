@@ -6,6 +6,7 @@ import (
 	"github.com/connprobe/connprobe/configs"
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/probe/connect"
+	"github.com/connprobe/connprobe/probe/syn"
 )
 
 // proberFactory is the one place that maps a configured job's kind to its
@@ -27,6 +28,17 @@ func proberFactory(j *configs.Job) (func(probe.Target) (probe.Prober, error), er
 				return nil, fmt.Errorf("target %q: scheme %q is not supported by kind connect (want host:port or tcp://)", t.Name, t.Scheme)
 			}
 			return connect.New(t, cfg)
+		}, nil
+	case syn.Kind:
+		cfg, err := j.Syn.Config(j.Timeout.D)
+		if err != nil {
+			return nil, err
+		}
+		return func(t probe.Target) (probe.Prober, error) {
+			if t.Scheme != "tcp" {
+				return nil, fmt.Errorf("target %q: scheme %q is not supported by kind syn (want host:port or tcp://)", t.Name, t.Scheme)
+			}
+			return syn.New(t, cfg)
 		}, nil
 	}
 	return nil, fmt.Errorf("kind %q: no prober for it in this build", j.Kind)
