@@ -86,8 +86,8 @@ func New(sink Sink, log *slog.Logger) *Scheduler {
 	return &Scheduler{sink: sink, log: log, updates: make(chan []*Job), applied: make(chan struct{})}
 }
 
-// Update replaces the set of jobs: removed jobs stop (their series are
-// forgotten), changed jobs restart, unchanged jobs keep running. It returns
+// Update replaces the set of jobs: removed jobs stop, changed jobs restart
+// (the series of both are forgotten first), unchanged jobs keep running. It returns
 // once the change is applied, or when ctx is done.
 func (s *Scheduler) Update(ctx context.Context, jobs []*Job) error {
 	select {
@@ -126,7 +126,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			}
 			for name, jr := range running {
 				if j, ok := want[name]; !ok || j.Fingerprint != jr.job.Fingerprint {
-					jr.forget = !ok
+					jr.forget = true // a changed job may lose targets: start its series afresh
 					jr.cancel()
 					<-jr.done
 					delete(running, name)
@@ -153,7 +153,7 @@ type jobRunner struct {
 	job    *Job
 	cancel context.CancelFunc
 	done   chan struct{}
-	forget bool // the job was removed: forget its series when stopping
+	forget bool // the job was removed or changed: forget its series when stopping
 	loops  map[string]*loop
 }
 

@@ -363,9 +363,10 @@ func TestUpdateKeepsRestartsAndRemovesJobs(t *testing.T) {
 			t.Errorf("after changing b: %d probers, a's closed %v, old b's closed %v; want 3, false, true",
 				len(w.probers), aClosed, oldBClosed)
 		}
-		if len(w.forgotten) != 0 {
-			t.Errorf("a restarted job forgot %q", w.forgotten)
+		if !slices.Equal(w.forgotten, []string{"y:1"}) {
+			t.Errorf("a restarted job forgot %q, want its old targets", w.forgotten)
 		}
+		w.forgotten = nil
 		// Remove a: its series are forgotten.
 		w.mu.Unlock()
 		if err := s.Update(t.Context(), []*Job{b2}); err != nil {

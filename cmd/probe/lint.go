@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"log/slog"
 
 	"github.com/spf13/cobra"
@@ -26,17 +25,10 @@ with its path, kinds and network namespaces checked. Exit 0 when it is good,
 			if err != nil {
 				return usageError{err}
 			}
-			n := 0
-			for _, j := range jobs {
-				_ = j
-				n++
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%d job(s))\n", path, n)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%d job(s))\n", path, len(jobs))
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&path, "config", "", "config file to check")
 	return cmd
 }
-
-var _ io.Writer
