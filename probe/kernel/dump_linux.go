@@ -2,6 +2,9 @@ package kernel
 
 import (
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mdlayher/netlink"
@@ -89,10 +92,28 @@ func ConntrackStats(nsPath string) (Conntrack, error) {
 		out.Error += uint64(s.Error)
 		out.SearchRestart += uint64(s.SearchRestart)
 	}
-	g, err := c.StatsGlobal()
+	// The table's fill from the namespace's sysctls: ctnetlink's global
+	// stats request (IPCTNL_MSG_CT_GET_STATS) got no answer on 6.18 and
+	// hung the read; the sysctls hold the same two numbers.
+	err = netns.Do(nsPath, func() error {
+		for _, f := range []struct {
+			name string
+			dst  *uint32
+		}{{"nf_conntrack_count", &out.Entries}, {"nf_conntrack_max", &out.Max}} {
+			b, err := os.ReadFile("/proc/sys/net/netfilter/" + f.name)
+			if err != nil {
+				return err
+			}
+			n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32)
+			if err != nil {
+				return fmt.Errorf("%s: %w", f.name, err)
+			}
+			*f.dst = uint32(n)
+		}
+		return nil
+	})
 	if err != nil {
 		return Conntrack{}, fmt.Errorf("kernel: conntrack count: %w", err)
 	}
-	out.Entries, out.Max = g.Entries, g.MaxEntries
 	return out, nil
 }
