@@ -16,6 +16,7 @@ import (
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/probe/app"
 	"github.com/connprobe/connprobe/probe/connect"
+	"github.com/connprobe/connprobe/probe/idle"
 	"github.com/connprobe/connprobe/probe/netns"
 	"github.com/connprobe/connprobe/probe/syn"
 )
@@ -35,6 +36,8 @@ type runFlags struct {
 	kindSet     bool // --kind given explicitly: no fallback from syn to connect
 	paws        bool
 	synRate     int
+	idleF       idleFlags               // kind idle (run_idle.go)
+	changed     func(name string) bool // whether a flag was given
 }
 
 func newRunCmd() *cobra.Command {
@@ -58,11 +61,12 @@ Exit status: 0 when every attempt succeeded, 1 when any failed, 2 on bad usage.`
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.kindSet = cmd.Flags().Changed("kind")
+			f.changed = cmd.Flags().Changed
 			return runProbes(cmd.Context(), f, args)
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.kind, "kind", "connect", "probe kind: connect, syn (raw half-open SYN, needs CAP_NET_RAW), app (the default for mysql://, postgres://, redis://, kafka://, http(s):// targets)")
+	fl.StringVar(&f.kind, "kind", "connect", "probe kind: connect, syn (raw half-open SYN, needs CAP_NET_RAW), app (the default for mysql://, postgres://, redis://, kafka://, http(s):// targets), idle (idle-then-send long connection, see --idle*)")
 	fl.BoolVar(&f.paws, "paws", false, "after an answered SYN, send one with an older TCP timestamp (PAWS check; implies --kind syn)")
 	fl.IntVar(&f.synRate, "syn-rate", syn.DefaultRate, "budget for all raw SYNs of this process, packets/s")
 	fl.IntVarP(&f.count, "count", "c", 1, "attempts per target (0: until interrupted)")
@@ -74,6 +78,7 @@ Exit status: 0 when every attempt succeeded, 1 when any failed, 2 on bad usage.`
 	fl.StringVar(&f.expect, "expect", "", "substring the reply must contain")
 	fl.DurationVar(&f.userTimeout, "user-timeout", 0, "TCP_USER_TIMEOUT for the connection (0: kernel default)")
 	fl.StringVarP(&f.output, "output", "o", "text", "output format: text or json")
+	addIdleFlags(fl, &f.idleF)
 	return cmd
 }
 
@@ -128,6 +133,7 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 	if err := syn.SetRate(f.synRate, min(f.synRate, syn.DefaultBurst)); err != nil {
 		errs = append(errs, fmt.Errorf("--syn-rate: %w", err))
 	}
+	errs = append(errs, checkIdleFlags(f, kind, f.changed)...)
 	if len(errs) > 0 {
 		return nil, usageError{errors.Join(errs...)}
 	}
@@ -146,7 +152,12 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 			return nil, usageError{err}
 		}
 		t.NetNS = nsPath
-		p, err := newProber(kind, t, cfg, synCfg)
+		var p probe.Prober
+		if kind == idle.Kind {
+			p, err = newIdleProber(t, f, cfg)
+		} else {
+			p, err = newProber(kind, t, cfg, synCfg)
+		}
 		if err != nil {
 			return nil, usageError{err}
 		}
@@ -179,7 +190,7 @@ func newProber(kind string, t probe.Target, cfg connect.Config, synCfg syn.Confi
 		}
 		return syn.New(t, synCfg)
 	}
-	return nil, fmt.Errorf("--kind %q: want connect, syn or app", kind)
+	return nil, fmt.Errorf("--kind %q: want connect, syn, app or idle", kind)
 }
 
 func runProbes(ctx context.Context, f runFlags, args []string) error {
@@ -192,6 +203,9 @@ func runProbes(ctx context.Context, f runFlags, args []string) error {
 			p.Close()
 		}
 	}()
+	if f.idleF.find {
+		return runFindIdle(ctx, plan, f)
+	}
 	failed := false
 	var mu sync.Mutex
 	ticker := time.NewTicker(f.interval)

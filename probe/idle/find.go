@@ -87,7 +87,7 @@ func (p *Prober) Find(ctx context.Context, o FindOptions) (Boundary, error) {
 	for {
 		b.Rounds++
 		res, err := fp.round(ctx, ds)
-		b.Attempts += len(res)
+		b.Attempts += len(ds)
 		if err != nil {
 			b.Elapsed = time.Since(start)
 			return b, err

@@ -43,6 +43,9 @@ func New(t probe.Target, cfg Config) (*Prober, error) {
 	return &Prober{target: t, cfg: cfg.withDefaults(), resolver: net.DefaultResolver}, nil
 }
 
+// Target returns the probed target.
+func (p *Prober) Target() probe.Target { return p.target }
+
 // Config returns the prober's configuration with defaults applied.
 func (p *Prober) Config() Config { return p.cfg }
 

@@ -16,6 +16,9 @@ type Prober struct{ cfg Config }
 // New returns errors.ErrUnsupported: the idle probe needs Linux sockets.
 func New(t probe.Target, cfg Config) (*Prober, error) { return nil, errors.ErrUnsupported }
 
+// Target returns the probed target.
+func (p *Prober) Target() probe.Target { return probe.Target{} }
+
 // Config returns the prober's configuration.
 func (p *Prober) Config() Config { return p.cfg }
 
