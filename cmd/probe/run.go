@@ -36,7 +36,7 @@ type runFlags struct {
 	kindSet     bool // --kind given explicitly: no fallback from syn to connect
 	paws        bool
 	synRate     int
-	idleF       idleFlags               // kind idle (run_idle.go)
+	idleF       idleFlags              // kind idle (run_idle.go)
 	changed     func(name string) bool // whether a flag was given
 }
 
