@@ -281,6 +281,14 @@ func buildJobs(cfg *configs.Config, log *slog.Logger) ([]*scheduler.Job, error) 
 			src = append(src, &targets.DNS{Name: d.Name, Type: d.Type, Port: uint16(d.Port),
 				Refresh: d.RefreshInterval.D, Server: server, NetNS: nsPath, Log: log.With("job", j.Name)})
 		}
+		for k, kc := range j.Targets.Kubernetes {
+			ks, err := newKubernetesSource(kc, nsPath, log.With("job", j.Name))
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: targets.kubernetes[%d]: %w", path, k, err))
+				continue
+			}
+			src = append(src, ks)
+		}
 		jobs = append(jobs, &scheduler.Job{
 			Name:        j.Name,
 			Kind:        j.Kind,

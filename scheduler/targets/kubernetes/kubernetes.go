@@ -79,6 +79,9 @@ type Options struct {
 	NodeName string
 	// NodeIP is this node's address, where NodePorts are probed.
 	NodeIP netip.Addr
+	// NetNS, when set, is the network namespace every target is probed
+	// from (the job's netns).
+	NetNS string
 	// Resync is the informers' resync period; 0: DefaultResync.
 	Resync time.Duration
 	// Logger receives watch errors; nil: slog.Default().
@@ -108,18 +111,16 @@ type Source struct {
 	port     uint16 // role node
 }
 
-// New checks cfg and opts and returns a Source; it does not contact the API.
+// New checks cfg and returns a Source; it does not contact the API. With a
+// nil client, Watch makes one from cfg.Kubeconfig (NewClient) when it
+// starts, so that a config can be checked (`probe lint`) away from any
+// cluster; likewise the node facts opts must carry for this_node, mesh and
+// node_ports are checked when Watch starts.
 func New(client clientset.Interface, cfg Config, opts Options) (*Source, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("kubernetes: %w", err)
 	}
 	sel, _ := labels.Parse(cfg.LabelSelector)
-	if (cfg.ThisNode || cfg.Mesh.PeersPerNode > 0) && opts.NodeName == "" {
-		return nil, errors.New("kubernetes: this_node and mesh need the node name (set NODE_NAME from spec.nodeName, see deploy/daemonset.yaml)")
-	}
-	if cfg.NodePorts && !opts.NodeIP.IsValid() {
-		return nil, errors.New("kubernetes: node_ports needs this node's address (set HOST_IP from status.hostIP, see deploy/daemonset.yaml)")
-	}
 	if opts.Resync == 0 {
 		opts.Resync = DefaultResync
 	}
@@ -134,6 +135,24 @@ func New(client clientset.Interface, cfg Config, opts Options) (*Source, error) 
 	return s, nil
 }
 
+// ready checks what the environment must provide and makes the client.
+func (s *Source) ready() error {
+	if (s.cfg.ThisNode || s.cfg.Mesh.PeersPerNode > 0) && s.opts.NodeName == "" {
+		return errors.New("kubernetes: this_node and mesh need the node name (set NODE_NAME from spec.nodeName, see deploy/daemonset.yaml)")
+	}
+	if s.cfg.NodePorts && !s.opts.NodeIP.IsValid() {
+		return errors.New("kubernetes: node_ports needs this node's address (set HOST_IP from status.hostIP, see deploy/daemonset.yaml)")
+	}
+	if s.client == nil {
+		c, err := NewClient(s.cfg.Kubeconfig)
+		if err != nil {
+			return err
+		}
+		s.client = c
+	}
+	return nil
+}
+
 // NewClient returns a clientset: from the kubeconfig file when one is named,
 // else the in-cluster service account, else $KUBECONFIG or ~/.kube/config.
 func NewClient(kubeconfig string) (clientset.Interface, error) {
@@ -146,6 +165,9 @@ func NewClient(kubeconfig string) (clientset.Interface, error) {
 		rules := clientcmd.NewDefaultClientConfigLoadingRules()
 		rules.ExplicitPath = kubeconfig
 		rc, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
+	}
+	if clientcmd.IsEmptyConfig(err) {
+		return nil, errors.New("kubernetes: not in a cluster and no kubeconfig: set kubeconfig in the block or $KUBECONFIG")
 	}
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes: client config: %w", err)
@@ -182,6 +204,9 @@ var _ targets.Source = (*Source)(nil)
 // returns nil when ctx is done, or an error if the caches never synced.
 // update is called from Watch's goroutine, never concurrently.
 func (s *Source) Watch(ctx context.Context, update func([]Target)) error {
+	if err := s.ready(); err != nil {
+		return err
+	}
 	changed := make(chan struct{}, 1)
 	poke := func() {
 		select {
@@ -508,7 +533,7 @@ func (s *Source) nodeTarget(n *corev1.Node) (Target, bool) {
 
 func (s *Source) target(name string, a netip.Addr, port int32, ns string, set func(*Target)) Target {
 	t := Target{
-		Target:    probe.Target{Name: name, Scheme: "tcp", Host: a.String(), Port: uint16(port)},
+		Target:    probe.Target{Name: name, Scheme: "tcp", Host: a.String(), Port: uint16(port), NetNS: s.opts.NetNS},
 		Namespace: ns,
 	}
 	set(&t)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -403,18 +404,64 @@ func TestPodMeshKeysByNode(t *testing.T) {
 	w.expect(want...)
 }
 
-func TestNewNeedsNodeFacts(t *testing.T) {
-	if _, err := New(fake.NewClientset(), Config{Role: "pod", ThisNode: true}, Options{}); err == nil || !strings.Contains(err.Error(), "NODE_NAME") {
-		t.Errorf("this_node without a node name: got %v", err)
+func TestWatchNeedsNodeFacts(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Role: "pod", ThisNode: true}, "NODE_NAME"},
+		{Config{Role: "node", Ports: []string{"9100"}, Mesh: Mesh{PeersPerNode: 3}}, "NODE_NAME"},
+		{Config{Role: "service", NodePorts: true}, "HOST_IP"},
+	} {
+		s, err := New(fake.NewClientset(), tc.cfg, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = s.Watch(t.Context(), func([]Target) { t.Error("update called") })
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: got %v, want an error naming %s", tc.cfg, err, tc.want)
+		}
 	}
-	if _, err := New(fake.NewClientset(), Config{Role: "service", NodePorts: true}, Options{}); err == nil || !strings.Contains(err.Error(), "HOST_IP") {
-		t.Errorf("node_ports without a node address: got %v", err)
+}
+
+func TestNoClusterNoKubeconfig(t *testing.T) {
+	t.Setenv("KUBECONFIG", "")
+	t.Setenv("HOME", t.TempDir())
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	s, err := New(nil, Config{Role: "service"}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Watch(t.Context(), func([]Target) { t.Error("update called") })
+	if err == nil || !strings.Contains(err.Error(), "no kubeconfig") {
+		t.Errorf("got %v, want the no-kubeconfig error", err)
+	}
+}
+
+func TestKubeconfigOutsideACluster(t *testing.T) {
+	// A kubeconfig pointing at a loopback API server that does not exist:
+	// the client is built (nothing is contacted until Watch lists).
+	path := t.TempDir() + "/kubeconfig"
+	if err := os.WriteFile(path, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewClient(path); err != nil {
+		t.Fatalf("NewClient(%s): %v", path, err)
+	}
+	if _, err := NewClient(path + ".missing"); err == nil {
+		t.Error("a missing kubeconfig gave no error")
 	}
 }
 
 func TestRunHandsOnProbeTargets(t *testing.T) {
 	client := fake.NewClientset(service("shop", "web", nil, []string{"10.96.0.10"}, corev1.ServicePort{Port: 80}))
-	s, err := New(client, Config{Role: RoleService}, Options{})
+	s, err := New(client, Config{Role: RoleService}, Options{NetNS: "/run/netns/x"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -430,7 +477,7 @@ func TestRunHandsOnProbeTargets(t *testing.T) {
 	}()
 	select {
 	case ts := <-got:
-		want := probe.Target{Name: "service/shop/web:80", Scheme: "tcp", Host: "10.96.0.10", Port: 80}
+		want := probe.Target{Name: "service/shop/web:80", Scheme: "tcp", Host: "10.96.0.10", Port: 80, NetNS: "/run/netns/x"}
 		if len(ts) != 1 || ts[0] != want {
 			t.Fatalf("got %+v, want [%+v]", ts, want)
 		}
