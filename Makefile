@@ -15,6 +15,7 @@ deps:
 # demo: build, bring a lab up, probe a healthy VIP and every connect-level
 # fault, print one table, tear the lab down.
 demo: build
+	./scripts/install-deps.sh demo
 	./$(BIN) lab demo
 
 vet:

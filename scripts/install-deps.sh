@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine: the packages listed
-# in .ci/packages.txt (only the missing ones) and nothing else.
+# in .ci/packages.txt (only the missing ones) and nothing else. With the
+# argument "demo", only those marked demo (what `make demo` needs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-want=$(grep -v '^\s*#' .ci/packages.txt | awk 'NF{print $1}')
+tag=${1:-}
+want=$(grep -v '^\s*#' .ci/packages.txt | awk -v tag="$tag" 'NF && (tag == "" || $2 == tag) {print $1}')
 missing=()
 for p in $want; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
