@@ -30,5 +30,6 @@ with its path, kinds and network namespaces checked. Exit 0 when it is good,
 		},
 	}
 	cmd.Flags().StringVar(&path, "config", "", "config file to check")
+	cmd.AddCommand(newLintNodeCmd()) // lint_node.go
 	return cmd
 }

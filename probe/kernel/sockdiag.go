@@ -240,6 +240,9 @@ func (a Audit) Summary() []string {
 	for _, s := range states {
 		parts = append(parts, fmt.Sprintf("%s=%d", s, a.ByState[s]))
 	}
+	if len(parts) == 0 {
+		parts = append(parts, "none")
+	}
 	lines := []string{"sockets by state: " + strings.Join(parts, " ")}
 	for _, s := range a.Stuck {
 		lines = append(lines, s.String())
