@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/connprobe/connprobe/internal/lab"
+)
+
+// shortWindows maps the SLO rules' windows to seconds for the end-to-end
+// test: the same rules, on a clock a few hundred times faster.
+var shortWindows = strings.NewReplacer("[5m]", "[3s]", "[30m]", "[4s]", "[1h]", "[6s]", "[6h]", "[8s]", "[3d]", "[10s]")
+
+// TestServeE2EPrometheusAlerts: probe serve probes a Service VIP from the
+// lab's pod namespace; a real Prometheus scrapes it and evaluates
+// deploy/prometheus/rules.yml with shortened windows. A SYN blackhole on the
+// node raises the VIP's error ratio and fires the fast burn-rate alert;
+// clearing it resolves the alert.
+func TestServeE2EPrometheusAlerts(t *testing.T) {
+	l := lab.New(t)
+	promBin, err := exec.LookPath("prometheus")
+	if err != nil {
+		t.Fatalf("prometheus not found (Debian package prometheus, in .ci/packages.txt): %v", err)
+	}
+	for _, ns := range []string{l.Backend1, l.Backend2} {
+		ln, err := l.Listen(ns, ":8080")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		wg.Go(func() { lab.Serve(ln, lab.Echo) })
+		t.Cleanup(func() { ln.Close(); wg.Wait() })
+	}
+	vip := netip.AddrPortFrom(l.VIP, 8080)
+	rs := startServe(t, fmt.Sprintf(`
+probes:
+  - name: vip
+    interval: 250ms
+    timeout: 200ms
+    netns: %s
+    targets: {static: ["%s"]}
+  - name: deny-db
+    expect: fail
+    interval: 250ms
+    timeout: 200ms
+    netns: %s
+    targets: {static: ["%s"]}
+`, l.Path(l.Pod), vip, l.Path(l.Pod), netip.AddrPortFrom(l.DBIP, 5432)), "")
+
+	// Prometheus with the shortened rules, scraping every second.
+	dir := t.TempDir()
+	rules, err := os.ReadFile("../../deploy/prometheus/rules.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "rules.yml"), shortWindows.Replace(string(rules)))
+	writeFile(t, filepath.Join(dir, "prometheus.yml"), fmt.Sprintf(`
+global: {scrape_interval: 1s, evaluation_interval: 1s}
+rule_files: [rules.yml]
+scrape_configs:
+  - job_name: connprobe
+    honor_labels: true
+    static_configs: [{targets: ["%s"]}]
+`, rs.addr))
+	promAddr := closedPort(t)
+	cmd := exec.Command(promBin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
+		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+promAddr, "--log.level=warn")
+	var promLog strings.Builder
+	cmd.Stdout, cmd.Stderr = &promLog, &promLog
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("prometheus log:\n%s", promLog.String())
+		}
+	})
+	api := &promAPI{base: "http://" + promAddr}
+	api.waitReady(t)
+
+	ratio := `connprobe:probe_error:ratio_rate5m{job="vip"}`
+	alert := `ALERTS{alertname="ConnprobeErrorBudgetBurnFast",alertstate="firing",job="vip"}`
+	// Healthy: the SLI exists and is 0; the policy job's refused attempts are
+	// what it expects, so its error ratio is 0 too.
+	api.waitFor(t, "healthy VIP", 30*time.Second, func() bool {
+		v, ok := api.value(t, ratio)
+		d, okd := api.value(t, `connprobe:probe_error:ratio_rate5m{job="deny-db"}`)
+		return ok && v == 0 && okd && d == 0
+	})
+	if _, firing := api.value(t, alert); firing {
+		t.Fatal("alert firing before any fault")
+	}
+
+	// Fault: the node drops every SYN to the VIP.
+	t0 := time.Now()
+	if err := l.Fault(t.Context(), lab.Fault{Kind: lab.SYNDrop, Dst: vip}); err != nil {
+		t.Fatal(err)
+	}
+	api.waitFor(t, "error ratio > 0.5", 30*time.Second, func() bool {
+		v, ok := api.value(t, ratio)
+		return ok && v > 0.5
+	})
+	api.waitFor(t, "fast burn alert firing", 30*time.Second, func() bool {
+		_, ok := api.value(t, alert)
+		return ok
+	})
+	t.Logf("alert fired %s after the fault", time.Since(t0).Round(100*time.Millisecond))
+	if v, ok := api.value(t, `increase(connprobe_probe_results_total{job="vip",reason="syn_timeout"}[10s])`); !ok || v == 0 {
+		t.Errorf("no syn_timeout attempts recorded during a SYN blackhole (%v %v)", v, ok)
+	}
+
+	// Clear: the ratio falls back and the alert resolves.
+	t1 := time.Now()
+	if err := l.ClearFaults(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	api.waitFor(t, "alert resolved", 30*time.Second, func() bool {
+		_, ok := api.value(t, alert)
+		return !ok
+	})
+	t.Logf("alert resolved %s after the fault cleared", time.Since(t1).Round(100*time.Millisecond))
+	api.waitFor(t, "error ratio back to 0", 30*time.Second, func() bool {
+		v, ok := api.value(t, ratio)
+		return ok && v == 0
+	})
+}
+
+func writeFile(t *testing.T, path, s string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// promAPI is a minimal Prometheus HTTP API client.
+type promAPI struct{ base string }
+
+func (p *promAPI) waitReady(t *testing.T) {
+	t.Helper()
+	p.waitFor(t, "prometheus ready", 30*time.Second, func() bool {
+		resp, err := http.Get(p.base + "/-/ready")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+}
+
+// value runs an instant query and returns the first sample's value.
+func (p *promAPI) value(t *testing.T, q string) (float64, bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", p.base+"/api/v1/query?query="+url.QueryEscape(q), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("query %s: %v", q, err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   struct {
+			Result []struct {
+				Value [2]any `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Status != "success" {
+		t.Fatalf("query %s: %v %s", q, err, body.Error)
+	}
+	if len(body.Data.Result) == 0 {
+		return 0, false
+	}
+	s, _ := body.Data.Result[0].Value[1].(string)
+	v, err := strconv.ParseFloat(s, 64)
+	return v, err == nil
+}
+
+func (p *promAPI) waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+

@@ -1,0 +1,500 @@
+// Command benchserve measures `probe serve` against Debian's
+// prometheus-blackbox-exporter at the same probe rate: N loopback listeners,
+// each probed once per second by tcp connect, by each tool in turn.
+//
+// probe serve schedules itself (N static targets, interval 1s); blackbox has
+// no scheduler, so this program drives it the way Prometheus would: one
+// GET /probe?module=tcp_connect&target=... per target per second, spread over
+// the second, at most one in flight per target, 1s timeout.
+//
+// For each tool it reports CPU seconds per 1000 probes (utime+stime of the
+// tool's process from /proc over the measured window), peak RSS (VmHWM),
+// p99 scheduling lateness (probe serve: its own
+// connprobe_scheduler_lateness_seconds histogram; blackbox: this driver's
+// dispatch lateness) and probes completed / expected.
+//
+// Usage: go run ./scripts/benchserve -probe bin/probe -n 1000,5000,10000
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+type result struct {
+	tool      string
+	n         int
+	cpu       float64 // seconds in the window
+	completed int64
+	expected  int64
+	succeeded int64
+	rssKiB    int64
+	p99       time.Duration
+	p99Note   string
+}
+
+func main() {
+	probeBin := flag.String("probe", "bin/probe", "probe binary")
+	bbBin := flag.String("blackbox", "/usr/bin/prometheus-blackbox-exporter", "blackbox_exporter binary")
+	ns := flag.String("n", "1000,5000,10000", "target counts")
+	warmup := flag.Duration("warmup", 5*time.Second, "time before measuring")
+	window := flag.Duration("duration", 20*time.Second, "measured window")
+	scrape := flag.Duration("scrape", 15*time.Second, "scrape probe serve's /metrics this often (as Prometheus would)")
+	basePort := flag.Int("base-port", 20000, "first listener port")
+	out := flag.String("out", "", "markdown file to write the results section into (replaces the section)")
+	flag.Parse()
+
+	var results []result
+	for _, s := range strings.Split(*ns, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n <= 0 {
+			log.Fatalf("-n: %q", s)
+		}
+		lns, err := listenN(*basePort, n)
+		if err != nil {
+			log.Fatal(err)
+		}
+		r, err := benchServe(*probeBin, *basePort, n, *warmup, *window, *scrape)
+		if err != nil {
+			log.Fatalf("probe serve n=%d: %v", n, err)
+		}
+		results = append(results, r)
+		log.Printf("%+v", r)
+		r, err = benchBlackbox(*bbBin, *basePort, n, *warmup, *window)
+		if err != nil {
+			log.Fatalf("blackbox n=%d: %v", n, err)
+		}
+		results = append(results, r)
+		log.Printf("%+v", r)
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}
+	md := render(results, *warmup, *window, *scrape)
+	fmt.Print(md)
+	if *out != "" {
+		if err := writeSection(*out, md); err != nil {
+			log.Fatal(err)
+		}
+	}
+}
+
+// listenN opens n loopback listeners that accept and close.
+func listenN(base, n int) ([]net.Listener, error) {
+	var lns []net.Listener
+	for i := range n {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+i))
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return nil, err
+		}
+		lns = append(lns, ln)
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+	}
+	return lns, nil
+}
+
+func freePort() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func benchServe(bin string, base, n int, warmup, window, scrapeEvery time.Duration) (result, error) {
+	r := result{tool: "probe serve", n: n}
+	dir, err := os.MkdirTemp("", "benchserve")
+	if err != nil {
+		return r, err
+	}
+	defer os.RemoveAll(dir)
+	var b strings.Builder
+	b.WriteString("probes:\n  - name: bench\n    interval: 1s\n    timeout: 800ms\n    targets:\n      static:\n")
+	for i := range n {
+		fmt.Fprintf(&b, "        - 127.0.0.1:%d\n", base+i)
+	}
+	cfg := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
+		return r, err
+	}
+	addr := freePort()
+	cmd := exec.Command(bin, "serve", "--config", cfg, "--web.listen-address", addr, "--log.level", "warn")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return r, err
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	metrics := func() (map[string]float64, error) {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		return parseMetrics(resp.Body)
+	}
+	for i := 0; ; i++ {
+		if _, err := metrics(); err == nil {
+			break
+		}
+		if i > 100 {
+			return r, errors.New("probe serve did not come up")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(warmup)
+	m0, err := metrics()
+	if err != nil {
+		return r, err
+	}
+	cpu0, err := cpuSeconds(cmd.Process.Pid)
+	if err != nil {
+		return r, err
+	}
+	end := time.Now().Add(window)
+	for time.Until(end) > scrapeEvery {
+		time.Sleep(scrapeEvery)
+		if _, err := metrics(); err != nil {
+			return r, err
+		}
+	}
+	time.Sleep(time.Until(end))
+	cpu1, err := cpuSeconds(cmd.Process.Pid)
+	if err != nil {
+		return r, err
+	}
+	m1, err := metrics()
+	if err != nil {
+		return r, err
+	}
+	r.cpu = cpu1 - cpu0
+	r.completed = int64(sumPrefix(m1, "connprobe_probe_results_total{") - sumPrefix(m0, "connprobe_probe_results_total{"))
+	r.succeeded = int64(sumPrefix(m1, `connprobe_probe_results_total{job="bench",kind="connect",reason="ok"`) -
+		sumPrefix(m0, `connprobe_probe_results_total{job="bench",kind="connect",reason="ok"`))
+	r.expected = int64(float64(n) * window.Seconds())
+	r.rssKiB, _ = peakRSS(cmd.Process.Pid)
+	r.p99 = histQuantile(m0, m1, "connprobe_scheduler_lateness_seconds", 0.99)
+	r.p99Note = "own histogram"
+	return r, nil
+}
+
+func benchBlackbox(bin string, base, n int, warmup, window time.Duration) (result, error) {
+	r := result{tool: "blackbox_exporter", n: n}
+	dir, err := os.MkdirTemp("", "benchbb")
+	if err != nil {
+		return r, err
+	}
+	defer os.RemoveAll(dir)
+	cfg := filepath.Join(dir, "bb.yml")
+	if err := os.WriteFile(cfg, []byte("modules:\n  tcp_connect:\n    prober: tcp\n    timeout: 1s\n"), 0o644); err != nil {
+		return r, err
+	}
+	addr := freePort()
+	cmd := exec.Command(bin, "--config.file="+cfg, "--web.listen-address="+addr, "--log.level=error")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return r, err
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	client := &http.Client{
+		Timeout:   time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: 4096, MaxIdleConns: 4096, IdleConnTimeout: time.Minute},
+	}
+	for i := 0; ; i++ {
+		resp, err := client.Get("http://" + addr + "/metrics")
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			break
+		}
+		if i > 100 {
+			return r, errors.New("blackbox_exporter did not come up")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var measuring atomic.Bool
+	var completed, succeeded atomic.Int64
+	var lmu sync.Mutex
+	var late []time.Duration
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i := range n {
+		target := fmt.Sprintf("127.0.0.1:%d", base+i)
+		u := "http://" + addr + "/probe?module=tcp_connect&target=" + target
+		wg.Go(func() {
+			// One loop per target, like a Prometheus scrape loop: random
+			// offset, fixed 1s period, at most one request in flight.
+			next := time.Now().Add(rand.N(time.Second))
+			t := time.NewTimer(time.Until(next))
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+				now := time.Now()
+				if measuring.Load() {
+					lmu.Lock()
+					late = append(late, now.Sub(next))
+					lmu.Unlock()
+				}
+				for !next.After(now) {
+					next = next.Add(time.Second)
+				}
+				resp, err := client.Get(u)
+				ok := false
+				if err == nil {
+					body, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					ok = resp.StatusCode == 200
+					if ok && measuring.Load() {
+						completed.Add(1)
+						if strings.Contains(string(body), "\nprobe_success 1") {
+							succeeded.Add(1)
+						}
+					}
+				}
+				_ = ok
+				now = time.Now()
+				for !next.After(now) {
+					next = next.Add(time.Second)
+				}
+				t.Reset(time.Until(next))
+			}
+		})
+	}
+	time.Sleep(warmup)
+	cpu0, err := cpuSeconds(cmd.Process.Pid)
+	if err != nil {
+		cancel()
+		wg.Wait()
+		return r, err
+	}
+	measuring.Store(true)
+	time.Sleep(window)
+	measuring.Store(false)
+	cpu1, err := cpuSeconds(cmd.Process.Pid)
+	cancel()
+	wg.Wait()
+	if err != nil {
+		return r, err
+	}
+	r.cpu = cpu1 - cpu0
+	r.completed = completed.Load()
+	r.succeeded = succeeded.Load()
+	r.expected = int64(float64(n) * window.Seconds())
+	r.rssKiB, _ = peakRSS(cmd.Process.Pid)
+	slices.Sort(late)
+	if len(late) > 0 {
+		r.p99 = late[len(late)*99/100]
+	}
+	r.p99Note = "driver dispatch"
+	return r, nil
+}
+
+var clkTck = 100.0 // sysconf(_SC_CLK_TCK) on Linux
+
+func cpuSeconds(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	f := strings.Fields(s[i+2:])
+	// Fields after the command: state is [0]; utime is field 14 overall ([11]), stime [12].
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / clkTck, nil
+}
+
+func peakRSS(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			return strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+		}
+	}
+	return 0, errors.New("no VmHWM")
+}
+
+func parseMetrics(r io.Reader) (map[string]float64, error) {
+	m := map[string]float64{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		if l == "" || l[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(l, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(l[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		m[l[:i]] = v
+	}
+	return m, sc.Err()
+}
+
+func sumPrefix(m map[string]float64, prefix string) float64 {
+	var s float64
+	for k, v := range m {
+		if strings.HasPrefix(k, prefix) {
+			s += v
+		}
+	}
+	return s
+}
+
+// histQuantile estimates a quantile of the observations between two
+// scrapes from a classic histogram's cumulative buckets (summed over labels).
+func histQuantile(m0, m1 map[string]float64, name string, q float64) time.Duration {
+	type bucket struct{ le, n float64 }
+	acc := map[float64]float64{}
+	for k, v := range m1 {
+		if !strings.HasPrefix(k, name+"_bucket{") {
+			continue
+		}
+		i := strings.Index(k, `le="`)
+		j := strings.Index(k[i+4:], `"`)
+		le, err := strconv.ParseFloat(k[i+4:i+4+j], 64)
+		if err != nil {
+			continue
+		}
+		acc[le] += v - m0[k]
+	}
+	var bs []bucket
+	for le, n := range acc {
+		bs = append(bs, bucket{le, n})
+	}
+	slices.SortFunc(bs, func(a, b bucket) int {
+		switch {
+		case a.le < b.le:
+			return -1
+		case a.le > b.le:
+			return 1
+		}
+		return 0
+	})
+	if len(bs) == 0 || bs[len(bs)-1].n == 0 {
+		return 0
+	}
+	total := bs[len(bs)-1].n
+	rank := q * total
+	prevLe, prevN := 0.0, 0.0
+	for _, b := range bs {
+		if b.n >= rank {
+			if math.IsInf(b.le, 1) {
+				return time.Duration(prevLe * float64(time.Second))
+			}
+			frac := (rank - prevN) / (b.n - prevN)
+			return time.Duration((prevLe + (b.le-prevLe)*frac) * float64(time.Second))
+		}
+		prevLe, prevN = b.le, b.n
+	}
+	return 0
+}
+
+const sectionTitle = "## probe serve vs blackbox_exporter"
+
+func render(rs []result, warmup, window, scrape time.Duration) string {
+	var b strings.Builder
+	host, _ := os.Hostname()
+	_ = host
+	fmt.Fprintf(&b, "%s\n\n", sectionTitle)
+	fmt.Fprintf(&b, "Measured by `scripts/bench-serve.sh` on %s (%d CPUs, shared with other work), %s.\n",
+		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), kernel())
+	fmt.Fprintf(&b, "N loopback listeners, each probed by TCP connect once per second; %s warm-up, then a %s window.\n", warmup, window)
+	fmt.Fprintf(&b, "probe serve: N static targets, interval 1s, timeout 800ms, /metrics scraped every %s during the window.\n", scrape)
+	b.WriteString("blackbox_exporter (Debian): driven by a per-target loop like a Prometheus scrape loop: `GET /probe?module=tcp_connect&target=...`\n")
+	b.WriteString("once per second per target, 1s timeout, at most one in flight per target. Its lateness column is the driver's dispatch\n")
+	b.WriteString("lateness (blackbox has no scheduler); its CPU is the blackbox process only (not the driver's HTTP client).\n\n")
+	b.WriteString("| tool | N | CPU s / 1000 probes | CPU cores used | peak RSS | p99 lateness | completed / expected | succeeded |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range rs {
+		per := math.NaN()
+		if r.completed > 0 {
+			per = r.cpu / float64(r.completed) * 1000
+		}
+		fmt.Fprintf(&b, "| %s | %d | %.3f | %.2f | %.1f MiB | %s (%s) | %d / %d (%.1f%%) | %d |\n",
+			r.tool, r.n, per, r.cpu/window.Seconds(), float64(r.rssKiB)/1024, r.p99.Round(10*time.Microsecond), r.p99Note,
+			r.completed, r.expected, 100*float64(r.completed)/float64(r.expected), r.succeeded)
+	}
+	b.WriteString("\n")
+	return b.String()
+}
+
+func kernel() string {
+	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return "linux"
+	}
+	return "Linux " + strings.TrimSpace(string(b))
+}
+
+// writeSection replaces (or appends) this benchmark's section in path,
+// leaving other sections alone.
+func writeSection(path, section string) error {
+	old, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	s := string(old)
+	if s == "" {
+		s = "# Benchmarks\n\n"
+	}
+	if i := strings.Index(s, sectionTitle); i >= 0 {
+		rest := s[i+len(sectionTitle):]
+		end := len(s)
+		if j := strings.Index(rest, "\n## "); j >= 0 {
+			end = i + len(sectionTitle) + j + 1
+		}
+		s = s[:i] + section + s[end:]
+	} else {
+		if !strings.HasSuffix(s, "\n\n") {
+			s = strings.TrimRight(s, "\n") + "\n\n"
+		}
+		s += section
+	}
+	return os.WriteFile(path, []byte(s), 0o644)
+}
