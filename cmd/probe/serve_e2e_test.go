@@ -202,4 +202,3 @@ func (p *promAPI) waitFor(t *testing.T, what string, d time.Duration, cond func(
 		time.Sleep(250 * time.Millisecond)
 	}
 }
-
