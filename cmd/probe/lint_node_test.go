@@ -37,3 +37,22 @@ func TestLintNodeFlagsAndQuietOnDefaults(t *testing.T) {
 		t.Error("bad --nodeport-range accepted")
 	}
 }
+
+func TestExplainerFindsThePeerNamespace(t *testing.T) {
+	p := nstest.NewPair(t)
+	f := runFlags{netns: p.Client, explainF: explainFlags{on: true}}
+	ex, err := newExplainer(f, []string{p.Addr(9000).String(), "192.0.2.1:80"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(ex.ends[0]); got != 2 || ex.ends[0][1].Name != p.Server || ex.ends[0][0].NetNS != nstest.Path(p.Client) {
+		t.Errorf("ends of the pair's server = %+v, want local %s and peer %s", ex.ends[0], p.Client, p.Server)
+	}
+	if got := len(ex.ends[1]); got != 1 {
+		t.Errorf("ends of an address on no local namespace = %+v, want local only", ex.ends[1])
+	}
+	off, err := newExplainer(runFlags{}, []string{"x:1"})
+	if err != nil || off != nil || off.take(0) != nil {
+		t.Errorf("explain off: %v %v", off, err)
+	}
+}

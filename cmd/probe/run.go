@@ -37,6 +37,7 @@ type runFlags struct {
 	paws        bool
 	synRate     int
 	idleF       idleFlags              // kind idle (run_idle.go)
+	explainF    explainFlags           // --explain (run_explain.go)
 	changed     func(name string) bool // whether a flag was given
 }
 
@@ -79,6 +80,7 @@ Exit status: 0 when every attempt succeeded, 1 when any failed, 2 on bad usage.`
 	fl.DurationVar(&f.userTimeout, "user-timeout", 0, "TCP_USER_TIMEOUT for the connection (0: kernel default)")
 	fl.StringVarP(&f.output, "output", "o", "text", "output format: text or json")
 	addIdleFlags(fl, &f.idleF)
+	addExplainFlags(fl, &f.explainF)
 	return cmd
 }
 
@@ -206,6 +208,10 @@ func runProbes(ctx context.Context, f runFlags, args []string) error {
 	if f.idleF.find {
 		return runFindIdle(ctx, plan, f)
 	}
+	ex, err := newExplainer(f, args)
+	if err != nil {
+		return err
+	}
 	failed := false
 	var mu sync.Mutex
 	ticker := time.NewTicker(f.interval)
@@ -221,9 +227,11 @@ func runProbes(ctx context.Context, f runFlags, args []string) error {
 			break
 		}
 		var wg sync.WaitGroup
-		for _, p := range plan.probers {
+		for pi, p := range plan.probers {
 			wg.Go(func() {
+				snap := ex.take(pi)
 				r := p.Probe(ctx)
+				ex.add(pi, snap, &r)
 				if r.Reason == probe.ReasonCanceled {
 					return
 				}
