@@ -38,9 +38,6 @@ func addIdleFlags(fl *pflag.FlagSet, f *idleFlags) {
 // newIdleProber builds a kind idle prober from `probe run` flags; --timeout
 // bounds the handshake and the first echo.
 func newIdleProber(t probe.Target, f runFlags, cfg connect.Config) (*idle.Prober, error) {
-	if t.Scheme != "tcp" {
-		return nil, fmt.Errorf("target %q: kind idle wants a tcp target (host:port)", t.Name)
-	}
 	if cfg.UserTimeout != 0 {
 		return nil, fmt.Errorf("--user-timeout is not supported by kind idle")
 	}

@@ -267,7 +267,9 @@ func TestCloseIdleSendsFIN(t *testing.T) {
 	if d := time.Since(t0); d < 250*time.Millisecond || d > 2*time.Second {
 		t.Errorf("closed after %s, want ~300ms", d)
 	}
-	waitFor(t, func() bool { return testutil.ToFloat64(mustCounter(t, reg, "connprobe_responder_idle_closes_total")) == 1 })
+	waitFor(t, func() bool {
+		return testutil.ToFloat64(mustCounter(t, reg, "connprobe_responder_idle_closes_total")) == 1
+	})
 }
 
 func TestConfigValidate(t *testing.T) {

@@ -100,9 +100,7 @@ func (c Config) Validate() error {
 	if c.ReplyTimeout < 0 {
 		errs = append(errs, fmt.Errorf("reply_timeout %s must not be negative", c.ReplyTimeout))
 	}
-	if c.Mode == ModePlain && len(c.Send) == 0 {
-		errs = append(errs, errors.New("mode plain needs a payload to send after the idle time (send)"))
-	}
+
 	if c.Mode != ModePlain && (len(c.Send) > 0 || len(c.Expect) > 0) {
 		errs = append(errs, fmt.Errorf("send/expect are for mode plain; mode %s speaks the responder protocol", c.mode()))
 	}

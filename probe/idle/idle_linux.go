@@ -37,10 +37,18 @@ func New(t probe.Target, cfg Config) (*Prober, error) {
 	if t.Port == 0 || t.Host == "" {
 		return nil, fmt.Errorf("idle: target %q has no host or port", t.Name)
 	}
+	p := &Prober{target: t, cfg: cfg.withDefaults(), resolver: net.DefaultResolver}
+	_, login := p.mysqlConfig()
+	if p.cfg.Mode == ModePlain && len(cfg.Send) == 0 && !login {
+		return nil, errors.New("idle: mode plain needs a payload to send after the idle time (send), or a mysql://user:pass@host:port target")
+	}
+	if t.Scheme != "tcp" && !login {
+		return nil, fmt.Errorf("idle: target %q: want a tcp target, or mysql://user:pass@host:port in mode plain", t.Name)
+	}
 	if a, ok := t.Addr(); ok && cfg.Source.IsValid() && a.Addr().Is4() != cfg.Source.Unmap().Is4() {
 		return nil, fmt.Errorf("idle: source %s and target %s are of different address families", cfg.Source, t.Name)
 	}
-	return &Prober{target: t, cfg: cfg.withDefaults(), resolver: net.DefaultResolver}, nil
+	return p, nil
 }
 
 // Target returns the probed target.
@@ -105,7 +113,11 @@ func (p *Prober) attempt(ctx context.Context, r *probe.Result, d time.Duration) 
 	case ModeServerAfterDelay:
 		b = p.serverAfterDelay(ctx, r, s, d)
 	case ModePlain:
-		b = p.plain(ctx, r, s, d)
+		if mc, ok := p.mysqlConfig(); ok {
+			b = p.mysqlIdle(ctx, r, s, mc, d)
+		} else {
+			b = p.plain(ctx, r, s, d)
+		}
 	}
 	if b == nil || ctx.Err() != nil {
 		return
@@ -329,7 +341,11 @@ func (p *Prober) idleFor(ctx context.Context, r *probe.Result, s *session, d tim
 			r.Evidencef("it sent %d byte(s) while idle: %q", len(got), snippet(got))
 		}
 	case isReset(err):
-		r.Evidencef("connection reset (RST) after %s idle, before we sent anything", round(r.Timings.Idle))
+		// Unsolicited: a stale NAT entry only produces an RST in answer to
+		// our own segment. The peer (or a middlebox) ended the idle
+		// connection itself, abortively — MariaDB's wait_timeout does this.
+		r.Reason = probe.ReasonPeerClosed
+		r.Evidencef("peer aborted the connection (RST, not FIN) after %s idle, before we sent anything: a server or middlebox idle timeout", round(r.Timings.Idle))
 	}
 	return false
 }
@@ -395,7 +411,8 @@ func (p *Prober) serverAfterDelay(ctx context.Context, r *probe.Result, s *sessi
 		return nil
 	case isReset(err) && waited < d:
 		r.Fail(probe.PhaseIdle, err)
-		r.Evidencef("connection reset (RST) after %s idle, before the delayed reply was due", round(waited))
+		r.Reason = probe.ReasonPeerClosed
+		r.Evidencef("peer aborted the connection (RST, not FIN) after %s idle, before its delayed reply was due", round(waited))
 		return nil
 	}
 	quiet := segsIn(s.c) - base.segsIn
