@@ -28,6 +28,7 @@ import (
 
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/probe/connect"
+	"github.com/connprobe/connprobe/probe/idle"
 	"github.com/connprobe/connprobe/probe/syn"
 	"github.com/connprobe/connprobe/scheduler/targets/kubernetes/spec"
 )
@@ -96,6 +97,8 @@ type Job struct {
 	Connect *ConnectOptions `yaml:"connect"`
 	// Syn holds the options of kind syn.
 	Syn *SynOptions `yaml:"syn"`
+	// Idle holds the options of kind idle.
+	Idle *IdleOptions `yaml:"idle"`
 }
 
 // optionBlocks names the per-kind option blocks and whether each is set.
@@ -103,6 +106,7 @@ func (j *Job) optionBlocks() map[string]bool {
 	return map[string]bool{
 		connect.Kind: j.Connect != nil,
 		syn.Kind:     j.Syn != nil,
+		idle.Kind:    j.Idle != nil,
 	}
 }
 
@@ -176,6 +180,65 @@ func (o *ConnectOptions) Config(timeout time.Duration) (connect.Config, error) {
 	cfg.UserTimeout = o.UserTimeout.D
 	if err := cfg.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("connect: %w", err))
+	}
+	return cfg, errors.Join(errs...)
+}
+
+// IdleOptions is the YAML option block of kind idle (docs/idle.md): hold a
+// connection idle, then use it; a job needs timeout >= the attempt's length
+// and concurrency ceil(timeout/interval) so a result arrives every interval.
+type IdleOptions struct {
+	// Mode: client-first (default), server-after-delay, plain.
+	Mode string `yaml:"mode"`
+	// Idle is how long each connection is held idle (default 30s).
+	Idle Duration `yaml:"idle"`
+	// ReplyTimeout bounds the answer after the idle time (default 2s).
+	ReplyTimeout Duration `yaml:"reply_timeout"`
+	// ConnectTimeout bounds the handshake and first echo (default 5s).
+	ConnectTimeout Duration `yaml:"connect_timeout"`
+	// Source is the local address to bind to.
+	Source string `yaml:"source"`
+	// Send and Expect are for mode plain.
+	Send   string `yaml:"send"`
+	Expect string `yaml:"expect"`
+}
+
+// Config converts the block (nil: defaults) into idle.Config for a job whose
+// attempts last at most timeout.
+func (o *IdleOptions) Config(timeout time.Duration) (idle.Config, error) {
+	var cfg idle.Config
+	var errs []error
+	if o != nil {
+		cfg.Mode = idle.Mode(o.Mode)
+		for _, d := range []struct {
+			name string
+			v    Duration
+			dst  *time.Duration
+		}{{"idle", o.Idle, &cfg.Idle}, {"reply_timeout", o.ReplyTimeout, &cfg.ReplyTimeout}, {"connect_timeout", o.ConnectTimeout, &cfg.ConnectTimeout}} {
+			if d.v.Err != nil {
+				errs = append(errs, fmt.Errorf("idle.%s: %w", d.name, d.v.Err))
+			}
+			*d.dst = d.v.D
+		}
+		if o.Source != "" {
+			a, err := netip.ParseAddr(o.Source)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("idle.source %q: not an IP address", o.Source))
+			}
+			cfg.Source = a
+		}
+		cfg.Send, cfg.Expect = []byte(o.Send), []byte(o.Expect)
+	}
+	if err := cfg.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("idle: %w", err))
+	} else {
+		d := cfg.Idle
+		if d == 0 {
+			d = idle.DefaultIdle
+		}
+		if need := cfg.AttemptDuration(d); timeout > 0 && timeout < need {
+			errs = append(errs, fmt.Errorf("timeout %s is shorter than an idle attempt can take (%s: handshakes, idle %s, reply, control connection)", timeout, need, d))
+		}
 	}
 	return cfg, errors.Join(errs...)
 }
@@ -422,6 +485,13 @@ func (c *Config) Validate() error {
 		}
 		if j.Kind == connect.Kind {
 			if _, err := j.Connect.Config(j.Timeout.D); err != nil {
+				for _, e := range splitJoined(err) {
+					add(path, "%v", e)
+				}
+			}
+		}
+		if j.Kind == idle.Kind {
+			if _, err := j.Idle.Config(j.Timeout.D); err != nil {
 				for _, e := range splitJoined(err) {
 					add(path, "%v", e)
 				}

@@ -6,6 +6,7 @@ import (
 	"github.com/connprobe/connprobe/configs"
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/probe/connect"
+	"github.com/connprobe/connprobe/probe/idle"
 	"github.com/connprobe/connprobe/probe/syn"
 )
 
@@ -40,6 +41,14 @@ func proberFactory(j *configs.Job) (func(probe.Target) (probe.Prober, error), er
 			}
 			return syn.New(t, cfg)
 		}, nil
+	case idle.Kind:
+		cfg, err := j.Idle.Config(j.Timeout.D)
+		if err != nil {
+			return nil, err
+		}
+		// Each concurrency slot holds its own long connection: the
+		// scheduler staggers them one interval apart.
+		return func(t probe.Target) (probe.Prober, error) { return idle.New(t, cfg) }, nil
 	}
 	return nil, fmt.Errorf("kind %q: no prober for it in this build", j.Kind)
 }
