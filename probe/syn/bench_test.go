@@ -13,11 +13,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/connprobe/connprobe/internal/lab"
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/probe/connect"
+	"github.com/connprobe/connprobe/probe/netns"
 	"github.com/connprobe/connprobe/probe/syn"
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
 )
 
 // benchWorkers is how many probes are in flight at once: enough to hide the
@@ -108,6 +112,45 @@ func BenchmarkProbes(b *testing.B) {
 	})
 	b.Run("connect", func(b *testing.B) {
 		run(b, func() (probe.Prober, error) { return connect.New(tg, connect.Config{Timeout: 2 * time.Second}) })
+	})
+	// The floor is NOT a probe: it sends the same SYNs (fresh source
+	// ports, one sendto each) open loop and never reads or matches an
+	// answer. Its CPU is what the lab's kernel path costs per SYN (the SYN
+	// through node and bridge, the target's SYN/ACK, our kernel's RST, all
+	// in softirq on this core) plus the raw send itself: the part of a
+	// probe's cost no prober code can remove, and so the bound on one-core
+	// throughput in this lab.
+	b.Run("floor-send-only", func(b *testing.B) {
+		var fd int
+		if err := netns.Do(l.Path(l.Pod), func() error {
+			var err error
+			fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_TCP)
+			return err
+		}); err != nil {
+			b.Fatal(err)
+		}
+		defer unix.Close(fd)
+		// Receive nothing: the floor pays no receive path.
+		drop, _ := bpf.Assemble([]bpf.Instruction{bpf.RetConstant{Val: 0}})
+		prog := unix.SockFprog{Len: uint16(len(drop)), Filter: (*unix.SockFilter)(unsafe.Pointer(&drop[0]))}
+		if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog); err != nil {
+			b.Fatal(err)
+		}
+		to := &unix.SockaddrInet4{Addr: dst.Addr().As4()}
+		seg := make([]byte, 0, 64)
+		b.ResetTimer()
+		cpu0, t0 := cpuNow(), time.Now()
+		for i := range b.N {
+			src := netip.AddrPortFrom(l.PodIP, uint16(syn.PortLo+i%(syn.PortHi-syn.PortLo+1)))
+			seg, _ = syn.AppendSYN(seg[:0], syn.SYN{Src: src, Dst: dst, Seq: uint32(i), TSval: uint32(i), MSS: 1460, WScale: 7, Window: 64240})
+			if err := unix.Sendto(fd, seg, 0, to); err != nil {
+				b.Fatal(err)
+			}
+		}
+		el, cpu := time.Since(t0), cpuNow()-cpu0
+		b.StopTimer()
+		b.ReportMetric(float64(b.N)/el.Seconds(), "probes/s")
+		b.ReportMetric(cpu.Seconds()*1000/float64(b.N)*1000, "cpu-ms/1000")
 	})
 	// hping3 sends open loop (it does not wait for an answer before the
 	// next SYN). At -i u100 it still reads and counts every SYN/ACK; at

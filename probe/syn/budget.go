@@ -72,15 +72,33 @@ func (b *Budget) reserve() time.Duration {
 
 // Wait blocks until one packet may be sent, or ctx is done.
 func (b *Budget) Wait(ctx context.Context) error {
+	d, _ := ctx.Deadline()
+	return b.waitUntil(ctx, d)
+}
+
+// waitUntil blocks until one packet may be sent, ctx is done or the
+// deadline (zero: none) passes. The common case, a token at hand, takes no
+// timer.
+func (b *Budget) waitUntil(ctx context.Context, deadline time.Time) error {
 	d := b.reserve()
 	if d <= 0 {
 		return ctx.Err()
+	}
+	var expired <-chan time.Time
+	if !deadline.IsZero() {
+		if left := time.Until(deadline); left < d {
+			dt := time.NewTimer(left)
+			defer dt.Stop()
+			expired = dt.C
+		}
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return fmt.Errorf("syn: %w (%d packets/s): %w", ErrBudget, b.Rate(), ctx.Err())
+	case <-expired:
+		return fmt.Errorf("syn: %w (%d packets/s): %w", ErrBudget, b.Rate(), context.DeadlineExceeded)
 	case <-t.C:
 		return nil
 	}

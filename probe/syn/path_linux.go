@@ -227,48 +227,112 @@ func openPath(k pathKey) (_ *path, err error) {
 	return p, nil
 }
 
+// rxBatch is how many packets one recvmmsg(2) may return. Under load the
+// socket holds several replies by the time the reader runs (on veth the
+// target's answer is queued before our sendmsg even returns); taking them in
+// one call saves a syscall and a poller round trip per reply.
+const rxBatch = 32
+
+// rxRing holds the reader's receive buffers, allocated once: recvmmsg fills
+// them in place, so the receive loop does not allocate.
+type rxRing struct {
+	hdrs  [rxBatch]unix.Mmsghdr
+	iovs  [rxBatch]unix.Iovec
+	names [rxBatch]unix.RawSockaddrInet6 // large enough for either family
+	bufs  [rxBatch][2048]byte
+	oobs  [rxBatch][128]byte
+}
+
+func newRxRing() *rxRing {
+	r := new(rxRing)
+	for i := range r.hdrs {
+		r.iovs[i].Base = &r.bufs[i][0]
+		r.iovs[i].SetLen(len(r.bufs[i]))
+	}
+	r.reset(rxBatch)
+	return r
+}
+
+// reset restores the lengths the kernel overwrote in the first n headers.
+func (r *rxRing) reset(n int) {
+	for i := range n {
+		h := &r.hdrs[i].Hdr
+		h.Name = (*byte)(unsafe.Pointer(&r.names[i]))
+		h.Namelen = unix.SizeofSockaddrInet6
+		h.Iov = &r.iovs[i]
+		h.SetIovlen(1)
+		h.Control = &r.oobs[i][0]
+		h.SetControllen(len(r.oobs[i]))
+		h.Flags = 0
+		r.hdrs[i].Len = 0
+	}
+}
+
 // read is the path's receive loop for one socket. It uses the raw
-// syscall.RawConn: one blocking wait in the runtime poller per packet, no
-// per-read goroutine or deadline. Closing the socket ends it.
+// syscall.RawConn: one blocking wait in the runtime poller when the socket is
+// empty, then recvmmsg(2) takes every queued packet (up to rxBatch) in one
+// call; no per-read goroutine, deadline or allocation. Closing the socket
+// ends it.
 func (p *path) read(c *socket.Conn, parse func(netip.Addr, []byte) (Reply, error)) {
 	defer p.wg.Done()
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return
 	}
-	buf := make([]byte, 2048)
-	oob := make([]byte, 128)
+	ring := newRxRing()
+	var n int
+	var rerr error
+	recv := func(fd uintptr) bool {
+		r, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&ring.hdrs[0])), rxBatch, unix.MSG_DONTWAIT, 0, 0)
+		n, rerr = int(r), nil
+		if errno != 0 {
+			n, rerr = 0, errno
+		}
+		return rerr != unix.EAGAIN
+	}
 	for {
-		var n, oobn int
-		var from unix.Sockaddr
-		var rerr error
-		err := rc.Read(func(fd uintptr) bool {
-			n, oobn, _, from, rerr = unix.Recvmsg(int(fd), buf, oob, unix.MSG_DONTWAIT)
-			return rerr != unix.EAGAIN
-		})
-		if err != nil {
+		if err := rc.Read(recv); err != nil {
 			return // closed
 		}
 		if rerr != nil {
 			continue // ENOBUFS and friends: the next packet may do
 		}
-		p.received.Add(1)
-		at, ok := rxTimestamp(oob[:oobn])
-		if !ok {
-			at = time.Now()
+		for i := range n {
+			p.received.Add(1)
+			h := &ring.hdrs[i]
+			at, ok := rxTimestamp(ring.oobs[i][:h.Hdr.Controllen])
+			if !ok {
+				at = time.Now()
+			}
+			r, err := parse(rawAddr(&ring.names[i]), ring.bufs[i][:h.Len])
+			if err != nil || !p.dispatch(r, at) {
+				p.foreign.Add(1)
+			}
 		}
-		r, err := parse(sockaddrAddr(from), buf[:n])
-		if err != nil || !p.dispatch(r, at) {
-			p.foreign.Add(1)
-		}
+		ring.reset(n)
 	}
 }
 
+// rawAddr reads the sender address recvmmsg stored, without the allocation
+// of unix.Sockaddr.
+func rawAddr(sa *unix.RawSockaddrInet6) netip.Addr {
+	switch sa.Family {
+	case unix.AF_INET:
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		return netip.AddrFrom4(sa4.Addr)
+	case unix.AF_INET6:
+		return netip.AddrFrom16(sa.Addr)
+	}
+	return netip.Addr{}
+}
+
 // dispatch hands r to the probe waiting for it and reports whether one was.
+// The hand-over happens under p.mu, so once unregister returns no reply can
+// reach the waiter any more (a prober reuses its waiter for the next SYN).
 func (p *path) dispatch(r Reply, at time.Time) bool {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	w, ok := p.waiters[waitKey{r.Remote, r.LocalPort}]
-	p.mu.Unlock()
 	if !ok || !r.Match(r.Remote, r.LocalPort, w.seq) {
 		return false
 	}
@@ -279,8 +343,10 @@ func (p *path) dispatch(r Reply, at time.Time) bool {
 	return true
 }
 
-// register takes a free source port for a SYN to remote with sequence seq.
-func (p *path) register(remote netip.AddrPort, seq uint32) (uint16, *waiter, error) {
+// register takes a free source port for a SYN to remote with sequence seq
+// and files w (the prober's own, reused) as its waiter, emptied of any
+// answer left from the prober's previous SYN.
+func (p *path) register(remote netip.AddrPort, seq uint32, w *waiter) (uint16, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	const n = PortHi - PortLo + 1
@@ -290,11 +356,15 @@ func (p *path) register(remote netip.AddrPort, seq uint32) (uint16, *waiter, err
 		if _, busy := p.waiters[k]; busy {
 			continue
 		}
-		w := &waiter{seq: seq, ch: make(chan arrival, 1)}
+		select {
+		case <-w.ch:
+		default:
+		}
+		w.seq = seq
 		p.waiters[k] = w
-		return port, w, nil
+		return port, nil
 	}
-	return 0, nil, fmt.Errorf("syn: all %d source ports %d-%d busy towards %s: %w", n, PortLo, PortHi, remote, unix.EADDRNOTAVAIL)
+	return 0, fmt.Errorf("syn: all %d source ports %d-%d busy towards %s: %w", n, PortLo, PortHi, remote, unix.EADDRNOTAVAIL)
 }
 
 func (p *path) unregister(remote netip.AddrPort, port uint16) {
@@ -336,37 +406,63 @@ func (p *path) source(dst netip.Addr) (netip.Addr, error) {
 	return src, nil
 }
 
-// send writes one SYN from src and returns the time taken just before the
-// sendto(2) call. The packet leaves inside the call (on veth even the
-// answer may be processed before it returns), so the time before it is the
-// closest user-space stand-in for the wire time. IP_PKTINFO/IPV6_PKTINFO pins
-// the source address the checksum was computed over.
-func (p *path) send(seg []byte, src, dst netip.Addr) (time.Time, error) {
+// sendBuf is a prober's scratch space for sends, reused so that a send does
+// not allocate: the destination sockaddr, the PKTINFO control message (rebuilt
+// only when the source changes) and the closure handed to RawConn.Control.
+type sendBuf struct {
+	v6   bool
+	src  netip.Addr
+	oob  []byte
+	sa4  unix.SockaddrInet4
+	sa6  unix.SockaddrInet6
+	to   unix.Sockaddr
+	seg  []byte
+	at   time.Time
+	err  error
+	call func(fd uintptr)
+}
+
+func newSendBuf() *sendBuf {
+	sb := &sendBuf{seg: make([]byte, 0, synHeaderLen)}
+	sb.call = func(fd uintptr) {
+		sb.at = time.Now()
+		// MSG_DONTWAIT: a full send buffer is a local error, not a wait
+		// outside ctx.
+		sb.err = unix.Sendmsg(int(fd), sb.seg, sb.oob, sb.to, unix.MSG_DONTWAIT)
+	}
+	return sb
+}
+
+// send writes the SYN in sb.seg from src and returns the time taken just
+// before the sendmsg(2) call. The packet leaves inside the call (on veth even
+// the answer may be processed before it returns), so the time before it is
+// the closest user-space stand-in for the wire time. IP_PKTINFO/IPV6_PKTINFO
+// pins the source address the checksum was computed over.
+func (p *path) send(sb *sendBuf, src, dst netip.Addr) (time.Time, error) {
 	rc, err := p.tcp.SyscallConn()
 	if err != nil {
 		return time.Time{}, err
 	}
-	var oob []byte
-	if p.key.v6 {
-		oob = unix.PktInfo6(&unix.Inet6Pktinfo{Addr: src.As16()})
-	} else {
-		oob = unix.PktInfo4(&unix.Inet4Pktinfo{Spec_dst: src.As4()})
+	if sb.src != src || sb.v6 != p.key.v6 || sb.oob == nil {
+		if p.key.v6 {
+			sb.oob = unix.PktInfo6(&unix.Inet6Pktinfo{Addr: src.As16()})
+		} else {
+			sb.oob = unix.PktInfo4(&unix.Inet4Pktinfo{Spec_dst: src.As4()})
+		}
+		sb.src, sb.v6 = src, p.key.v6
 	}
-	to := sockaddr(netip.AddrPortFrom(dst, 0))
-	var at time.Time
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		at = time.Now()
-		// MSG_DONTWAIT: a full send buffer is a local error, not a wait
-		// outside ctx.
-		serr = unix.Sendmsg(int(fd), seg, oob, to, unix.MSG_DONTWAIT)
-	}); err != nil {
+	if d := dst.Unmap(); d.Is4() {
+		sb.sa4.Addr, sb.to = d.As4(), &sb.sa4
+	} else {
+		sb.sa6.Addr, sb.to = d.As16(), &sb.sa6
+	}
+	if err := rc.Control(sb.call); err != nil {
 		return time.Time{}, err
 	}
-	if serr != nil {
-		return time.Time{}, fmt.Errorf("syn: send: %w", os.NewSyscallError("sendmsg", serr))
+	if sb.err != nil {
+		return time.Time{}, fmt.Errorf("syn: send: %w", os.NewSyscallError("sendmsg", sb.err))
 	}
-	return at, nil
+	return sb.at, nil
 }
 
 // rxTimestamp finds the SCM_TIMESTAMPNS control message without allocating.

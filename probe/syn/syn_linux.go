@@ -26,6 +26,14 @@ type Prober struct {
 	lastTS map[netip.Addr]uint32 // last TSval sent to each destination
 	src    srcCache
 	closed bool
+
+	// Scratch reused by every Probe (they never overlap), so the hot path
+	// does not allocate a channel, timer, packet or slice per SYN.
+	w         waiter
+	sb        *sendBuf
+	timer     *time.Timer
+	sentSYNs  []sentSYN // the normal exchange
+	sentCheck []sentSYN // the PAWS check
 }
 
 // New returns a Prober for t. It validates cfg; it opens no socket (the
@@ -46,6 +54,8 @@ func New(t probe.Target, cfg Config) (*Prober, error) {
 		resolver: net.DefaultResolver,
 		paths:    map[bool]*path{},
 		lastTS:   map[netip.Addr]uint32{},
+		w:        waiter{ch: make(chan arrival, 1)},
+		sb:       newSendBuf(),
 	}, nil
 }
 
@@ -106,9 +116,11 @@ func (p *Prober) nextTS(dst netip.Addr) uint32 {
 // Probe makes one attempt.
 func (p *Prober) Probe(ctx context.Context) probe.Result {
 	r := probe.Result{Target: p.target.Name, Kind: Kind, Start: time.Now()}
-	actx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
-	defer cancel()
-	p.probe(ctx, actx, &r)
+	// The attempt's deadline is kept as a time, not a derived context: the
+	// exchange waits on one reused timer for min(next retransmit, deadline)
+	// and on ctx for cancellation, so a probe costs no context and timer
+	// allocations.
+	p.probe(ctx, earliest(ctx, r.Start.Add(p.cfg.Timeout)), &r)
 	r.Duration = time.Since(r.Start)
 	if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) && !r.Success {
 		r.Reason = probe.ReasonCanceled
@@ -116,11 +128,21 @@ func (p *Prober) Probe(ctx context.Context) probe.Result {
 	return r
 }
 
-func (p *Prober) probe(parent, ctx context.Context, r *probe.Result) {
+// earliest returns the earlier of d and ctx's deadline.
+func earliest(ctx context.Context, d time.Time) time.Time {
+	if cd, ok := ctx.Deadline(); ok && cd.Before(d) {
+		return cd
+	}
+	return d
+}
+
+func (p *Prober) probe(ctx context.Context, deadline time.Time, r *probe.Result) {
 	addr, ok := p.target.Addr()
 	if !ok {
 		t0 := time.Now()
-		ips, err := p.resolver.LookupNetIP(ctx, "ip", p.target.Host)
+		rctx, cancel := context.WithDeadline(ctx, deadline)
+		ips, err := p.resolver.LookupNetIP(rctx, "ip", p.target.Host)
+		cancel()
 		r.Timings.Resolve = time.Since(t0)
 		if err == nil && len(ips) == 0 {
 			err = &net.DNSError{Err: "no addresses", Name: p.target.Host, IsNotFound: true}
@@ -148,7 +170,8 @@ func (p *Prober) probe(parent, ctx context.Context, r *probe.Result) {
 		}
 	}
 
-	o := p.exchange(ctx, pa, src, addr, p.cfg.Schedule, func(int) uint32 { return p.nextTS(addr.Addr()) })
+	o := p.exchange(ctx, deadline, pa, src, addr, p.sentSYNs[:0], false, 0)
+	p.sentSYNs = o.sent[:0]
 	r.Local = o.local
 	r.Retransmits = max(len(o.sent)-1, 0)
 	if !p.classify(r, o) {
@@ -160,9 +183,7 @@ func (p *Prober) probe(parent, ctx context.Context, r *probe.Result) {
 	}
 	// The PAWS check gets its own time, after the normal SYN; it is part of
 	// the attempt the caller asked for, so it still ends with the parent.
-	pctx, pcancel := context.WithTimeout(parent, p.cfg.PAWSWait)
-	defer pcancel()
-	p.pawsCheck(pctx, pa, src, addr, o, r)
+	p.pawsCheck(ctx, earliest(ctx, time.Now().Add(p.cfg.PAWSWait)), pa, src, addr, o, r)
 }
 
 // srcCache remembers the route's source address for a second, so a prober
@@ -209,29 +230,29 @@ type outcome struct {
 }
 
 // exchange sends a SYN from a fresh source port and retransmits it on
-// schedule until a reply matches or ctx is done. tsval gives the TSval of
-// each attempt.
-func (p *Prober) exchange(ctx context.Context, pa *path, src netip.Addr, dst netip.AddrPort, schedule []time.Duration, tsval func(attempt int) uint32) outcome {
-	var o outcome
+// schedule until a reply matches, the deadline passes or ctx is done. Each
+// SYN gets a fresh TSval for dst (nextTS) or, for the PAWS check (paws),
+// old+attempt. sent is reused as the outcome's list of SYNs.
+func (p *Prober) exchange(ctx context.Context, deadline time.Time, pa *path, src netip.Addr, dst netip.AddrPort, sent []sentSYN, paws bool, old uint32) outcome {
+	o := outcome{sent: sent}
+	schedule := p.cfg.Schedule
 	seq := rand.Uint32()
-	port, w, err := pa.register(dst, seq)
+	w := &p.w
+	port, err := pa.register(dst, seq, w)
 	if err != nil {
 		o.err = err
 		return o
 	}
 	defer pa.unregister(dst, port)
 	o.local = netip.AddrPortFrom(src, port)
+	if p.timer == nil {
+		p.timer = time.NewTimer(time.Hour)
+	}
+	defer p.timer.Stop()
 
-	seg := make([]byte, 0, synHeaderLen)
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
 	var first time.Time
 	for i := 0; ; i++ {
-		if err := currentBudget().Wait(ctx); err != nil {
+		if err := currentBudget().waitUntil(ctx, deadline); err != nil {
 			if i == 0 {
 				o.err = err
 			} else {
@@ -239,8 +260,11 @@ func (p *Prober) exchange(ctx context.Context, pa *path, src netip.Addr, dst net
 			}
 			return o
 		}
-		ts := tsval(i)
-		seg, err = AppendSYN(seg[:0], SYN{
+		ts := old + uint32(i)
+		if !paws {
+			ts = p.nextTS(dst.Addr())
+		}
+		p.sb.seg, err = AppendSYN(p.sb.seg[:0], SYN{
 			Src: o.local, Dst: dst, Seq: seq, TSval: ts,
 			MSS: p.cfg.MSS, WScale: p.cfg.WScale, Window: DefaultWindow,
 		})
@@ -248,7 +272,7 @@ func (p *Prober) exchange(ctx context.Context, pa *path, src netip.Addr, dst net
 			o.err = err
 			return o
 		}
-		at, err := pa.send(seg, src, dst.Addr())
+		at, err := pa.send(p.sb, src, dst.Addr())
 		if err != nil {
 			o.err = err
 			return o
@@ -258,34 +282,38 @@ func (p *Prober) exchange(ctx context.Context, pa *path, src netip.Addr, dst net
 		}
 		o.sent = append(o.sent, sentSYN{at: at, tsval: ts})
 
-		var next <-chan time.Time
+		wake := deadline
 		if i < len(schedule) {
-			d := time.Until(first.Add(schedule[i]))
-			if timer == nil {
-				timer = time.NewTimer(d)
-			} else {
-				timer.Reset(d)
+			if t := first.Add(schedule[i]); t.Before(wake) {
+				wake = t
 			}
-			next = timer.C
 		}
+		p.timer.Reset(time.Until(wake))
 		select {
 		case a := <-w.ch:
 			o.reply = &a
 			o.answered, o.by = attribute(o.sent, a)
 			return o
 		case <-ctx.Done():
-			// A reply may have raced the deadline.
-			select {
-			case a := <-w.ch:
-				o.reply = &a
-				o.answered, o.by = attribute(o.sent, a)
-			default:
-				o.timedOut = true
+			return o.late(w)
+		case <-p.timer.C:
+			if !time.Now().Before(deadline) {
+				return o.late(w)
 			}
-			return o
-		case <-next:
 		}
 	}
+}
+
+// late takes a reply that raced the deadline or the cancellation.
+func (o outcome) late(w *waiter) outcome {
+	select {
+	case a := <-w.ch:
+		o.reply = &a
+		o.answered, o.by = attribute(o.sent, a)
+	default:
+		o.timedOut = true
+	}
+	return o
 }
 
 // attribute works out which SYN a reply answers: the one whose TSval the
@@ -368,12 +396,13 @@ func (p *Prober) classify(r *probe.Result, o outcome) bool {
 // destination, from a fresh port. A host doing per-peer PAWS on SYNs (the
 // old tcp_tw_recycle, or a box behind which several clients share one SNAT
 // address) silently drops it while it answers fresh ones.
-func (p *Prober) pawsCheck(ctx context.Context, pa *path, src netip.Addr, dst netip.AddrPort, normal outcome, r *probe.Result) {
+func (p *Prober) pawsCheck(ctx context.Context, deadline time.Time, pa *path, src netip.Addr, dst netip.AddrPort, normal outcome, r *probe.Result) {
 	p.mu.Lock()
 	fresh := p.lastTS[dst.Addr()]
 	p.mu.Unlock()
 	old := fresh - p.cfg.PAWSRegress
-	o := p.exchange(ctx, pa, src, dst, p.cfg.Schedule, func(i int) uint32 { return old + uint32(i) })
+	o := p.exchange(ctx, deadline, pa, src, dst, p.sentCheck[:0], true, old)
+	defer func() { p.sentCheck = o.sent[:0] }()
 	answeredTS := normal.sent[normal.answered].tsval
 	switch {
 	case o.err != nil:
