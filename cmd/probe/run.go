@@ -17,6 +17,7 @@ import (
 	"github.com/connprobe/connprobe/probe/app"
 	"github.com/connprobe/connprobe/probe/connect"
 	"github.com/connprobe/connprobe/probe/idle"
+	"github.com/connprobe/connprobe/probe/keepalive"
 	"github.com/connprobe/connprobe/probe/netns"
 	"github.com/connprobe/connprobe/probe/syn"
 )
@@ -38,6 +39,7 @@ type runFlags struct {
 	synRate     int
 	idleF       idleFlags              // kind idle (run_idle.go)
 	explainF    explainFlags           // --explain (run_explain.go)
+	kaF         keepaliveFlags         // kind keepalive (run_keepalive.go)
 	changed     func(name string) bool // whether a flag was given
 }
 
@@ -67,7 +69,7 @@ Exit status: 0 when every attempt succeeded, 1 when any failed, 2 on bad usage.`
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.kind, "kind", "connect", "probe kind: connect, syn (raw half-open SYN, needs CAP_NET_RAW), app (the default for mysql://, postgres://, redis://, kafka://, http(s):// targets), idle (idle-then-send long connection, see --idle*)")
+	fl.StringVar(&f.kind, "kind", "connect", "probe kind: connect, syn (raw half-open SYN, needs CAP_NET_RAW), app (the default for mysql://, postgres://, redis://, kafka://, http(s):// targets), idle (idle-then-send long connection, see --idle*), keepalive (hold a connection with kernel keep-alive, see --ka-*)")
 	fl.BoolVar(&f.paws, "paws", false, "after an answered SYN, send one with an older TCP timestamp (PAWS check; implies --kind syn)")
 	fl.IntVar(&f.synRate, "syn-rate", syn.DefaultRate, "budget for all raw SYNs of this process, packets/s")
 	fl.IntVarP(&f.count, "count", "c", 1, "attempts per target (0: until interrupted)")
@@ -81,6 +83,7 @@ Exit status: 0 when every attempt succeeded, 1 when any failed, 2 on bad usage.`
 	fl.StringVarP(&f.output, "output", "o", "text", "output format: text or json")
 	addIdleFlags(fl, &f.idleF)
 	addExplainFlags(fl, &f.explainF)
+	addKeepaliveFlags(fl, &f.kaF)
 	return cmd
 }
 
@@ -157,6 +160,8 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 		var p probe.Prober
 		if kind == idle.Kind {
 			p, err = newIdleProber(t, f, cfg)
+		} else if kind == keepalive.Kind {
+			p, err = newKeepaliveProber(t, f, cfg)
 		} else {
 			p, err = newProber(kind, t, cfg, synCfg)
 		}
