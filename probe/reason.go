@@ -217,7 +217,6 @@ func Describe(err error) string {
 }
 
 var errnoHints = map[syscall.Errno]string{
-	syscall.ECONNREFUSED: "RST or ICMP port-unreachable in answer to the SYN",
 	syscall.EHOSTUNREACH: "ICMP host-unreachable or admin-prohibited, or no neighbour",
 	syscall.ENETUNREACH:  "ICMP net-unreachable or no route",
 	syscall.EHOSTDOWN:    "ICMP host-unknown",
