@@ -1,9 +1,19 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/connprobe/connprobe/internal/lab"
 )
 
 func TestPlanRunSYNFlags(t *testing.T) {
@@ -30,4 +40,103 @@ func TestPlanRunSYNFlags(t *testing.T) {
 	for _, p := range plan.probers {
 		p.Close()
 	}
+}
+
+// probeCmdNoNetRaw runs `probe args...` like probeCmd, but in a process
+// without CAP_NET_RAW: setpriv (util-linux, essential on Debian) drops it from
+// the bounding set before exec, and a root process's permitted set after
+// exec(2) is the bounding set (capabilities(7), "Capabilities and execution
+// of programs by root"), so the probe is root in every other respect but
+// cannot open a raw socket.
+func probeCmdNoNetRaw(t *testing.T, args ...string) (stdout, stderr string, status int) {
+	t.Helper()
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Fatalf("setpriv (util-linux) is needed to drop CAP_NET_RAW: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	argv := append([]string{"--bounding-set=-net_raw", "--inh-caps=-net_raw", "--", os.Args[0], "-test.run=^TestProbeProcess$", "--"}, args...)
+	cmd := exec.CommandContext(ctx, setpriv, argv...)
+	cmd.Env = append(os.Environ(), "CONNPROBE_TEST_MAIN=1")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err = cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return out.String(), errb.String(), 0
+	case errors.As(err, &ee):
+		return out.String(), errb.String(), ee.ExitCode()
+	}
+	t.Fatalf("setpriv probe %v: %v", args, err)
+	return "", "", -1
+}
+
+// TestRunSynWithoutNetRaw: without CAP_NET_RAW, `probe run --paws` (SYN
+// probe asked for implicitly) falls back to the connect probe with a one-line
+// notice, while `--kind syn` reports reason permission naming CAP_NET_RAW and
+// exits 1. With the capability the same --kind syn run succeeds, so what the
+// test sees comes from the dropped capability, not from the target.
+func TestRunSynWithoutNetRaw(t *testing.T) {
+	lab.RequirePriv(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	})
+	target := ln.Addr().String()
+	type result struct {
+		Kind, Reason string
+		Evidence     []string
+	}
+	parse := func(t *testing.T, stdout string) result {
+		t.Helper()
+		var r result
+		if err := json.Unmarshal([]byte(strings.TrimSpace(stdout)), &r); err != nil {
+			t.Fatalf("stdout is not one JSON result: %v\n%s", err, stdout)
+		}
+		return r
+	}
+
+	t.Run("control: with CAP_NET_RAW --kind syn works", func(t *testing.T) {
+		stdout, stderr, status := probeCmd(t, "run", "-o", "json", "--kind", "syn", target)
+		if r := parse(t, stdout); status != exitOK || r.Kind != "syn" || r.Reason != "ok" {
+			t.Fatalf("exit %d, result %+v, stderr %q; want exit 0, kind syn, ok", status, r, stderr)
+		}
+	})
+	t.Run("--paws falls back to connect with a notice", func(t *testing.T) {
+		stdout, stderr, status := probeCmdNoNetRaw(t, "run", "-o", "json", "--paws", target)
+		r := parse(t, stdout)
+		if status != exitOK || r.Kind != "connect" || r.Reason != "ok" {
+			t.Errorf("exit %d, result %+v; want exit 0, kind connect, ok", status, r)
+		}
+		want := "probe: raw sockets not allowed (needs CAP_NET_RAW): falling back to --kind connect, no PAWS check\n"
+		if stderr != want {
+			t.Errorf("stderr %q, want the one line %q", stderr, want)
+		}
+	})
+	t.Run("--kind syn reports permission", func(t *testing.T) {
+		stdout, stderr, status := probeCmdNoNetRaw(t, "run", "-o", "json", "--kind", "syn", target)
+		r := parse(t, stdout)
+		if status != exitFailed || r.Kind != "syn" || r.Reason != "permission" {
+			t.Errorf("exit %d, result %+v, stderr %q; want exit 1, kind syn, permission", status, r, stderr)
+		}
+		if !strings.Contains(strings.Join(r.Evidence, "\n"), "CAP_NET_RAW") {
+			t.Errorf("evidence %q does not name CAP_NET_RAW", r.Evidence)
+		}
+		if strings.Contains(stderr, "falling back") {
+			t.Errorf("explicit --kind syn fell back: stderr %q", stderr)
+		}
+	})
 }
