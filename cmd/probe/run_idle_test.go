@@ -23,7 +23,11 @@ func TestIdleFlagsChecked(t *testing.T) {
 		{"find needs kind idle", func(f *runFlags) { f.kind = "connect"; f.idleF.find = true }, []string{"find-idle-timeout"}, "--find-idle-timeout needs --kind idle"},
 		{"idle needs kind idle", func(f *runFlags) { f.kind = "connect" }, []string{"idle"}, "--idle needs --kind idle"},
 		{"idle positive", func(f *runFlags) { f.idleF.idle = 0 }, nil, "--idle must be positive"},
-		{"max above min", func(f *runFlags) { f.idleF.find = true; f.idleF.maxIdle = time.Second; f.idleF.minIdle = 2 * time.Second }, nil, "--max-idle 1s must be longer than --min-idle 2s"},
+		{"max above min", func(f *runFlags) {
+			f.idleF.find = true
+			f.idleF.maxIdle = time.Second
+			f.idleF.minIdle = 2 * time.Second
+		}, nil, "--max-idle 1s must be longer than --min-idle 2s"},
 		{"bad mode", func(f *runFlags) { f.idleF.mode = "sideways" }, nil, `mode "sideways"`},
 		{"plain needs send", func(f *runFlags) { f.idleF.mode = "plain" }, nil, "mode plain needs a payload"},
 		{"no user timeout", func(f *runFlags) { f.userTimeout = time.Second }, nil, "--user-timeout is not supported by kind idle"},
