@@ -60,10 +60,26 @@ type Config struct {
 	Probes []Job `yaml:"probes"`
 }
 
-// Global holds defaults applied to jobs that do not set them.
+// Global holds defaults applied to jobs that do not set them, and the
+// settings of the whole prober process.
 type Global struct {
 	Interval Duration `yaml:"interval"`
 	Timeout  Duration `yaml:"timeout"`
+	// SynRate is the budget, in packets per second, for every raw SYN the
+	// process sends: all kind syn jobs and targets, retransmits and PAWS
+	// checks together, so the prober can never become a SYN flood (a probe
+	// that finds no room before its timeout ends with local_error). Unset:
+	// syn.DefaultRate.
+	SynRate *int `yaml:"syn_rate"`
+}
+
+// SynBudget returns the SYN packets-per-second budget, syn.DefaultRate when
+// unset.
+func (g Global) SynBudget() int {
+	if g.SynRate == nil {
+		return syn.DefaultRate
+	}
+	return *g.SynRate
 }
 
 // Job is one named probe: a kind, its options, and its targets.
@@ -443,6 +459,9 @@ func (c *Config) Validate() error {
 	}
 	checkDur("global", "interval", c.Global.Interval)
 	checkDur("global", "timeout", c.Global.Timeout)
+	if r := c.Global.SynRate; r != nil && *r < 1 {
+		add("global", "syn_rate %d must be positive (packets/s for all raw SYNs of the prober; unset: %d)", *r, syn.DefaultRate)
+	}
 	if len(c.Probes) == 0 {
 		add("probes", "no jobs: nothing to probe")
 	}

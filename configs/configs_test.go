@@ -35,6 +35,7 @@ func TestBadConfigs(t *testing.T) {
 		{"bad-unknown-field.yaml", `line 3: unknown field "colour"`},
 		{"bad-duplicate-job.yaml", `probes[1] "web": duplicate job name (first at probes[0])`},
 		{"bad-timeout.yaml", `probes[2] "db": timeout 5s must be shorter than interval 2s (or set concurrency to overlap attempts)`},
+		{"bad-syn-rate.yaml", `global: syn_rate 0 must be positive (packets/s for all raw SYNs of the prober; unset: 1000)`},
 		{"bad-target.yaml", strings.Join([]string{
 			`probes[0] "web": targets.static[0]: target "127.0.0.1": want host:port: address 127.0.0.1: missing port in address`,
 			`probes[0] "web": targets.static[1]: target "127.0.0.1:http": port "http" is not a number in 1-65535`,

@@ -1,11 +1,15 @@
 package configs
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/connprobe/connprobe/probe/syn"
 )
 
 func TestSynOptions(t *testing.T) {
@@ -34,3 +38,38 @@ var errBadDur = errorString("bad duration")
 type errorString string
 
 func (e errorString) Error() string { return string(e) }
+
+func TestSynRate(t *testing.T) {
+	c, err := Load("testdata/good-syn-rate.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Global.SynBudget(); got != 250 {
+		t.Errorf("syn_rate 250: got %d", got)
+	}
+	c, err = Load("testdata/good-minimal.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Global.SynBudget(); got != syn.DefaultRate {
+		t.Errorf("unset: got %d, want the default %d", got, syn.DefaultRate)
+	}
+
+	_, err = Load("testdata/bad-syn-rate.yaml")
+	if want := "global: syn_rate 0 must be positive (packets/s for all raw SYNs of the prober; unset: 1000)"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("syn_rate 0: got %v, want %q", err, want)
+	}
+	for _, tt := range []struct{ value, want string }{
+		{"-5", "global: syn_rate -5 must be positive"},
+		{"fast", "line 2"},
+	} {
+		path := filepath.Join(t.TempDir(), "c.yaml")
+		body := "global:\n  syn_rate: " + tt.value + "\nprobes:\n  - name: s\n    kind: syn\n    targets: {static: [\"127.0.0.1:1\"]}\n"
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Load(path); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("syn_rate %s: got %v, want it to mention %q", tt.value, err, tt.want)
+		}
+	}
+}

@@ -143,6 +143,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.sched.Run(gctx) })
+	applySynRate(cfg, nil, log)
 	if err := s.sched.Update(gctx, jobs); err != nil {
 		ln.Close()
 		return g.Wait()
@@ -206,6 +207,7 @@ func (s *server) reload(ctx context.Context) error {
 			"problems", strings.Split(err.Error(), "\n"))
 		return fmt.Errorf("reload: %w", err)
 	}
+	applySynRate(cfg, s.current, s.log)
 	if err := s.sched.Update(ctx, jobs); err != nil {
 		return fmt.Errorf("reload: %w", err)
 	}

@@ -132,6 +132,9 @@ func SetRate(rate, burst int) error {
 	return nil
 }
 
+// CurrentRate returns the packets per second of the process-wide budget.
+func CurrentRate() int { return currentBudget().Rate() }
+
 func currentBudget() *Budget {
 	budgetMu.Lock()
 	defer budgetMu.Unlock()

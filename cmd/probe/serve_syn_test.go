@@ -1,0 +1,58 @@
+package main
+
+import (
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/connprobe/connprobe/internal/lab"
+	"github.com/connprobe/connprobe/probe/syn"
+)
+
+// TestServeSynRate: global.syn_rate sets the process-wide raw SYN budget at
+// start and on reload; a bad value on reload keeps the running budget.
+func TestServeSynRate(t *testing.T) {
+	lab.RequirePriv(t) // the syn job opens raw sockets
+	t.Cleanup(func() { syn.SetRate(syn.DefaultRate, syn.DefaultBurst) })
+	up := listen(t).Addr().String()
+	cfg := func(rate string) string {
+		return "global:\n  syn_rate: " + rate + "\nprobes:\n  - name: db\n    kind: syn\n    interval: 200ms\n    targets: {static: [\"" + up + "\"]}\n"
+	}
+	rs := startServe(t, cfg("7"), "")
+	if got := syn.CurrentRate(); got != 7 {
+		t.Fatalf("after start with syn_rate 7: budget %d packets/s", got)
+	}
+	// The syn job runs under that budget: its SYNs are answered.
+	series := `connprobe_probe_results_total{job="db",kind="syn",reason="ok",target="` + up + `"}`
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		_, body := rs.get(t, "/metrics")
+		if strings.Contains(body, series) && metricValue(t, body, series) >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no ok syn result; /metrics:\n%s", grepLines(body, "results_total"))
+		}
+	}
+
+	for _, step := range []struct {
+		rate   string
+		status int
+		want   int
+	}{
+		{"250", http.StatusOK, 250},
+		{"0", http.StatusInternalServerError, 250}, // rejected: the old budget stays
+		{"-1", http.StatusInternalServerError, 250},
+	} {
+		if err := os.WriteFile(rs.config, []byte(cfg(step.rate)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if status, body := rs.reload(t); status != step.status {
+			t.Errorf("reload with syn_rate %s: status %d (%s), want %d", step.rate, status, body, step.status)
+		}
+		if got := syn.CurrentRate(); got != step.want {
+			t.Errorf("after reload with syn_rate %s: budget %d packets/s, want %d", step.rate, got, step.want)
+		}
+	}
+}
