@@ -48,8 +48,11 @@ func newRunCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run [flags] TARGET...",
 		Short: "Probe targets now and print what happened and why",
-		Long: `Probe each TARGET (host:port, [v6]:port or tcp://host:port) --count times,
+		Long: `Probe each TARGET (host:port, [v6]:port, tcp://host:port, or an application
+URL: mysql://, postgres://, redis://, kafka://, http(s)://) --count times,
 --interval apart, and print one line per attempt and a summary per target.
+Every attempt ends with a reason (ok, syn_retransmitted, syn_timeout, refused,
+unreachable, reset, peer_closed, ...) and the evidence behind it.
 
 Exit status: 0 when every attempt succeeded, 1 when any failed, 2 on bad usage.`,
 		Example: `  probe run 10.96.0.10:80

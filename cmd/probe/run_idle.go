@@ -28,7 +28,7 @@ type idleFlags struct {
 
 func addIdleFlags(fl *pflag.FlagSet, f *idleFlags) {
 	fl.DurationVar(&f.idle, "idle", idle.DefaultIdle, "kind idle: how long to hold the connection idle")
-	fl.StringVar(&f.mode, "idle-mode", string(idle.ModeClientFirst), "kind idle: who speaks after the idle time: client-first, server-after-delay (both need `probe responder`), plain (any server: --send after the idle time, optional --expect)")
+	fl.StringVar(&f.mode, "idle-mode", string(idle.ModeClientFirst), "kind idle: who speaks after the idle time: client-first, server-after-delay (both need probe responder), plain (any server: --send after the idle time, optional --expect)")
 	fl.DurationVar(&f.replyTimeout, "reply-timeout", idle.DefaultReplyTimeout, "kind idle: how long to wait for the answer after the idle time")
 	fl.BoolVar(&f.find, "find-idle-timeout", false, "kind idle: search the idle time the path survives (parallel connections, narrowing down) and report it")
 	fl.DurationVar(&f.maxIdle, "max-idle", 20*time.Minute, "kind idle: longest idle time --find-idle-timeout tries")
