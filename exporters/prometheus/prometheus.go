@@ -4,14 +4,15 @@
 // (every reason pre-created at 0, so rate() and increase() see the first
 // failure) and deleted when the target goes away, so a deleted pod leaves no
 // stale series. Recording a result is a handful of atomic adds: no label
-// lookups, no allocation.
+// lookups, no allocation. The per-target series are kept compactly and
+// streamed on scrape (see series.go): 10k targets fit in a few MiB.
 //
 // Metrics (see docs/serve.md):
 //
 //	connprobe_probe_results_total{job,target,kind,reason}  every attempt, by reason
 //	connprobe_probe_failures_total{job,target}             attempts that did not meet the job's expectation
 //	connprobe_probe_success{job,target}                    1 if the last attempt met the expectation
-//	connprobe_probe_duration_seconds{job,target}           attempt duration (classic + native histogram)
+//	connprobe_probe_duration_seconds{job}                  attempt duration (classic + native histogram)
 //	connprobe_probe_handshake_seconds{job,target}          last handshake time
 //	connprobe_probe_tcp_rtt_seconds{job,target}            last kernel smoothed RTT
 //	connprobe_probe_syn_retransmits_total{job,target}      SYN retransmissions the handshakes needed
@@ -25,15 +26,17 @@
 package prometheus
 
 import (
+	"math"
 	"net/http"
 	"runtime"
 	"runtime/debug"
-	"sync"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/scheduler"
@@ -43,15 +46,12 @@ const ns = "connprobe"
 
 // Exporter is a scheduler.Sink that keeps metrics on its own registry.
 type Exporter struct {
-	reg *prometheus.Registry
+	reg     *prometheus.Registry // everything but the per-target series
+	series  *seriesSet           // the per-target series
+	all     prometheus.Gatherers // reg and series
+	handler http.Handler         // protobuf scrapes: everything gathered
 
-	results    *prometheus.CounterVec
-	failures   *prometheus.CounterVec
-	success    *prometheus.GaugeVec
-	duration   *prometheus.HistogramVec
-	handshake  *prometheus.GaugeVec
-	rtt        *prometheus.GaugeVec
-	synRetrans *prometheus.CounterVec
+	duration *prometheus.HistogramVec
 
 	jobInfo  *prometheus.GaugeVec
 	targets  *prometheus.GaugeVec
@@ -79,41 +79,17 @@ var LatenessBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .0
 // New returns an Exporter with every metric registered.
 func New(o Options) *Exporter {
 	reg := prometheus.NewRegistry()
-	jt := []string{"job", "target"}
 	e := &Exporter{
-		reg: reg,
-		results: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Name: "probe_results_total",
-			Help: "Probe attempts by outcome reason (ok on success; see docs for the closed list).",
-		}, []string{"job", "target", "kind", "reason"}),
-		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Name: "probe_failures_total",
-			Help: "Probe attempts whose outcome did not meet the job's expectation (a failure; for expect: fail jobs, a success).",
-		}, jt),
-		success: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: ns, Name: "probe_success",
-			Help: "1 if the last attempt met the job's expectation, else 0.",
-		}, jt),
+		reg:    reg,
+		series: newSeriesSet(),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Name: "probe_duration_seconds",
-			Help:                            "Duration of probe attempts.",
+			Help:                            "Duration of probe attempts, per job.",
 			Buckets:                         DurationBuckets,
 			NativeHistogramBucketFactor:     1.1,
 			NativeHistogramMaxBucketNumber:  100,
 			NativeHistogramMinResetDuration: time.Hour,
-		}, jt),
-		handshake: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: ns, Name: "probe_handshake_seconds",
-			Help: "TCP handshake time of the last attempt that completed one.",
-		}, jt),
-		rtt: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: ns, Name: "probe_tcp_rtt_seconds",
-			Help: "Kernel smoothed RTT (TCP_INFO) of the last established connection.",
-		}, jt),
-		synRetrans: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Name: "probe_syn_retransmits_total",
-			Help: "SYN retransmissions the handshakes needed.",
-		}, jt),
+		}, []string{"job"}),
 		jobInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: ns, Name: "job_info",
 			Help: "Always 1: a configured job, its kind and its expectation (success or fail).",
@@ -156,20 +132,43 @@ func New(o Options) *Exporter {
 		Help: "Always 1: the version of connprobe.",
 	}, []string{"version", "revision", "goversion"})
 	build.WithLabelValues(version, revision, runtime.Version()).Set(1)
-	reg.MustRegister(e.results, e.failures, e.success, e.duration, e.handshake, e.rtt, e.synRetrans,
-		e.jobInfo, e.targets, e.lateness, e.overruns, e.reloadOK, e.reloadTime, build)
+	reg.MustRegister(e.duration, e.jobInfo, e.targets, e.lateness, e.overruns, e.reloadOK, e.reloadTime, build)
 	if !o.NoRuntimeMetrics {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
+	sreg := prometheus.NewRegistry()
+	sreg.MustRegister(e.series)
+	e.all = prometheus.Gatherers{reg, sreg}
+	e.handler = promhttp.HandlerFor(e.all, promhttp.HandlerOpts{})
 	return e
 }
 
-// Registry returns the private registry.
-func (e *Exporter) Registry() *prometheus.Registry { return e.reg }
+// Gatherer gathers every metric (for tests and protobuf scrapes).
+func (e *Exporter) Gatherer() prometheus.Gatherer { return e.all }
 
-// Handler serves /metrics.
+// Handler serves /metrics: the text format, with the per-target series
+// streamed from their counters; a scraper that asks for protobuf (native
+// histograms) gets everything through client_golang instead.
 func (e *Exporter) Handler() http.Handler {
-	return promhttp.HandlerFor(e.reg, promhttp.HandlerOpts{EnableOpenMetrics: true})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.Header.Get("Accept"), "application/vnd.google.protobuf") {
+			e.handler.ServeHTTP(w, r)
+			return
+		}
+		mfs, err := e.reg.Gather()
+		if err != nil {
+			http.Error(w, "gather: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
+		enc := expfmt.NewEncoder(w, expfmt.NewFormat(expfmt.TypeTextPlain))
+		for _, mf := range mfs {
+			if err := enc.Encode(mf); err != nil {
+				return // the client went away
+			}
+		}
+		_ = e.series.WriteText(w)
+	})
 }
 
 // ConfigLoaded records the outcome of a configuration (re)load at t.
@@ -193,35 +192,18 @@ var reasonIndex = func() map[probe.Reason]int {
 
 // Target implements scheduler.Sink: it creates the target's series.
 func (e *Exporter) Target(job *scheduler.Job, t probe.Target) scheduler.TargetSink {
-	r := &recorder{
-		e: e, job: job.Name, target: t.Name, kind: job.Kind, expectFail: job.ExpectFail,
-		results:    make([]prometheus.Counter, len(probe.Reasons)),
-		failures:   e.failures.WithLabelValues(job.Name, t.Name),
-		success:    e.success.WithLabelValues(job.Name, t.Name),
-		duration:   e.duration.WithLabelValues(job.Name, t.Name),
-		synRetrans: e.synRetrans.WithLabelValues(job.Name, t.Name),
+	return &recorder{
+		s:          e.series.add(job.Name, t.Name, job.Kind),
+		expectFail: job.ExpectFail,
+		duration:   e.duration.WithLabelValues(job.Name),
 		lateness:   e.lateness.WithLabelValues(job.Name),
 		overruns:   e.overruns.WithLabelValues(job.Name),
 	}
-	for i, d := range probe.Reasons {
-		if d.Reason == probe.ReasonCanceled {
-			continue // never recorded: the prober's own doing
-		}
-		r.results[i] = e.results.WithLabelValues(job.Name, t.Name, job.Kind, string(d.Reason))
-	}
-	return r
 }
 
 // Forget implements scheduler.Sink: it deletes every series of the target.
 func (e *Exporter) Forget(job *scheduler.Job, t probe.Target) {
-	l := prometheus.Labels{"job": job.Name, "target": t.Name}
-	e.results.DeletePartialMatch(l)
-	e.failures.Delete(l)
-	e.success.Delete(l)
-	e.duration.Delete(l)
-	e.handshake.Delete(l)
-	e.rtt.Delete(l)
-	e.synRetrans.Delete(l)
+	e.series.remove(job.Name, t.Name)
 }
 
 // Targets implements scheduler.Sink.
@@ -229,6 +211,7 @@ func (e *Exporter) Targets(job *scheduler.Job, n int) {
 	l := prometheus.Labels{"job": job.Name}
 	if n < 0 {
 		e.targets.Delete(l)
+		e.duration.Delete(l)
 		e.jobInfo.DeletePartialMatch(l)
 		e.lateness.Delete(l)
 		e.overruns.Delete(l)
@@ -247,20 +230,13 @@ func (e *Exporter) Targets(job *scheduler.Job, n int) {
 	e.jobInfo.With(info).Set(1)
 }
 
-// recorder holds one (job, target)'s metric children.
+// recorder records one (job, target): atomic adds, no lookups, no allocation.
 type recorder struct {
-	e                 *Exporter
-	job, target, kind string
-	expectFail        bool
-	results           []prometheus.Counter
-	failures          prometheus.Counter
-	success           prometheus.Gauge
-	duration          prometheus.Observer
-	handshake, rtt    prometheus.Gauge // created on first use
-	hsOnce, rttOnce   sync.Once
-	synRetrans        prometheus.Counter
-	lateness          prometheus.Observer
-	overruns          prometheus.Counter
+	s          *series
+	expectFail bool
+	duration   prometheus.Observer // per job
+	lateness   prometheus.Observer // per job
+	overruns   prometheus.Counter  // per job
 }
 
 // Scheduled implements scheduler.TargetSink.
@@ -271,28 +247,26 @@ func (r *recorder) Overrun(n int) { r.overruns.Add(float64(n)) }
 
 // Result implements scheduler.TargetSink.
 func (r *recorder) Result(res *probe.Result) {
-	if i, ok := reasonIndex[res.Reason]; ok && r.results[i] != nil {
-		r.results[i].Inc()
+	s := r.s
+	if i, ok := reasonIndex[res.Reason]; ok && res.Reason != probe.ReasonCanceled {
+		s.results[i].Add(1)
 	} else {
-		r.e.results.WithLabelValues(r.job, r.target, r.kind, string(res.Reason)).Inc()
+		s.results[reasonIndex[probe.ReasonOther]].Add(1)
 	}
-	met := res.Success != r.expectFail
-	if met {
-		r.success.Set(1)
+	if res.Success != r.expectFail {
+		s.success.Store(1)
 	} else {
-		r.success.Set(0)
-		r.failures.Inc()
+		s.success.Store(0)
+		s.failures.Add(1)
 	}
 	r.duration.Observe(res.Duration.Seconds())
 	if res.Retransmits > 0 {
-		r.synRetrans.Add(float64(res.Retransmits))
+		s.synRetrans.Add(uint64(res.Retransmits))
 	}
 	if res.Timings.Handshake > 0 && res.Local.IsValid() { // the handshake completed
-		r.hsOnce.Do(func() { r.handshake = r.e.handshake.WithLabelValues(r.job, r.target) })
-		r.handshake.Set(res.Timings.Handshake.Seconds())
+		s.handshake.Store(math.Float64bits(res.Timings.Handshake.Seconds()))
 	}
 	if res.Timings.RTT > 0 {
-		r.rttOnce.Do(func() { r.rtt = r.e.rtt.WithLabelValues(r.job, r.target) })
-		r.rtt.Set(res.Timings.RTT.Seconds())
+		s.rtt.Store(math.Float64bits(res.Timings.RTT.Seconds()))
 	}
 }

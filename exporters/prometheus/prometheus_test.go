@@ -1,12 +1,19 @@
 package prometheus
 
 import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http/httptest"
 	"net/netip"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/scheduler"
@@ -75,7 +82,7 @@ connprobe_scheduler_overruns_total{job="web"} 1
 # HELP connprobe_build_info Always 1: the version of connprobe.
 # TYPE connprobe_build_info gauge
 `
-	if err := testutil.GatherAndCompare(e.Registry(), strings.NewReader(want),
+	if err := testutil.GatherAndCompare(e.Gatherer(), strings.NewReader(want),
 		"connprobe_probe_failures_total", "connprobe_probe_success", "connprobe_probe_syn_retransmits_total",
 		"connprobe_probe_handshake_seconds", "connprobe_job_info", "connprobe_job_targets",
 		"connprobe_scheduler_overruns_total"); err != nil {
@@ -83,17 +90,71 @@ connprobe_scheduler_overruns_total{job="web"} 1
 	}
 
 	// Every reason is pre-created at 0 for every target (canceled never is).
-	n := testutil.CollectAndCount(e.results, "connprobe_probe_results_total")
+	n := testutil.CollectAndCount(e.series, "connprobe_probe_results_total")
 	if want := 3 * (len(probe.Reasons) - 1); n != want {
 		t.Errorf("%d results series for 3 targets, want %d", n, want)
 	}
-	if v := testutil.ToFloat64(e.results.WithLabelValues("web", "10.0.0.1:80", "connect", "syn_retransmitted")); v != 1 {
-		t.Errorf("syn_retransmitted = %v, want 1", v)
+	want = `
+# HELP connprobe_probe_duration_seconds Duration of probe attempts, per job.
+# TYPE connprobe_probe_duration_seconds histogram
+connprobe_probe_duration_seconds_bucket{job="deny",le="0.0005"} 0
+connprobe_probe_duration_seconds_bucket{job="deny",le="0.001"} 0
+connprobe_probe_duration_seconds_bucket{job="deny",le="0.0025"} 0
+connprobe_probe_duration_seconds_bucket{job="deny",le="0.005"} 1
+connprobe_probe_duration_seconds_bucket{job="deny",le="0.01"} 1
+connprobe_probe_duration_seconds_bucket{job="deny",le="0.025"} 1
+connprobe_probe_duration_seconds_bucket{job="deny",le="0.05"} 1
+connprobe_probe_duration_seconds_bucket{job="deny",le="0.1"} 1
+connprobe_probe_duration_seconds_bucket{job="deny",le="0.25"} 1
+connprobe_probe_duration_seconds_bucket{job="deny",le="0.5"} 1
+connprobe_probe_duration_seconds_bucket{job="deny",le="1"} 1
+connprobe_probe_duration_seconds_bucket{job="deny",le="2.5"} 1
+connprobe_probe_duration_seconds_bucket{job="deny",le="5"} 1
+connprobe_probe_duration_seconds_bucket{job="deny",le="10"} 1
+connprobe_probe_duration_seconds_bucket{job="deny",le="30"} 1
+connprobe_probe_duration_seconds_bucket{job="deny",le="+Inf"} 1
+connprobe_probe_duration_seconds_sum{job="deny"} 0.003
+connprobe_probe_duration_seconds_count{job="deny"} 1
+connprobe_probe_duration_seconds_bucket{job="web",le="0.0005"} 1
+connprobe_probe_duration_seconds_bucket{job="web",le="0.001"} 1
+connprobe_probe_duration_seconds_bucket{job="web",le="0.0025"} 1
+connprobe_probe_duration_seconds_bucket{job="web",le="0.005"} 2
+connprobe_probe_duration_seconds_bucket{job="web",le="0.01"} 2
+connprobe_probe_duration_seconds_bucket{job="web",le="0.025"} 2
+connprobe_probe_duration_seconds_bucket{job="web",le="0.05"} 2
+connprobe_probe_duration_seconds_bucket{job="web",le="0.1"} 2
+connprobe_probe_duration_seconds_bucket{job="web",le="0.25"} 2
+connprobe_probe_duration_seconds_bucket{job="web",le="0.5"} 2
+connprobe_probe_duration_seconds_bucket{job="web",le="1"} 2
+connprobe_probe_duration_seconds_bucket{job="web",le="2.5"} 3
+connprobe_probe_duration_seconds_bucket{job="web",le="5"} 3
+connprobe_probe_duration_seconds_bucket{job="web",le="10"} 3
+connprobe_probe_duration_seconds_bucket{job="web",le="30"} 3
+connprobe_probe_duration_seconds_bucket{job="web",le="+Inf"} 3
+connprobe_probe_duration_seconds_sum{job="web"} 2.0034
+connprobe_probe_duration_seconds_count{job="web"} 3
+`
+	if err := testutil.GatherAndCompare(e.Gatherer(), strings.NewReader(want), "connprobe_probe_duration_seconds"); err != nil {
+		t.Error(err)
 	}
-	if v := testutil.ToFloat64(e.results.WithLabelValues("web", "10.0.0.2:80", "connect", "refused")); v != 1 {
-		t.Errorf("refused = %v, want 1", v)
+	// The streamed text is what Gather sees, series for series.
+	checkStreamMatchesGather(t, e)
+	var text strings.Builder
+	if err := e.series.WriteText(&text); err != nil {
+		t.Fatal(err)
 	}
-	if problems, err := testutil.GatherAndLint(e.Registry()); err != nil || len(problems) > 0 {
+	for _, line := range []string{
+		`connprobe_probe_results_total{job="web",kind="connect",reason="syn_retransmitted",target="10.0.0.1:80"} 1`,
+		`connprobe_probe_results_total{job="web",kind="connect",reason="ok",target="10.0.0.1:80"} 1`,
+		`connprobe_probe_results_total{job="web",kind="connect",reason="refused",target="10.0.0.2:80"} 1`,
+		`connprobe_probe_results_total{job="web",kind="connect",reason="refused",target="10.0.0.1:80"} 0`,
+		`connprobe_probe_tcp_rtt_seconds{job="web",target="10.0.0.1:80"} 0.0001`,
+	} {
+		if !strings.Contains(text.String(), line+"\n") {
+			t.Errorf("streamed text lacks %s", line)
+		}
+	}
+	if problems, err := testutil.GatherAndLint(e.Gatherer()); err != nil || len(problems) > 0 {
 		t.Errorf("lint: %v %v", problems, err)
 	}
 
@@ -102,7 +163,7 @@ connprobe_scheduler_overruns_total{job="web"} 1
 	e.Forget(policy, a)
 	e.Targets(policy, -1)
 	e.Targets(web, 1)
-	mfs, err := e.Registry().Gather()
+	mfs, err := e.Gatherer().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,11 +190,11 @@ connprobe_config_last_reload_success_timestamp_seconds 1.7e+09
 # TYPE connprobe_config_last_reload_successful gauge
 connprobe_config_last_reload_successful 0
 `
-	if err := testutil.GatherAndCompare(e.Registry(), strings.NewReader(want),
+	if err := testutil.GatherAndCompare(e.Gatherer(), strings.NewReader(want),
 		"connprobe_config_last_reload_successful", "connprobe_config_last_reload_success_timestamp_seconds"); err != nil {
 		t.Error(err)
 	}
-	mfs, _ := e.Registry().Gather()
+	mfs, _ := e.Gatherer().Gather()
 	found := false
 	for _, mf := range mfs {
 		if mf.GetName() == "connprobe_build_info" {
@@ -170,4 +231,92 @@ func BenchmarkRecord(b *testing.B) {
 		r.Scheduled(time.Millisecond)
 		r.Result(res)
 	}
+}
+
+// checkStreamMatchesGather compares /metrics (text, streamed) with the
+// text encoding of Gather, as sorted sets of sample lines.
+func checkStreamMatchesGather(t *testing.T, e *Exporter) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	e.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	streamed := sampleLines(t, rec.Body)
+	mfs, err := e.Gatherer().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gathered := sampleLines(t, &buf)
+	if !slices.Equal(streamed, gathered) {
+		for _, l := range streamed {
+			if !slices.Contains(gathered, l) {
+				t.Errorf("only streamed: %s", l)
+			}
+		}
+		for _, l := range gathered {
+			if !slices.Contains(streamed, l) {
+				t.Errorf("only gathered: %s", l)
+			}
+		}
+	}
+	// And the text parser accepts the stream.
+	var p expfmt.TextParser
+	if _, err := p.TextToMetricFamilies(bytes.NewReader(rec.Body.Bytes())); err != nil {
+		t.Errorf("streamed text does not parse: %v", err)
+	}
+}
+
+func sampleLines(t *testing.T, r io.Reader) []string {
+	t.Helper()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l != "" && !strings.HasPrefix(l, "#") {
+			out = append(out, l)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestStreamEscapesLabels(t *testing.T) {
+	e := New(Options{NoRuntimeMetrics: true})
+	r := e.Target(&scheduler.Job{Name: "we\"ird\\job", Kind: "connect"}, probe.Target{Name: "line\nbreak:80"})
+	r.Result(okResult())
+	checkStreamMatchesGather(t, e)
+}
+
+// TestMemoryPerTarget bounds what one target's series cost, so 10k targets
+// stay far inside the 64 MiB budget.
+func TestMemoryPerTarget(t *testing.T) {
+	e := New(Options{NoRuntimeMetrics: true})
+	j := &scheduler.Job{Name: "bench", Kind: "connect"}
+	names := make([]string, 1000)
+	for i := range names {
+		names[i] = fmt.Sprintf("127.0.0.1:%d", 40000+i)
+	}
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	rs := make([]scheduler.TargetSink, len(names))
+	for i, n := range names {
+		rs[i] = e.Target(j, probe.Target{Name: n})
+		rs[i].Result(okResult())
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&m1)
+	per := (int64(m1.HeapAlloc) - int64(m0.HeapAlloc)) / int64(len(names))
+	t.Logf("%d bytes per target", per)
+	if per > 1024 {
+		t.Errorf("%d bytes of heap per target, want <= 1 KiB", per)
+	}
+	runtime.KeepAlive(rs)
 }
