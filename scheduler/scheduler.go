@@ -66,7 +66,7 @@ type TargetSink interface {
 	// whole intervals were skipped because the process fell behind.
 	Overrun(n int)
 	// Result is called with the outcome of every attempt that was not cut
-	// short by the scheduler itself.
+	// short by the scheduler itself. r is only valid during the call.
 	Result(r *probe.Result)
 }
 
@@ -261,9 +261,16 @@ type loop struct {
 	timer   *time.Timer
 	next    time.Time // when the current firing is due
 	stopped bool
-	free    []probe.Prober // probers not in an attempt
-	all     []probe.Prober
+	free    []*slot // slots not in an attempt
+	all     []*slot
 	wg      sync.WaitGroup // attempts in flight
+}
+
+// slot is one prober of a loop with the result of its last attempt: the
+// Result lives here rather than escaping to the heap on every attempt.
+type slot struct {
+	p probe.Prober
+	r probe.Result
 }
 
 func newLoop(ctx context.Context, job *Job, t probe.Target) (*loop, error) {
@@ -272,14 +279,14 @@ func newLoop(ctx context.Context, job *Job, t probe.Target) (*loop, error) {
 	for range n {
 		p, err := job.New(t)
 		if err != nil {
-			for _, p := range l.all {
-				p.Close()
+			for _, sl := range l.all {
+				sl.p.Close()
 			}
 			return nil, fmt.Errorf("scheduler: %w", err)
 		}
-		l.all = append(l.all, p)
+		l.all = append(l.all, &slot{p: p})
 	}
-	l.free = append(make([]probe.Prober, 0, n), l.all...)
+	l.free = append(make([]*slot, 0, n), l.all...)
 	l.ctx, l.cancel = context.WithCancel(ctx)
 	return l, nil
 }
@@ -312,35 +319,35 @@ func (l *loop) fire() {
 		skipped = int(k)
 	}
 	l.timer.Reset(l.next.Sub(now))
-	var p probe.Prober
+	var sl *slot
 	if n := len(l.free); n > 0 {
-		p = l.free[n-1]
+		sl = l.free[n-1]
 		l.free = l.free[:n-1]
 		l.wg.Add(1)
 	}
 	l.mu.Unlock()
 
 	l.sink.Scheduled(late)
-	if p == nil {
+	if sl == nil {
 		skipped++
 	}
 	if skipped > 0 {
 		l.sink.Overrun(skipped)
 	}
-	if p == nil {
+	if sl == nil {
 		return
 	}
 	defer l.wg.Done()
 	ctx, cancel := context.WithTimeout(l.ctx, l.job.Timeout)
-	r := p.Probe(ctx)
+	sl.r = sl.p.Probe(ctx)
 	cancel()
-	l.mu.Lock()
-	l.free = append(l.free, p)
-	l.mu.Unlock()
-	if l.ctx.Err() != nil || r.Reason == probe.ReasonCanceled {
-		return // cut short by the scheduler: not a network failure
+	if l.ctx.Err() == nil && sl.r.Reason != probe.ReasonCanceled {
+		// Not cut short by the scheduler (that is not a network failure).
+		l.sink.Result(&sl.r)
 	}
-	l.sink.Result(&r)
+	l.mu.Lock()
+	l.free = append(l.free, sl)
+	l.mu.Unlock()
 }
 
 // halt stops future firings and cancels the attempts in flight.
@@ -358,8 +365,8 @@ func (l *loop) halt() {
 func (l *loop) wait() {
 	l.wg.Wait()
 	var errs []error
-	for _, p := range l.all {
-		errs = append(errs, p.Close())
+	for _, sl := range l.all {
+		errs = append(errs, sl.p.Close())
 	}
 	_ = errors.Join(errs...)
 }
