@@ -47,7 +47,9 @@ type result struct {
 	completed int64
 	expected  int64
 	succeeded int64
-	rssKiB    int64
+	rssKiB    int64 // peak (VmHWM)
+	anonKiB   int64 // anonymous resident at the end (heap, stacks): RSS less the binary's mapped pages
+	window    time.Duration
 	p99       time.Duration
 	p99Note   string
 }
@@ -63,6 +65,7 @@ func main() {
 	out := flag.String("out", "", "markdown file to write the results section into (replaces the section)")
 	flag.Parse()
 
+	load0 := loadavg()
 	var results []result
 	for _, s := range strings.Split(*ns, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -89,7 +92,7 @@ func main() {
 			ln.Close()
 		}
 	}
-	md := render(results, *warmup, *window, *scrape)
+	md := render(results, load0, *warmup, *window, *scrape)
 	fmt.Print(md)
 	if *out != "" {
 		if err := writeSection(*out, md); err != nil {
@@ -177,6 +180,7 @@ func benchServe(bin string, base, n int, warmup, window, scrapeEvery time.Durati
 	if err != nil {
 		return r, err
 	}
+	t0 := time.Now()
 	cpu0, err := cpuSeconds(cmd.Process.Pid)
 	if err != nil {
 		return r, err
@@ -193,16 +197,21 @@ func benchServe(bin string, base, n int, warmup, window, scrapeEvery time.Durati
 	if err != nil {
 		return r, err
 	}
+	t1 := time.Now()
 	m1, err := metrics()
 	if err != nil {
 		return r, err
 	}
+	// The counters were read while each scrape streamed: the probes counted
+	// fall between the two scrapes, so expected uses that time.
+	r.window = t1.Sub(t0)
 	r.cpu = cpu1 - cpu0
 	r.completed = int64(sumPrefix(m1, "connprobe_probe_results_total{") - sumPrefix(m0, "connprobe_probe_results_total{"))
 	r.succeeded = int64(sumPrefix(m1, `connprobe_probe_results_total{job="bench",kind="connect",reason="ok"`) -
 		sumPrefix(m0, `connprobe_probe_results_total{job="bench",kind="connect",reason="ok"`))
-	r.expected = int64(float64(n) * window.Seconds())
-	r.rssKiB, _ = peakRSS(cmd.Process.Pid)
+	r.expected = int64(float64(n) * r.window.Seconds())
+	r.rssKiB, _ = procStatus(cmd.Process.Pid, "VmHWM:")
+	r.anonKiB, _ = procStatus(cmd.Process.Pid, "RssAnon:")
 	r.p99 = histQuantile(m0, m1, "connprobe_scheduler_lateness_seconds", 0.99)
 	r.p99Note = "own histogram"
 	return r, nil
@@ -302,9 +311,11 @@ func benchBlackbox(bin string, base, n int, warmup, window time.Duration) (resul
 		return r, err
 	}
 	measuring.Store(true)
+	t0 := time.Now()
 	time.Sleep(window)
 	measuring.Store(false)
 	cpu1, err := cpuSeconds(cmd.Process.Pid)
+	r.window = time.Since(t0)
 	cancel()
 	wg.Wait()
 	if err != nil {
@@ -313,8 +324,9 @@ func benchBlackbox(bin string, base, n int, warmup, window time.Duration) (resul
 	r.cpu = cpu1 - cpu0
 	r.completed = completed.Load()
 	r.succeeded = succeeded.Load()
-	r.expected = int64(float64(n) * window.Seconds())
-	r.rssKiB, _ = peakRSS(cmd.Process.Pid)
+	r.expected = int64(float64(n) * r.window.Seconds())
+	r.rssKiB, _ = procStatus(cmd.Process.Pid, "VmHWM:")
+	r.anonKiB, _ = procStatus(cmd.Process.Pid, "RssAnon:")
 	slices.Sort(late)
 	if len(late) > 0 {
 		r.p99 = late[len(late)*99/100]
@@ -339,7 +351,7 @@ func cpuSeconds(pid int) (float64, error) {
 	return (ut + st) / clkTck, nil
 }
 
-func peakRSS(pid int) (int64, error) {
+func procStatus(pid int, key string) (int64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
@@ -347,11 +359,11 @@ func peakRSS(pid int) (int64, error) {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), key); ok {
 			return strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 		}
 	}
-	return 0, errors.New("no VmHWM")
+	return 0, errors.New("no " + key)
 }
 
 func parseMetrics(r io.Reader) (map[string]float64, error) {
@@ -437,7 +449,7 @@ func histQuantile(m0, m1 map[string]float64, name string, q float64) time.Durati
 
 const sectionTitle = "## probe serve vs blackbox_exporter"
 
-func render(rs []result, warmup, window, scrape time.Duration) string {
+func render(rs []result, load0 string, warmup, window, scrape time.Duration) string {
 	var b strings.Builder
 	host, _ := os.Hostname()
 	_ = host
@@ -449,19 +461,29 @@ func render(rs []result, warmup, window, scrape time.Duration) string {
 	b.WriteString("blackbox_exporter (Debian): driven by a per-target loop like a Prometheus scrape loop: `GET /probe?module=tcp_connect&target=...`\n")
 	b.WriteString("once per second per target, 1s timeout, at most one in flight per target. Its lateness column is the driver's dispatch\n")
 	b.WriteString("lateness (blackbox has no scheduler); its CPU is the blackbox process only (not the driver's HTTP client).\n\n")
-	b.WriteString("| tool | N | CPU s / 1000 probes | CPU cores used | peak RSS | p99 lateness | completed / expected | succeeded |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(&b, "Load average before the run: %s, after: %s (other work shares the machine).\n\n", load0, loadavg())
+	b.WriteString("| tool | N | CPU s / 1000 probes | CPU cores used | peak RSS | anon RSS at end | p99 lateness | completed / expected | ok |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rs {
 		per := math.NaN()
 		if r.completed > 0 {
 			per = r.cpu / float64(r.completed) * 1000
 		}
-		fmt.Fprintf(&b, "| %s | %d | %.3f | %.2f | %.1f MiB | %s (%s) | %d / %d (%.1f%%) | %d |\n",
-			r.tool, r.n, per, r.cpu/window.Seconds(), float64(r.rssKiB)/1024, r.p99.Round(10*time.Microsecond), r.p99Note,
+		fmt.Fprintf(&b, "| %s | %d | %.3f | %.2f | %.1f MiB | %.1f MiB | %s (%s) | %d / %d (%.1f%%) | %d |\n",
+			r.tool, r.n, per, r.cpu/r.window.Seconds(), float64(r.rssKiB)/1024, float64(r.anonKiB)/1024, r.p99.Round(10*time.Microsecond), r.p99Note,
 			r.completed, r.expected, 100*float64(r.completed)/float64(r.expected), r.succeeded)
 	}
 	b.WriteString("\n")
 	return b.String()
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:3], " ")
 }
 
 func kernel() string {
