@@ -27,6 +27,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/connprobe/connprobe/probe"
+	"github.com/connprobe/connprobe/probe/app"
 	"github.com/connprobe/connprobe/probe/connect"
 	"github.com/connprobe/connprobe/probe/idle"
 	"github.com/connprobe/connprobe/probe/syn"
@@ -86,8 +87,10 @@ func (g Global) SynBudget() int {
 type Job struct {
 	// Name is the job label; unique in the file.
 	Name string `yaml:"name"`
-	// Kind is the probe kind: connect (default), and the kinds other probe
-	// packages add.
+	// Kind is the probe kind: connect, syn, app, idle, keepalive. Unset:
+	// app when the job has an app block or every static target is a URL
+	// with an application scheme (mysql://, http://, …, as probe run
+	// infers it), else connect.
 	Kind string `yaml:"kind"`
 	// Interval is the time between two attempts on one target.
 	Interval Duration `yaml:"interval"`
@@ -115,6 +118,8 @@ type Job struct {
 	Syn *SynOptions `yaml:"syn"`
 	// Idle holds the options of kind idle.
 	Idle *IdleOptions `yaml:"idle"`
+	// App holds the options of kind app.
+	App *AppOptions `yaml:"app"`
 }
 
 // optionBlocks names the per-kind option blocks and whether each is set.
@@ -123,7 +128,27 @@ func (j *Job) optionBlocks() map[string]bool {
 		connect.Kind: j.Connect != nil,
 		syn.Kind:     j.Syn != nil,
 		idle.Kind:    j.Idle != nil,
+		app.Kind:     j.App != nil,
 	}
+}
+
+// defaultKind is the kind of a job that names none: app when it has an app
+// block or every static target is a URL with an application scheme (as
+// probe run infers it), else connect.
+func (j *Job) defaultKind() string {
+	if j.App != nil {
+		return app.Kind
+	}
+	if len(j.Targets.Static) == 0 {
+		return DefaultKind
+	}
+	for _, s := range j.Targets.Static {
+		t, err := probe.ParseTarget(s)
+		if err != nil || !app.Supports(t.Scheme) {
+			return DefaultKind
+		}
+	}
+	return app.Kind
 }
 
 // Targets lists the target sources of a job; they are merged.
@@ -255,6 +280,44 @@ func (o *IdleOptions) Config(timeout time.Duration) (idle.Config, error) {
 		if need := cfg.AttemptDuration(d); timeout > 0 && timeout < need {
 			errs = append(errs, fmt.Errorf("timeout %s is shorter than an idle attempt can take (%s: handshakes, idle %s, reply, control connection)", timeout, need, d))
 		}
+	}
+	return cfg, errors.Join(errs...)
+}
+
+// AppOptions is the YAML option block of kind app (docs/app.md): after the
+// TCP phase, speak the protocol of the target's URL scheme (mysql://,
+// postgres://, redis://, kafka://, http://, https://).
+type AppOptions struct {
+	// Source is the local address to bind to.
+	Source string `yaml:"source"`
+	// UserTimeout sets TCP_USER_TIMEOUT.
+	UserTimeout Duration `yaml:"user_timeout"`
+	// InsecureSkipVerify turns off certificate verification for https://
+	// (and TLS-enabled mysql/postgres targets).
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+}
+
+// Config converts the block (nil: no options) into app.Config for a job
+// whose attempts last at most timeout.
+func (o *AppOptions) Config(timeout time.Duration) (app.Config, error) {
+	cfg := app.Config{Timeout: timeout}
+	var errs []error
+	if o != nil {
+		if o.Source != "" {
+			a, err := netip.ParseAddr(o.Source)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("app.source %q: not an IP address", o.Source))
+			}
+			cfg.Source = a
+		}
+		if o.UserTimeout.Err != nil {
+			errs = append(errs, fmt.Errorf("app.user_timeout: %w", o.UserTimeout.Err))
+		}
+		cfg.UserTimeout = o.UserTimeout.D
+		cfg.InsecureSkipVerify = o.InsecureSkipVerify
+	}
+	if err := cfg.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("app: %w", err))
 	}
 	return cfg, errors.Join(errs...)
 }
@@ -405,7 +468,7 @@ func (c *Config) ApplyDefaults() {
 	for i := range c.Probes {
 		j := &c.Probes[i]
 		if j.Kind == "" {
-			j.Kind = DefaultKind
+			j.Kind = j.defaultKind()
 		}
 		if !j.Interval.set() {
 			j.Interval = c.Global.Interval
@@ -518,6 +581,13 @@ func (c *Config) Validate() error {
 		}
 		if j.Kind == syn.Kind {
 			if _, err := j.Syn.Config(j.Timeout.D); err != nil {
+				for _, e := range splitJoined(err) {
+					add(path, "%v", e)
+				}
+			}
+		}
+		if j.Kind == app.Kind {
+			if _, err := j.App.Config(j.Timeout.D); err != nil {
 				for _, e := range splitJoined(err) {
 					add(path, "%v", e)
 				}

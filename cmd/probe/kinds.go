@@ -5,6 +5,7 @@ import (
 
 	"github.com/connprobe/connprobe/configs"
 	"github.com/connprobe/connprobe/probe"
+	"github.com/connprobe/connprobe/probe/app"
 	"github.com/connprobe/connprobe/probe/connect"
 	"github.com/connprobe/connprobe/probe/idle"
 	"github.com/connprobe/connprobe/probe/syn"
@@ -26,7 +27,7 @@ func proberFactory(j *configs.Job) (func(probe.Target) (probe.Prober, error), er
 		}
 		return func(t probe.Target) (probe.Prober, error) {
 			if t.Scheme != "tcp" {
-				return nil, fmt.Errorf("target %q: scheme %q is not supported by kind connect (want host:port or tcp://)", t.Name, t.Scheme)
+				return nil, fmt.Errorf("target %q: scheme %q is not supported by kind connect (want host:port or tcp://)%s", t.Name, t.Scheme, appHint(t))
 			}
 			return connect.New(t, cfg)
 		}, nil
@@ -41,6 +42,12 @@ func proberFactory(j *configs.Job) (func(probe.Target) (probe.Prober, error), er
 			}
 			return syn.New(t, cfg)
 		}, nil
+	case app.Kind:
+		cfg, err := j.App.Config(j.Timeout.D)
+		if err != nil {
+			return nil, err
+		}
+		return func(t probe.Target) (probe.Prober, error) { return app.New(t, cfg) }, nil
 	case idle.Kind:
 		cfg, err := j.Idle.Config(j.Timeout.D)
 		if err != nil {
@@ -51,4 +58,12 @@ func proberFactory(j *configs.Job) (func(probe.Target) (probe.Prober, error), er
 		return func(t probe.Target) (probe.Prober, error) { return idle.New(t, cfg) }, nil
 	}
 	return nil, fmt.Errorf("kind %q: no prober for it in this build", j.Kind)
+}
+
+// appHint points a URL target under a TCP-only kind to kind app.
+func appHint(t probe.Target) string {
+	if !app.Supports(t.Scheme) {
+		return ""
+	}
+	return fmt.Sprintf("; a %s:// target speaks its protocol under kind app (set kind: app, or leave kind unset in a job whose static targets are all such URLs)", t.Scheme)
 }

@@ -302,13 +302,14 @@ func TestBuildJobsReportsKindProblems(t *testing.T) {
 	os.WriteFile(path, []byte(`
 probes:
   - name: app
+    kind: connect
     targets: {static: ["redis://127.0.0.1:6379"]}
   - name: ns
     netns: connprobe-no-such-ns
     targets: {static: ["127.0.0.1:1"]}
 `), 0o644)
 	_, _, err := loadJobs(path, slog.New(slog.DiscardHandler))
-	want := "config " + path + `: probes[0] "app": targets.static[0]: target "redis://127.0.0.1:6379": scheme "redis" is not supported by kind connect (want host:port or tcp://)` + "\n" +
+	want := "config " + path + `: probes[0] "app": targets.static[0]: target "redis://127.0.0.1:6379": scheme "redis" is not supported by kind connect (want host:port or tcp://); a redis:// target speaks its protocol under kind app (set kind: app, or leave kind unset in a job whose static targets are all such URLs)` + "\n" +
 		`probes[1] "ns": netns "connprobe-no-such-ns": /run/netns/connprobe-no-such-ns: network namespace gone`
 	if err == nil || err.Error() != want {
 		t.Errorf("got  %v\nwant %s", err, want)

@@ -1,0 +1,57 @@
+package configs
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestAppKind(t *testing.T) {
+	c, err := Parse([]byte(`
+probes:
+  - name: inferred
+    targets: {static: ["mysql://probe:secret@10.0.0.5:3306", "https://10.0.0.6:8443/healthz"]}
+  - name: block
+    app: {source: 10.0.0.1, user_timeout: 2s, insecure_skip_verify: true}
+    targets: {file_sd: {files: [apps.json]}}
+  - name: mixed
+    targets: {static: ["10.0.0.5:3306", "redis://10.0.0.7:6379"]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"app", "app", "connect"} {
+		if got := c.Probes[i].Kind; got != want {
+			t.Errorf("probes[%d] %q: kind %q, want %q", i, c.Probes[i].Name, got, want)
+		}
+	}
+	cfg, err := c.Probes[1].App.Config(c.Probes[1].Timeout.D)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Source.String() != "10.0.0.1" || cfg.UserTimeout != 2*time.Second || !cfg.InsecureSkipVerify || cfg.Timeout != DefaultTimeout {
+		t.Errorf("app.Config = %+v", cfg)
+	}
+}
+
+func TestAppKindProblems(t *testing.T) {
+	_, err := Parse([]byte(`
+probes:
+  - name: bad
+    kind: app
+    app: {source: nope, user_timeout: soon}
+    targets: {static: ["http://127.0.0.1:80/"]}
+  - name: wrong-block
+    kind: connect
+    app: {}
+    targets: {static: ["127.0.0.1:80"]}
+`))
+	want := strings.Join([]string{
+		`probes[0] "bad": app.source "nope": not an IP address`,
+		`probes[0] "bad": app.user_timeout: "soon" is not a duration (want e.g. 500ms, 10s, 2m)`,
+		`probes[1] "wrong-block": option block "app" does not apply to kind "connect"`,
+	}, "\n")
+	if err == nil || err.Error() != want {
+		t.Errorf("got:\n%v\nwant:\n%s", err, want)
+	}
+}
