@@ -55,3 +55,55 @@ probes:
 		t.Errorf("got:\n%v\nwant:\n%s", err, want)
 	}
 }
+
+func TestKeepaliveKind(t *testing.T) {
+	c, err := Parse([]byte(`
+probes:
+  - name: ka
+    kind: keepalive
+    interval: 10s
+    timeout: 5s
+    keepalive: {idle: 2s, interval: 1s, count: 3, user_timeout: 4s, watch: 2s, source: 10.0.0.1}
+    targets: {static: ["10.96.0.10:9092"]}
+  - name: ka-defaults
+    kind: keepalive
+    targets: {static: ["10.96.0.10:9092"]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := c.Probes[0].Keepalive.Config(c.Probes[0].Timeout.D)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Idle != 2*time.Second || cfg.Interval != time.Second || cfg.Count != 3 || cfg.UserTimeout != 4*time.Second ||
+		cfg.Watch != 2*time.Second || cfg.ConnectTimeout != 5*time.Second || cfg.Source.String() != "10.0.0.1" {
+		t.Errorf("keepalive.Config = %+v", cfg)
+	}
+	d, err := c.Probes[1].Keepalive.Config(c.Probes[1].Timeout.D)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.ConnectTimeout != DefaultTimeout || d.WithDefaults().Watch != time.Second {
+		t.Errorf("defaults: %+v", d)
+	}
+
+	_, err = Parse([]byte(`
+probes:
+  - name: ka
+    kind: keepalive
+    interval: 10s
+    timeout: 2s
+    keepalive: {idle: 1500ms, count: 200, watch: 2s, interval: often}
+    targets: {static: ["10.96.0.10:9092"]}
+`))
+	want := strings.Join([]string{
+		`probes[0] "ka": keepalive.interval: "often" is not a duration (want e.g. 500ms, 10s, 2m)`,
+		`probes[0] "ka": keepalive: idle 1.5s must be whole seconds (the kernel's resolution)`,
+		`probes[0] "ka": keepalive: count 200 must be between 1 and 127`,
+		`probes[0] "ka": keepalive.watch 2s must be shorter than timeout 2s`,
+	}, "\n")
+	if err == nil || err.Error() != want {
+		t.Errorf("got:\n%v\nwant:\n%s", err, want)
+	}
+}

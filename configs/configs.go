@@ -30,6 +30,7 @@ import (
 	"github.com/connprobe/connprobe/probe/app"
 	"github.com/connprobe/connprobe/probe/connect"
 	"github.com/connprobe/connprobe/probe/idle"
+	"github.com/connprobe/connprobe/probe/keepalive"
 	"github.com/connprobe/connprobe/probe/syn"
 	"github.com/connprobe/connprobe/scheduler/targets/kubernetes/spec"
 )
@@ -120,15 +121,18 @@ type Job struct {
 	Idle *IdleOptions `yaml:"idle"`
 	// App holds the options of kind app.
 	App *AppOptions `yaml:"app"`
+	// Keepalive holds the options of kind keepalive.
+	Keepalive *KeepaliveOptions `yaml:"keepalive"`
 }
 
 // optionBlocks names the per-kind option blocks and whether each is set.
 func (j *Job) optionBlocks() map[string]bool {
 	return map[string]bool{
-		connect.Kind: j.Connect != nil,
-		syn.Kind:     j.Syn != nil,
-		idle.Kind:    j.Idle != nil,
-		app.Kind:     j.App != nil,
+		connect.Kind:   j.Connect != nil,
+		syn.Kind:       j.Syn != nil,
+		idle.Kind:      j.Idle != nil,
+		app.Kind:       j.App != nil,
+		keepalive.Kind: j.Keepalive != nil,
 	}
 }
 
@@ -317,7 +321,73 @@ func (o *AppOptions) Config(timeout time.Duration) (app.Config, error) {
 		cfg.InsecureSkipVerify = o.InsecureSkipVerify
 	}
 	if err := cfg.Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("app: %w", err))
+		for _, e := range splitJoined(err) {
+			errs = append(errs, fmt.Errorf("app: %w", e))
+		}
+	}
+	return cfg, errors.Join(errs...)
+}
+
+// KeepaliveOptions is the YAML option block of kind keepalive
+// (docs/podnetns.md): each target's prober holds one connection with the
+// kernel's keep-alive and, at every attempt, watches it for Watch; a
+// connection that ended is reported once (keepalive_timeout, peer_closed,
+// reset) and reopened at the next attempt.
+type KeepaliveOptions struct {
+	// Idle is TCP_KEEPIDLE (default 30s), whole seconds.
+	Idle Duration `yaml:"idle"`
+	// Interval is TCP_KEEPINTVL (default 5s), whole seconds.
+	Interval Duration `yaml:"interval"`
+	// Count is TCP_KEEPCNT (default 3).
+	Count int `yaml:"count"`
+	// UserTimeout sets TCP_USER_TIMEOUT.
+	UserTimeout Duration `yaml:"user_timeout"`
+	// ConnectTimeout bounds the handshake of a new connection (default:
+	// the job's timeout).
+	ConnectTimeout Duration `yaml:"connect_timeout"`
+	// Watch is how long each attempt watches the held connection (default
+	// 1s); it must be shorter than the job's timeout.
+	Watch Duration `yaml:"watch"`
+	// Source is the local address to bind to.
+	Source string `yaml:"source"`
+}
+
+// Config converts the block (nil: defaults) into keepalive.Config for a job
+// whose attempts last at most timeout.
+func (o *KeepaliveOptions) Config(timeout time.Duration) (keepalive.Config, error) {
+	cfg := keepalive.Config{ConnectTimeout: timeout}
+	var errs []error
+	if o != nil {
+		for _, d := range []struct {
+			name string
+			v    Duration
+			dst  *time.Duration
+		}{{"idle", o.Idle, &cfg.Idle}, {"interval", o.Interval, &cfg.Interval}, {"user_timeout", o.UserTimeout, &cfg.UserTimeout},
+			{"connect_timeout", o.ConnectTimeout, &cfg.ConnectTimeout}, {"watch", o.Watch, &cfg.Watch}} {
+			if d.v.Err != nil {
+				errs = append(errs, fmt.Errorf("keepalive.%s: %w", d.name, d.v.Err))
+				continue
+			}
+			if d.v.set() {
+				*d.dst = d.v.D
+			}
+		}
+		cfg.Count = o.Count
+		if o.Source != "" {
+			a, err := netip.ParseAddr(o.Source)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("keepalive.source %q: not an IP address", o.Source))
+			}
+			cfg.Source = a
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		for _, e := range splitJoined(err) {
+			errs = append(errs, fmt.Errorf("keepalive: %w", e))
+		}
+	}
+	if w := cfg.WithDefaults().Watch; timeout > 0 && w >= timeout {
+		errs = append(errs, fmt.Errorf("keepalive.watch %s must be shorter than timeout %s", w, timeout))
 	}
 	return cfg, errors.Join(errs...)
 }
@@ -581,6 +651,13 @@ func (c *Config) Validate() error {
 		}
 		if j.Kind == syn.Kind {
 			if _, err := j.Syn.Config(j.Timeout.D); err != nil {
+				for _, e := range splitJoined(err) {
+					add(path, "%v", e)
+				}
+			}
+		}
+		if j.Kind == keepalive.Kind {
+			if _, err := j.Keepalive.Config(j.Timeout.D); err != nil {
 				for _, e := range splitJoined(err) {
 					add(path, "%v", e)
 				}

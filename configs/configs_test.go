@@ -49,7 +49,7 @@ func TestBadConfigs(t *testing.T) {
 			`probes[0]: name is required`,
 			`probes[0]: concurrency -1 must be in 1-1000`,
 			`probes[0]: expect "maybe": want "success" or "fail"`,
-			`probes[0]: kind "smoke": want one of app, connect, idle, syn`,
+			`probes[0]: kind "smoke": want one of app, connect, idle, keepalive, syn`,
 			`probes[0]: targets: none (want static, file_sd, dns or kubernetes)`,
 			`probes[1] "dns": connect.source "nope": not an IP address`,
 			`probes[1] "dns": targets.dns[0]: type "MX": want A, AAAA or SRV`,

@@ -8,6 +8,7 @@ import (
 	"github.com/connprobe/connprobe/probe/app"
 	"github.com/connprobe/connprobe/probe/connect"
 	"github.com/connprobe/connprobe/probe/idle"
+	"github.com/connprobe/connprobe/probe/keepalive"
 	"github.com/connprobe/connprobe/probe/syn"
 )
 
@@ -48,6 +49,19 @@ func proberFactory(j *configs.Job) (func(probe.Target) (probe.Prober, error), er
 			return nil, err
 		}
 		return func(t probe.Target) (probe.Prober, error) { return app.New(t, cfg) }, nil
+	case keepalive.Kind:
+		cfg, err := j.Keepalive.Config(j.Timeout.D)
+		if err != nil {
+			return nil, err
+		}
+		// Each prober holds one connection across attempts; the scheduler
+		// keeps it per (job, target) and closes it when the target goes.
+		return func(t probe.Target) (probe.Prober, error) {
+			if t.Scheme != "tcp" {
+				return nil, fmt.Errorf("target %q: scheme %q is not supported by kind keepalive (want host:port or tcp://)", t.Name, t.Scheme)
+			}
+			return keepalive.New(t, cfg)
+		}, nil
 	case idle.Kind:
 		cfg, err := j.Idle.Config(j.Timeout.D)
 		if err != nil {

@@ -1,10 +1,15 @@
 package main
 
 import (
+	"errors"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestServeAppKind: a job whose static targets are http:// URLs is kind app
@@ -46,5 +51,107 @@ probes:
 	}
 	if !strings.Contains(body, `connprobe_probe_handshake_seconds{job="web",target="`+ok+`"}`) {
 		t.Error("no handshake time for the app target")
+	}
+}
+
+// holdServer accepts connections and keeps them open; conns delivers each.
+func holdServer(t *testing.T) (string, <-chan net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := make(chan net.Conn, 16)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns <- c
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		close(conns)
+		for c := range conns {
+			c.Close()
+		}
+	})
+	return ln.Addr().String(), conns
+}
+
+// TestServeKeepaliveKind: one prober per (job, target) holds one connection
+// across attempts (ok every interval on the same connection); the server's
+// close is peer_closed once, then a new connection; a reload that drops the
+// target closes the held connection and its series.
+func TestServeKeepaliveKind(t *testing.T) {
+	addr, conns := holdServer(t)
+	other := listen(t).Addr().String()
+	rs := startServe(t, `
+probes:
+  - name: ka
+    kind: keepalive
+    interval: 100ms
+    timeout: 80ms
+    keepalive: {idle: 1s, interval: 1s, count: 2, watch: 50ms}
+    targets: {static: ["`+addr+`", "`+other+`"]}
+`, "")
+	var first net.Conn
+	select {
+	case first = <-conns:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no connection")
+	}
+	rs.waitMetric(t, `connprobe_probe_success{job="ka",target="`+addr+`"} 1`)
+	okSeries := `connprobe_probe_results_total{job="ka",kind="keepalive",reason="ok",target="` + addr + `"}`
+	for {
+		_, body := rs.get(t, "/metrics")
+		if metricValue(t, body, okSeries) >= 5 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	select {
+	case c := <-conns:
+		t.Fatalf("5 attempts opened a second connection (from %s): the prober does not hold it", c.RemoteAddr())
+	default:
+	}
+
+	// The server closes: peer_closed, then the next attempt reconnects.
+	first.Close()
+	rs.waitMetric(t, `connprobe_probe_results_total{job="ka",kind="keepalive",reason="peer_closed",target="`+addr+`"} 1`)
+	var second net.Conn
+	select {
+	case second = <-conns:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no new connection after peer_closed")
+	}
+
+	// Reload without the target: its connection is closed, its series go.
+	if err := os.WriteFile(rs.config, []byte(`
+probes:
+  - name: ka
+    kind: keepalive
+    interval: 100ms
+    timeout: 80ms
+    keepalive: {idle: 1s, interval: 1s, count: 2, watch: 50ms}
+    targets: {static: ["`+other+`"]}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, msg := rs.reload(t); code != http.StatusOK {
+		t.Fatalf("reload: %d %s", code, msg)
+	}
+	second.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := second.Read(make([]byte, 1)); n != 0 || !errors.Is(err, io.EOF) {
+		t.Errorf("held connection after the target went: read %d, %v; want EOF (closed by the prober)", n, err)
+	}
+	_, body := rs.get(t, "/metrics")
+	if strings.Contains(body, `target="`+addr+`"`) {
+		t.Errorf("series of the removed target remain:\n%s", grepAll(body, addr))
 	}
 }
