@@ -107,3 +107,21 @@ probes:
 		t.Errorf("got:\n%v\nwant:\n%s", err, want)
 	}
 }
+
+func TestKernelOptions(t *testing.T) {
+	c, err := Parse([]byte("global: {kernel: {netns: [host, blue], stuck_after: 2m}}\nprobes: [{name: a, targets: {static: ['127.0.0.1:1']}}]"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k := c.Global.Kernel; !k.FromJobs() || k.StuckAfter.D != 2*time.Minute || len(k.NetNS) != 2 {
+		t.Errorf("kernel = %+v", k)
+	}
+	if (&Config{}).Global.Kernel.FromJobs() {
+		t.Error("no kernel block exports the jobs' namespaces")
+	}
+	_, err = Parse([]byte("global: {kernel: {jobs: false, netns: [''], stuck_after: -1s}}\nprobes: [{name: a, targets: {static: ['127.0.0.1:1']}}]"))
+	want := "global: kernel.netns[0]: empty (want a name under /run/netns, a path, pid:N or host)\nglobal: kernel.stuck_after -1s must not be negative"
+	if err == nil || err.Error() != want {
+		t.Errorf("got:\n%v\nwant:\n%s", err, want)
+	}
+}

@@ -73,7 +73,30 @@ type Global struct {
 	// that finds no room before its timeout ends with local_error). Unset:
 	// syn.DefaultRate.
 	SynRate *int `yaml:"syn_rate"`
+	// Kernel, when set, exports the kernel evidence (connprobe_netns_*
+	// metrics: TCP counters, socket states, stuck sockets, conntrack,
+	// sysctl findings; docs/podnetns.md) of the namespaces the jobs probe
+	// from, read on each scrape.
+	Kernel *KernelOptions `yaml:"kernel"`
 }
+
+// KernelOptions says whose kernel evidence `probe serve` exports. The netns
+// label is "host" for the prober's own namespace, else the namespace as the
+// config names it (a job's netns, an entry of NetNS): bounded by the file.
+type KernelOptions struct {
+	// Jobs exports the namespace of every job: its netns, or the prober's
+	// own ("host") for jobs without one. Default true.
+	Jobs *bool `yaml:"jobs"`
+	// NetNS lists more namespaces: names under /run/netns, paths, pid:N,
+	// or "host" (the prober's own).
+	NetNS []string `yaml:"netns"`
+	// StuckAfter is the age from which CLOSE-WAIT and SYN-RECV sockets
+	// count as stuck (default 1m).
+	StuckAfter Duration `yaml:"stuck_after"`
+}
+
+// FromJobs reports whether the jobs' namespaces are exported.
+func (k *KernelOptions) FromJobs() bool { return k != nil && (k.Jobs == nil || *k.Jobs) }
 
 // SynBudget returns the SYN packets-per-second budget, syn.DefaultRate when
 // unset.
@@ -594,6 +617,18 @@ func (c *Config) Validate() error {
 	checkDur("global", "timeout", c.Global.Timeout)
 	if r := c.Global.SynRate; r != nil && *r < 1 {
 		add("global", "syn_rate %d must be positive (packets/s for all raw SYNs of the prober; unset: %d)", *r, syn.DefaultRate)
+	}
+	if k := c.Global.Kernel; k != nil {
+		for i, n := range k.NetNS {
+			if n == "" {
+				add("global", "kernel.netns[%d]: empty (want a name under /run/netns, a path, pid:N or host)", i)
+			}
+		}
+		if k.StuckAfter.Err != nil {
+			add("global", "kernel.stuck_after %v", k.StuckAfter.Err)
+		} else if k.StuckAfter.D < 0 {
+			add("global", "kernel.stuck_after %s must not be negative", k.StuckAfter.D)
+		}
 	}
 	if len(c.Probes) == 0 {
 		add("probes", "no jobs: nothing to probe")

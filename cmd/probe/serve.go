@@ -108,6 +108,7 @@ type server struct {
 	sched   *scheduler.Scheduler
 	mu      sync.Mutex // serialises reloads
 	current *configs.Config
+	kernel  *kernelMetrics // global.kernel (serve_kernel.go)
 }
 
 // serve runs until ctx is done. ready, when set, is called with the
@@ -119,6 +120,10 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 		exp:   promexp.New(promexp.Options{Version: version}),
 	}
 	s.sched = scheduler.New(s.exp, log)
+	s.kernel = newKernelMetrics()
+	if err := s.exp.Register(s.kernel.c); err != nil {
+		return fmt.Errorf("serve: kernel metrics: %w", err)
+	}
 	cfg, jobs, err := loadJobs(f.config, log)
 	if err != nil {
 		s.exp.ConfigLoaded(false, time.Now())
@@ -152,6 +157,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.sched.Run(gctx) })
 	applySynRate(cfg, nil, log)
+	s.kernel.apply(cfg)
 	if err := s.sched.Update(gctx, jobs); err != nil {
 		ln.Close()
 		return g.Wait()
@@ -216,6 +222,7 @@ func (s *server) reload(ctx context.Context) error {
 		return fmt.Errorf("reload: %w", err)
 	}
 	applySynRate(cfg, s.current, s.log)
+	s.kernel.apply(cfg)
 	if err := s.sched.Update(ctx, jobs); err != nil {
 		return fmt.Errorf("reload: %w", err)
 	}
@@ -232,6 +239,9 @@ func loadJobs(path string, log *slog.Logger) (*configs.Config, []*scheduler.Job,
 		return nil, nil, err
 	}
 	jobs, err := buildJobs(cfg, log)
+	if _, kerr := kernelEnds(cfg); kerr != nil {
+		err = errors.Join(err, kerr)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("config %s: %w", path, err)
 	}

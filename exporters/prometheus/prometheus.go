@@ -171,6 +171,9 @@ func (e *Exporter) Handler() http.Handler {
 	})
 }
 
+// Register adds c (kernel evidence, …) to the metrics /metrics serves.
+func (e *Exporter) Register(c prometheus.Collector) error { return e.reg.Register(c) }
+
 // ConfigLoaded records the outcome of a configuration (re)load at t.
 func (e *Exporter) ConfigLoaded(ok bool, t time.Time) {
 	if ok {
