@@ -241,7 +241,7 @@ func benchBlackbox(bin string, base, n int, warmup, window time.Duration) (resul
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	client := &http.Client{
-		Timeout:   time.Second,
+		Timeout: time.Second,
 		// A bounded connection pool, as the fd limit is shared with the
 		// listeners; waiting for a connection counts against the 1s timeout.
 		Transport: &http.Transport{MaxConnsPerHost: 2048, MaxIdleConnsPerHost: 2048, MaxIdleConns: 2048, IdleConnTimeout: time.Minute},
