@@ -125,3 +125,74 @@ func TestKernelOptions(t *testing.T) {
 		t.Errorf("got:\n%v\nwant:\n%s", err, want)
 	}
 }
+
+func TestIdleFindTimeout(t *testing.T) {
+	c, err := Parse([]byte(`
+probes:
+  - name: vip
+    kind: idle
+    interval: 30s
+    timeout: 1m
+    concurrency: 3
+    idle: {idle: 20s, find_timeout: {max_idle: 10m}}
+    targets: {static: ["10.96.0.10:7700"]}
+  - name: no-search
+    kind: idle
+    interval: 30s
+    timeout: 1m
+    concurrency: 3
+    idle: {idle: 20s}
+    targets: {static: ["10.96.0.10:7700"]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := c.Probes[0].Idle.Config(c.Probes[0].Timeout.D)
+	fo, every, ok, err := c.Probes[0].Idle.Search(cfg)
+	if err != nil || !ok || every != DefaultFindEvery || fo.MaxIdle != 10*time.Minute || fo.MinIdle != time.Second {
+		t.Errorf("Search = %+v, %s, %v, %v", fo, every, ok, err)
+	}
+	if _, _, ok, err := c.Probes[1].Idle.Search(cfg); ok || err != nil {
+		t.Errorf("no find_timeout block: ok %v err %v", ok, err)
+	}
+
+	_, err = Parse([]byte(`
+probes:
+  - name: vip
+    kind: idle
+    interval: 30s
+    timeout: 1m
+    concurrency: 3
+    idle: {idle: 20s, find_timeout: {every: 10m, max_idle: 20m, min_idle: 30m}}
+    targets: {static: ["10.96.0.10:7700"]}
+  - name: short
+    kind: idle
+    interval: 30s
+    timeout: 1m
+    concurrency: 3
+    idle: {idle: 20s, find_timeout: {every: 1m, max_idle: 2m, min_idle: 0s}}
+    targets: {static: ["10.96.0.10:7700"]}
+`))
+	want := strings.Join([]string{
+		`probes[0] "vip": idle.find_timeout.min_idle 30m0s must not exceed max_idle 20m0s`,
+		`probes[0] "vip": idle.find_timeout.every 10m0s is shorter than one search round can take (20m19s: a connection idle max_idle 20m0s, reply, control connection)`,
+		`probes[1] "short": idle.find_timeout.min_idle 0s must be positive`,
+	}, "\n")
+	if err == nil || err.Error() != want {
+		t.Errorf("got:\n%v\nwant:\n%s", err, want)
+	}
+	_, err = Parse([]byte(`
+probes:
+  - name: short
+    kind: idle
+    interval: 30s
+    timeout: 1m
+    concurrency: 3
+    idle: {idle: 20s, find_timeout: {every: 1m, max_idle: 2m}}
+    targets: {static: ["10.96.0.10:7700"]}
+`))
+	want = `probes[0] "short": idle.find_timeout.every 1m0s is shorter than one search round can take (2m19s: a connection idle max_idle 2m0s, reply, control connection)`
+	if err == nil || err.Error() != want {
+		t.Errorf("got:\n%v\nwant:\n%s", err, want)
+	}
+}

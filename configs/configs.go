@@ -269,6 +269,69 @@ type IdleOptions struct {
 	// Send and Expect are for mode plain.
 	Send   string `yaml:"send"`
 	Expect string `yaml:"expect"`
+	// FindTimeout, when set, also searches each target's idle timeout in
+	// the background on a period and exports the survived/lost boundary.
+	FindTimeout *FindTimeoutOptions `yaml:"find_timeout"`
+}
+
+// FindTimeoutOptions is a periodic idle-timeout search (idle.Prober.Find)
+// of every target of an idle job: connections with different idle times in
+// parallel, narrowed down to the boundary, exported as
+// connprobe_idle_timeout_boundary_seconds{bound="survived|lost"}.
+type FindTimeoutOptions struct {
+	// Every is the period of the searches, from the start of one to the
+	// next (default 1h); a search still running then is cut short. The
+	// first search starts within one job interval.
+	Every Duration `yaml:"every"`
+	// MaxIdle is the longest idle time tried (default 20m).
+	MaxIdle Duration `yaml:"max_idle"`
+	// MinIdle is the shortest (default 1s).
+	MinIdle Duration `yaml:"min_idle"`
+}
+
+// Defaults of find_timeout.
+const (
+	DefaultFindEvery   = time.Hour
+	DefaultFindMaxIdle = 20 * time.Minute
+)
+
+// Search converts the find_timeout block of an idle job whose probes use
+// cfg into the search's options and period; ok is false when the block is
+// not set.
+func (o *IdleOptions) Search(cfg idle.Config) (fo idle.FindOptions, every time.Duration, ok bool, err error) {
+	if o == nil || o.FindTimeout == nil {
+		return fo, 0, false, nil
+	}
+	f := o.FindTimeout
+	var errs []error
+	every, fo.MaxIdle, fo.MinIdle = DefaultFindEvery, DefaultFindMaxIdle, time.Second
+	for _, d := range []struct {
+		name string
+		v    Duration
+		dst  *time.Duration
+	}{{"every", f.Every, &every}, {"max_idle", f.MaxIdle, &fo.MaxIdle}, {"min_idle", f.MinIdle, &fo.MinIdle}} {
+		switch {
+		case d.v.Err != nil:
+			errs = append(errs, fmt.Errorf("idle.find_timeout.%s: %w", d.name, d.v.Err))
+		case !d.v.set():
+		case d.v.D <= 0:
+			errs = append(errs, fmt.Errorf("idle.find_timeout.%s %s must be positive", d.name, d.v.D))
+		default:
+			*d.dst = d.v.D
+		}
+	}
+	if len(errs) == 0 {
+		if fo.MinIdle > fo.MaxIdle {
+			errs = append(errs, fmt.Errorf("idle.find_timeout.min_idle %s must not exceed max_idle %s", fo.MinIdle, fo.MaxIdle))
+		}
+		if fo.MaxIdle > idle.MaxIdle {
+			errs = append(errs, fmt.Errorf("idle.find_timeout.max_idle %s must be at most %s", fo.MaxIdle, idle.MaxIdle))
+		}
+		if need := cfg.AttemptDuration(fo.MaxIdle); every < need {
+			errs = append(errs, fmt.Errorf("idle.find_timeout.every %s is shorter than one search round can take (%s: a connection idle max_idle %s, reply, control connection)", every, need, fo.MaxIdle))
+		}
+	}
+	return fo, every, true, errors.Join(errs...)
 }
 
 // Config converts the block (nil: defaults) into idle.Config for a job whose
@@ -678,7 +741,13 @@ func (c *Config) Validate() error {
 			}
 		}
 		if j.Kind == idle.Kind {
-			if _, err := j.Idle.Config(j.Timeout.D); err != nil {
+			cfg, err := j.Idle.Config(j.Timeout.D)
+			if err != nil {
+				for _, e := range splitJoined(err) {
+					add(path, "%v", e)
+				}
+			}
+			if _, _, _, err := j.Idle.Search(cfg); err != nil {
 				for _, e := range splitJoined(err) {
 					add(path, "%v", e)
 				}

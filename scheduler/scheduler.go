@@ -44,6 +44,13 @@ type Job struct {
 	// Fingerprint identifies the job's configuration: on Update, a running
 	// job with the same name and fingerprint keeps running untouched.
 	Fingerprint string
+	// Background, when set, runs beside each target's loop for as long as
+	// the target is probed (a periodic idle-timeout search): it starts with
+	// the loop, its ctx is canceled when the loop stops (target gone, job
+	// changed or removed, shutdown), and the loop waits for it before
+	// closing the probers and forgetting the target's series. sink is the
+	// target's recorder.
+	Background func(ctx context.Context, t probe.Target, sink TargetSink)
 }
 
 // Sink receives what the scheduler sees. Its methods must not block.
@@ -263,7 +270,7 @@ type loop struct {
 	stopped bool
 	free    []*slot // slots not in an attempt
 	all     []*slot
-	wg      sync.WaitGroup // attempts in flight
+	wg      sync.WaitGroup // attempts in flight and the Background
 }
 
 // slot is one prober of a loop with the result of its last attempt: the
@@ -296,6 +303,9 @@ func (l *loop) start(offset time.Duration) {
 	defer l.mu.Unlock()
 	l.next = time.Now().Add(offset)
 	l.timer = time.AfterFunc(offset, l.fire)
+	if bg := l.job.Background; bg != nil {
+		l.wg.Go(func() { bg(l.ctx, l.target, l.sink) }) // owned: wait() waits for it
+	}
 }
 
 // fire runs in the timer's goroutine: it schedules the next firing first

@@ -420,3 +420,95 @@ func sameSet(a, b []string) bool {
 }
 
 var _ = fmt.Sprint
+
+// TestBackgroundFollowsTheLoop: a job's Background runs once per target
+// while the target is probed and ends (ctx canceled, waited for) before the
+// target's probers close and its series are forgotten: on target removal,
+// on a job change and at shutdown.
+func TestBackgroundFollowsTheLoop(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := newWorld(10 * time.Millisecond)
+		var mu sync.Mutex
+		running := map[string]int{}
+		var order []string
+		bg := func(ctx context.Context, tg probe.Target, sink TargetSink) {
+			if sink == nil {
+				t.Error("Background without the target's sink")
+			}
+			mu.Lock()
+			running[tg.Name]++
+			mu.Unlock()
+			<-ctx.Done()
+			time.Sleep(time.Second) // winding down takes a while: the loop must wait
+			w.mu.Lock()
+			for _, p := range w.probers {
+				if p.target == tg.Name && p.closed {
+					t.Errorf("%s: prober closed before its Background ended", tg.Name)
+				}
+			}
+			if slices.Contains(w.forgotten, tg.Name) {
+				t.Errorf("%s: forgotten before its Background ended", tg.Name)
+			}
+			w.mu.Unlock()
+			mu.Lock()
+			running[tg.Name]--
+			order = append(order, "bg-done "+tg.Name)
+			mu.Unlock()
+		}
+		src := make(pushSource)
+		j := job(w, "idle", src)
+		j.Background = bg
+		s, stop := start(t, w, j)
+		src <- tgts("a:1", "b:1")
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		mu.Lock()
+		if running["a:1"] != 1 || running["b:1"] != 1 {
+			t.Errorf("running %v, want one per target", running)
+		}
+		mu.Unlock()
+
+		src <- tgts("b:1")
+		time.Sleep(3 * time.Second)
+		synctest.Wait()
+		mu.Lock()
+		if running["a:1"] != 0 || running["b:1"] != 1 {
+			t.Errorf("after a:1 went: running %v", running)
+		}
+		mu.Unlock()
+		w.mu.Lock()
+		if !slices.Equal(w.forgotten, []string{"a:1"}) {
+			t.Errorf("forgotten %v", w.forgotten)
+		}
+		w.mu.Unlock()
+
+		// A changed job restarts: the old Background ends before Update returns.
+		j2 := job(w, "idle", targets.Static(tgts("c:1")))
+		j2.Fingerprint = "changed"
+		j2.Background = bg
+		if err := s.Update(t.Context(), []*Job{j2}); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		if running["b:1"] != 0 {
+			t.Errorf("b:1's Background still running after its job changed")
+		}
+		mu.Unlock()
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		stop()
+		mu.Lock()
+		defer mu.Unlock()
+		for name, n := range running {
+			if n != 0 {
+				t.Errorf("%s: %d Backgrounds running after shutdown", name, n)
+			}
+		}
+		if len(order) != 3 {
+			t.Errorf("Backgrounds ended: %v, want a:1, b:1, c:1", order)
+		}
+		if n := w.openProbers(); n != 0 {
+			t.Errorf("%d probers open", n)
+		}
+	})
+}

@@ -262,6 +262,11 @@ func buildJobs(cfg *configs.Config, log *slog.Logger) ([]*scheduler.Job, error) 
 			errs = append(errs, fmt.Errorf("%s: %w", path, err))
 			continue
 		}
+		background, err := jobBackground(j, log) // serve_idle.go
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", path, err))
+			continue
+		}
 		var nsPath string
 		if j.NetNS != "" {
 			if nsPath, err = netns.Resolve(j.NetNS); err != nil {
@@ -319,6 +324,7 @@ func buildJobs(cfg *configs.Config, log *slog.Logger) ([]*scheduler.Job, error) 
 			Source:      src,
 			New:         newProber,
 			Fingerprint: j.Fingerprint(),
+			Background:  background,
 		})
 	}
 	return jobs, errors.Join(errs...)

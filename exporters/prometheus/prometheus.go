@@ -16,6 +16,8 @@
 //	connprobe_probe_handshake_seconds{job,target}          last handshake time
 //	connprobe_probe_tcp_rtt_seconds{job,target}            last kernel smoothed RTT
 //	connprobe_probe_syn_retransmits_total{job,target}      SYN retransmissions the handshakes needed
+//	connprobe_idle_timeout_boundary_seconds{job,target,bound} idle time survived / lost (idle find_timeout)
+//	connprobe_idle_timeout_searches_total{job,target,result}  idle-timeout searches: found, not_found, failed
 //	connprobe_job_info{job,kind,expect}                    1 per job
 //	connprobe_job_targets{job}                             targets per job
 //	connprobe_scheduler_lateness_seconds{job}              how late attempts start
@@ -60,6 +62,9 @@ type Exporter struct {
 
 	reloadOK   prometheus.Gauge
 	reloadTime prometheus.Gauge
+
+	idleBoundary *prometheus.GaugeVec   // idle.go
+	idleSearches *prometheus.CounterVec // idle.go
 }
 
 // Options tune an Exporter.
@@ -132,7 +137,9 @@ func New(o Options) *Exporter {
 		Help: "Always 1: the version of connprobe.",
 	}, []string{"version", "revision", "goversion"})
 	build.WithLabelValues(version, revision, runtime.Version()).Set(1)
-	reg.MustRegister(e.duration, e.jobInfo, e.targets, e.lateness, e.overruns, e.reloadOK, e.reloadTime, build)
+	e.newIdleMetrics()
+	reg.MustRegister(e.duration, e.jobInfo, e.targets, e.lateness, e.overruns, e.reloadOK, e.reloadTime, build,
+		e.idleBoundary, e.idleSearches)
 	if !o.NoRuntimeMetrics {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
@@ -196,6 +203,7 @@ var reasonIndex = func() map[probe.Reason]int {
 // Target implements scheduler.Sink: it creates the target's series.
 func (e *Exporter) Target(job *scheduler.Job, t probe.Target) scheduler.TargetSink {
 	return &recorder{
+		e:          e,
 		s:          e.series.add(job.Name, t.Name, job.Kind),
 		expectFail: job.ExpectFail,
 		duration:   e.duration.WithLabelValues(job.Name),
@@ -207,6 +215,7 @@ func (e *Exporter) Target(job *scheduler.Job, t probe.Target) scheduler.TargetSi
 // Forget implements scheduler.Sink: it deletes every series of the target.
 func (e *Exporter) Forget(job *scheduler.Job, t probe.Target) {
 	e.series.remove(job.Name, t.Name)
+	e.forgetIdle(prometheus.Labels{"job": job.Name, "target": t.Name})
 }
 
 // Targets implements scheduler.Sink.
@@ -218,6 +227,7 @@ func (e *Exporter) Targets(job *scheduler.Job, n int) {
 		e.jobInfo.DeletePartialMatch(l)
 		e.lateness.Delete(l)
 		e.overruns.Delete(l)
+		e.forgetIdle(l)
 		return
 	}
 	e.targets.With(l).Set(float64(n))
@@ -235,6 +245,7 @@ func (e *Exporter) Targets(job *scheduler.Job, n int) {
 
 // recorder records one (job, target): atomic adds, no lookups, no allocation.
 type recorder struct {
+	e          *Exporter
 	s          *series
 	expectFail bool
 	duration   prometheus.Observer // per job

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/connprobe/connprobe/configs"
+	"github.com/connprobe/connprobe/probe"
+	"github.com/connprobe/connprobe/probe/idle"
+	"github.com/connprobe/connprobe/scheduler"
+)
+
+// idleTimeoutSink is what a target's recorder offers the idle-timeout
+// search (the Prometheus exporter's does).
+type idleTimeoutSink interface {
+	IdleTimeoutSearches()
+	IdleTimeout(survived, lost time.Duration, failed bool)
+}
+
+// jobBackground returns the scheduler.Job.Background of a job: for an idle
+// job with find_timeout, the periodic idle-timeout search of each target;
+// nil for every other job.
+func jobBackground(j *configs.Job, log *slog.Logger) (func(context.Context, probe.Target, scheduler.TargetSink), error) {
+	if j.Kind != idle.Kind {
+		return nil, nil
+	}
+	cfg, err := j.Idle.Config(j.Timeout.D)
+	if err != nil {
+		return nil, err
+	}
+	fo, every, ok, err := j.Idle.Search(cfg)
+	if err != nil || !ok {
+		return nil, err
+	}
+	first := min(every, j.Interval.D)
+	return func(ctx context.Context, t probe.Target, sink scheduler.TargetSink) {
+		rec, ok := sink.(idleTimeoutSink)
+		if !ok {
+			return
+		}
+		log := log.With("job", j.Name, "target", t.Name)
+		p, err := idle.New(t, cfg)
+		if err != nil {
+			log.Error("idle-timeout search cannot run", "err", err)
+			return
+		}
+		rec.IdleTimeoutSearches()
+		// The first search within one interval (staggered over targets),
+		// then one every period, counted from the start of the last.
+		timer := time.NewTimer(rand.N(first))
+		defer timer.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-timer.C:
+			}
+			start := time.Now()
+			sctx, cancel := context.WithTimeout(ctx, every)
+			b, err := p.Find(sctx, fo)
+			cancel()
+			if ctx.Err() != nil {
+				return // reload or shutdown: no result
+			}
+			if err != nil {
+				log.Warn("idle-timeout search failed; the last boundary stays", "err", err, "elapsed", time.Since(start).Round(time.Millisecond))
+			} else {
+				log.Info("idle-timeout search", "verdict", b.String(), "rounds", b.Rounds, "connections", b.Attempts, "elapsed", b.Elapsed.Round(time.Millisecond))
+			}
+			rec.IdleTimeout(b.Survived, b.Lost, err != nil)
+			timer.Reset(max(0, time.Until(start.Add(every))))
+		}
+	}, nil
+}
