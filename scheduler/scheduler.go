@@ -9,7 +9,8 @@
 // one, so a kind whose attempts last longer than the interval (idle and
 // keep-alive probes hold a connection for minutes) runs as a staggered pool
 // that still yields a result every interval. A firing that finds no free
-// prober is an overrun: counted, never queued.
+// prober, or that comes so late that the process must have stalled, is an
+// overrun: counted, never queued, so a stall never becomes a burst.
 package scheduler
 
 import (
@@ -69,8 +70,9 @@ type Sink interface {
 type TargetSink interface {
 	// Scheduled is called at every firing with how late it fired.
 	Scheduled(late time.Duration)
-	// Overrun is called when a firing found every prober busy, or when
-	// whole intervals were skipped because the process fell behind.
+	// Overrun is called when a firing found every prober busy, fired more
+	// than a tenth of the interval late, or when whole intervals were
+	// skipped because the process fell behind.
 	Overrun(n int)
 	// Result is called with the outcome of every attempt that was not cut
 	// short by the scheduler itself. r is only valid during the call.
@@ -330,7 +332,12 @@ func (l *loop) fire() {
 	}
 	l.timer.Reset(l.next.Sub(now))
 	var sl *slot
-	if n := len(l.free); n > 0 {
+	// A firing more than a tenth of the interval late means the process
+	// was stalled (CPU starvation, a paused VM): every loop's timer is now
+	// due at once, and starting them all would turn the stall into a burst
+	// of thousands of simultaneous attempts. Skip it instead (an overrun);
+	// the next firings keep their spread offsets.
+	if n := len(l.free); n > 0 && late <= iv/10 {
 		sl = l.free[n-1]
 		l.free = l.free[:n-1]
 		l.wg.Add(1)
