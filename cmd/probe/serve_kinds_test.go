@@ -155,3 +155,9 @@ probes:
 		t.Errorf("series of the removed target remain:\n%s", grepAll(body, addr))
 	}
 }
+
+func TestLintKindsExample(t *testing.T) {
+	if got := run(t.Context(), []string{"lint", "--config", "../../configs/kinds.yaml"}); got != exitOK {
+		t.Errorf("probe lint --config configs/kinds.yaml = exit %d, want %d", got, exitOK)
+	}
+}
