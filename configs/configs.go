@@ -580,11 +580,18 @@ func Parse(b []byte) (*Config, error) {
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
+	var decodeErr error
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, yamlError(err)
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return nil, yamlError(err) // not YAML at all: nothing to validate
+		}
+		// Unknown fields and type errors leave the rest decoded: report
+		// them together with every other problem.
+		decodeErr = yamlError(err)
 	}
 	c.ApplyDefaults()
-	if err := c.Validate(); err != nil {
+	if err := errors.Join(decodeErr, c.Validate()); err != nil {
 		return nil, err
 	}
 	return &c, nil

@@ -33,6 +33,8 @@ func TestBadConfigs(t *testing.T) {
 		want string
 	}{
 		{"bad-unknown-field.yaml", `line 3: unknown field "colour"`},
+		{"bad-unknown-and-timeout.yaml", "line 5: unknown field \"colour\"\n" +
+			`probes[0] "web": timeout 5s must be shorter than interval 2s (or set concurrency to overlap attempts)`},
 		{"bad-duplicate-job.yaml", `probes[1] "web": duplicate job name (first at probes[0])`},
 		{"bad-timeout.yaml", `probes[2] "db": timeout 5s must be shorter than interval 2s (or set concurrency to overlap attempts)`},
 		{"bad-syn-rate.yaml", `global: syn_rate 0 must be positive (packets/s for all raw SYNs of the prober; unset: 1000)`},
