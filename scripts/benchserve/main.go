@@ -481,8 +481,22 @@ func render(rs []result, load0 string, warmup, window, scrape time.Duration) str
 			r.completed, r.expected, 100*float64(r.completed)/float64(r.expected), r.succeeded)
 	}
 	b.WriteString("\n")
+	b.WriteString(notes)
 	return b.String()
 }
+
+// notes explain the columns; they hold no numbers.
+const notes = `- CPU is utime+stime of the tool's process over the window, so it includes the kernel's work for the
+  connections it makes (socket, connect, close); loopback softirq work that runs on ksoftirqd is not counted,
+  for either tool. The listeners run in this program, outside both.
+- Peak RSS (VmHWM) includes the probe binary's file-backed pages (it links the Kubernetes client for target
+  discovery); anon RSS (RssAnon) is heap and stacks.
+- probe serve's lateness is from its own connprobe_scheduler_lateness_seconds histogram (bucket-interpolated);
+  a firing more than a tenth of the interval late is skipped and counted as an overrun, so completed /
+  expected also shows when the machine could not keep up.
+- blackbox_exporter has no scheduler: when it cannot answer within the 1s timeout, the request is
+  abandoned and counts as not completed.
+`
 
 func loadavg() string {
 	b, err := os.ReadFile("/proc/loadavg")
