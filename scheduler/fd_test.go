@@ -25,10 +25,10 @@ func openFDs(t *testing.T) int {
 type countSink struct{ results chan struct{} }
 
 func (s countSink) Target(*Job, probe.Target) TargetSink { return s }
-func (countSink) Forget(*Job, probe.Target)               {}
-func (countSink) Targets(*Job, int)                       {}
-func (countSink) Scheduled(time.Duration)                 {}
-func (countSink) Overrun(int)                             {}
+func (countSink) Forget(*Job, probe.Target)              {}
+func (countSink) Targets(*Job, int)                      {}
+func (countSink) Scheduled(time.Duration)                {}
+func (countSink) Overrun(int)                            {}
 func (s countSink) Result(*probe.Result) {
 	select {
 	case s.results <- struct{}{}:
@@ -68,7 +68,9 @@ func TestRealProbesLeakNoFDs(t *testing.T) {
 	go func() { done <- s.Run(ctx) }()
 	job := &Job{Name: "fd", Kind: connect.Kind, Interval: 20 * time.Millisecond, Timeout: 15 * time.Millisecond,
 		Concurrency: 2, Source: src, Fingerprint: "fd",
-		New: func(tg probe.Target) (probe.Prober, error) { return connect.New(tg, connect.Config{Timeout: time.Second}) }}
+		New: func(tg probe.Target) (probe.Prober, error) {
+			return connect.New(tg, connect.Config{Timeout: time.Second})
+		}}
 	if err := s.Update(ctx, []*Job{job}); err != nil {
 		t.Fatal(err)
 	}
