@@ -61,7 +61,7 @@ func exported(t *testing.T) map[string][]string {
 		Duration: time.Second, Retransmits: 1, Local: netip.MustParseAddrPort("10.244.1.2:40000"),
 		Timings: probe.Timings{Handshake: time.Millisecond, RTT: time.Millisecond}})
 	e.ConfigLoaded(true, time.Now())
-	mfs, err := e.Registry().Gather()
+	mfs, err := e.Gatherer().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ go test -race -count=1 -timeout 30m -v ./... >"$log" 2>&1 || status=$?
 grep -E '^(=== RUN|--- (PASS|FAIL|SKIP)|PASS|FAIL|ok|panic)' "$log" | grep -v '^=== RUN' | grep -vE '^\s*--- PASS' || true
 if [ $status -ne 0 ]; then
 	echo "--- failures (full log follows the summary) ---"
+	grep -E '^# |\.go:[0-9]+:[0-9]+: ' "$log" | head -60 # compile errors
 	grep -B2 -A30 -E -- '--- FAIL|^panic|build failed|\[setup failed\]' "$log" | head -400
 	exit $status
 fi
