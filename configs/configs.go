@@ -18,6 +18,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"path"
 	"regexp"
 	"slices"
 	"strconv"
@@ -131,6 +132,10 @@ type Job struct {
 	// NetNS is the network namespace the job probes from: a name under
 	// /run/netns, a path, or pid:N. Empty: the prober's own.
 	NetNS string `yaml:"netns"`
+	// Vantage, when set, probes every target from every matching pod or
+	// network namespace on this node instead of from one netns
+	// (docs/podnetns.md).
+	Vantage *VantageOptions `yaml:"vantage"`
 	// Targets are where the job's targets come from.
 	Targets Targets `yaml:"targets"`
 
@@ -211,6 +216,56 @@ type DNSSD struct {
 	// Server, when set, is the DNS server (ip:port) to ask instead of the
 	// system resolver.
 	Server string `yaml:"server"`
+}
+
+// VantageOptions is a job's `vantage` block: the job's targets are probed
+// from every network namespace on this node that matches, each (target,
+// namespace) its own loop, named "DEST from LABEL" where LABEL is
+// pod:NAMESPACE/NAME, pod:UID, netns:NAME (targets.Namespace.Label).
+type VantageOptions struct {
+	// Pods are NAMESPACE/NAME globs ("shop/web-*"; path.Match syntax) over
+	// the pods whose namespaces run on this node; a pod whose name is not
+	// known matches as "*/UID".
+	Pods []string `yaml:"pods"`
+	// NetNS are globs over the names of named namespaces (/run/netns).
+	NetNS []string `yaml:"netns"`
+	// RefreshInterval is how often namespaces are rediscovered (default
+	// 10s); a probe that finds its namespace gone triggers one at once.
+	RefreshInterval Duration `yaml:"refresh_interval"`
+}
+
+// DefaultVantageRefresh is the default vantage.refresh_interval.
+const DefaultVantageRefresh = 10 * time.Second
+
+func (o *VantageOptions) validate(add func(format string, args ...any)) {
+	if len(o.Pods) == 0 && len(o.NetNS) == 0 {
+		add("vantage: neither pods nor netns: no namespace to probe from")
+	}
+	for i, p := range o.Pods {
+		switch _, err := path.Match(p, ""); {
+		case p == "":
+			add("vantage.pods[%d]: empty (want a NAMESPACE/NAME glob such as shop/web-*)", i)
+		case err != nil:
+			add("vantage.pods[%d] %q: bad glob: %v", i, p, err)
+		case strings.Count(p, "/") != 1:
+			add("vantage.pods[%d] %q: want NAMESPACE/NAME (a glob such as shop/web-* or */*)", i, p)
+		}
+	}
+	for i, p := range o.NetNS {
+		switch _, err := path.Match(p, ""); {
+		case p == "":
+			add("vantage.netns[%d]: empty (want a glob over /run/netns names such as cni-*)", i)
+		case err != nil:
+			add("vantage.netns[%d] %q: bad glob: %v", i, p, err)
+		case strings.Contains(p, "/"):
+			add("vantage.netns[%d] %q: want a name glob under /run/netns, not a path", i, p)
+		}
+	}
+	if d := o.RefreshInterval; d.Err != nil {
+		add("vantage.refresh_interval %v", d.Err)
+	} else if d.D <= 0 {
+		add("vantage.refresh_interval %s must be positive", d.D)
+	}
 }
 
 // ConnectOptions is the YAML option block of kind connect.
@@ -650,6 +705,9 @@ func (c *Config) ApplyDefaults() {
 		if j.Expect == "" {
 			j.Expect = ExpectSuccess
 		}
+		if v := j.Vantage; v != nil && !v.RefreshInterval.set() {
+			v.RefreshInterval.D = DefaultVantageRefresh
+		}
 		if j.Targets.FileSD != nil && !j.Targets.FileSD.RefreshInterval.set() {
 			j.Targets.FileSD.RefreshInterval.D = DefaultFileSDRefresh
 		}
@@ -780,6 +838,12 @@ func (c *Config) Validate() error {
 					add(path, "%v", e)
 				}
 			}
+		}
+		if j.Vantage != nil {
+			if j.NetNS != "" {
+				add(path, "netns and vantage exclude each other (vantage probes from every matching namespace)")
+			}
+			j.Vantage.validate(func(format string, args ...any) { add(path, format, args...) })
 		}
 		c.validateTargets(path, j, add)
 	}

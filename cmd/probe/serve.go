@@ -314,6 +314,11 @@ func buildJobs(cfg *configs.Config, log *slog.Logger) ([]*scheduler.Job, error) 
 			}
 			src = append(src, ks)
 		}
+		source, newJobProber, err := withVantage(j, src, newProber, log) // serve_vantage.go
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", path, err))
+			continue
+		}
 		jobs = append(jobs, &scheduler.Job{
 			Name:        j.Name,
 			Kind:        j.Kind,
@@ -321,8 +326,8 @@ func buildJobs(cfg *configs.Config, log *slog.Logger) ([]*scheduler.Job, error) 
 			Timeout:     j.Timeout.D,
 			Concurrency: j.Concurrency,
 			ExpectFail:  j.Expect == configs.ExpectFail,
-			Source:      src,
-			New:         newProber,
+			Source:      source,
+			New:         newJobProber,
 			Fingerprint: j.Fingerprint(),
 			Background:  background,
 		})

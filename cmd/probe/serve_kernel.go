@@ -68,6 +68,9 @@ func kernelEnds(cfg *configs.Config) ([]kernel.End, error) {
 	}
 	if o.FromJobs() {
 		for _, j := range cfg.Probes {
+			if j.Vantage != nil {
+				continue // its namespaces come and go: not exported
+			}
 			// A job's bad netns is reported with the job's path by buildJobs.
 			_ = add(j.NetNS)
 		}

@@ -262,53 +262,9 @@ func MatchPods(patterns ...string) (func(Namespace) bool, error) {
 
 // Run implements Source.
 func (s *PodNetNS) Run(ctx context.Context, update func([]probe.Target)) error {
-	log := s.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	refresh := s.Refresh
-	if refresh <= 0 {
-		refresh = 10 * time.Second
-	}
-	var last []probe.Target
-	first := true
-	tick := time.NewTicker(refresh)
-	defer tick.Stop()
-	for {
-		nss, err := s.Discovery.Discover()
-		if err != nil {
-			if first {
-				return err
-			}
-			log.Warn("netns discovery failed; keeping the previous targets", "err", err)
-		} else {
-			ts := s.targets(nss)
-			if first || !slices.EqualFunc(ts, last, sameTarget) {
-				update(ts)
-				last, first = ts, false
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		}
-	}
-}
-
-func (s *PodNetNS) targets(nss []Namespace) []probe.Target {
-	var out []probe.Target
-	for _, n := range nss {
-		if s.Match != nil && !s.Match(n) {
-			continue
-		}
-		for _, t := range s.Targets {
-			t.Name = t.Name + " from " + n.Label()
-			t.NetNS = n.Path
-			out = append(out, t)
-		}
-	}
-	return out
+	v := NewVantage(Static(s.Targets), s.Match)
+	v.Discovery, v.Refresh, v.Log = s.Discovery, s.Refresh, s.Log
+	return v.Run(ctx, update)
 }
 
 func sameTarget(a, b probe.Target) bool {

@@ -1,0 +1,290 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/connprobe/connprobe/internal/lab"
+	"github.com/connprobe/connprobe/probe"
+	"github.com/connprobe/connprobe/probe/netns"
+	"github.com/connprobe/connprobe/scheduler"
+)
+
+// podLike starts a process that looks to netns discovery like a pod's:
+// its own network namespace (lo up), a cgroup under a kubepods-pod<uid>
+// slice, HOSTNAME=name in its environment and the service account's
+// namespace file in its root (a private mount over /var). It returns the
+// process; t.Cleanup kills it and removes the cgroup.
+func podLike(t *testing.T, podNS, name string) *exec.Cmd {
+	t.Helper()
+	root := t.TempDir()
+	sa := filepath.Join(root, "run/secrets/kubernetes.io/serviceaccount")
+	if err := os.MkdirAll(sa, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(sa, "namespace"), []byte(podNS+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cgRoot := "/sys/fs/cgroup/systemd" // cgroup v1 named hierarchy
+	if _, err := os.Stat(cgRoot); err != nil {
+		cgRoot = "/sys/fs/cgroup" // v2
+	}
+	uid := fmt.Sprintf("%08x-%04x-%04x-%04x-%012x", rand.Uint32(), rand.N(1<<16), rand.N(1<<16), rand.N(1<<16), rand.N(uint64(1)<<48))
+	cg := filepath.Join(cgRoot, podNS+"-kubepods-pod"+uid+".slice")
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("unshare", "--net", "--mount", "--propagation", "private", "sh", "-c",
+		`ip link set lo up && mount --bind "$1" /var && exec env HOSTNAME="$2" sleep 300`, "sh", root, name)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		for range 50 { // rmdir fails while the cgroup still lists the process
+			if err := os.Remove(cg); err == nil || os.IsNotExist(err) {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Errorf("cgroup %s left behind", cg)
+	})
+	pid := strconv.Itoa(cmd.Process.Pid)
+	for range 200 {
+		env, _ := os.ReadFile("/proc/" + pid + "/environ")
+		if bytes.Contains(env, []byte("HOSTNAME="+name+"\x00")) {
+			if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(pid), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return cmd
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("pod-like process %s/%s never started", podNS, name)
+	return nil
+}
+
+// recordSink records every result per target and which targets come and go.
+type recordSink struct {
+	mu      sync.Mutex
+	results map[string][]probe.Reason
+	live    map[string]bool
+}
+
+func (s *recordSink) Target(_ *scheduler.Job, t probe.Target) scheduler.TargetSink {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.live[t.Name] = true
+	return recordTarget{s, t.Name}
+}
+
+func (s *recordSink) Forget(_ *scheduler.Job, t probe.Target) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.live, t.Name)
+}
+
+func (s *recordSink) Targets(*scheduler.Job, int) {}
+
+func (s *recordSink) snapshot() (map[string][]probe.Reason, map[string]bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, l := map[string][]probe.Reason{}, map[string]bool{}
+	for k, v := range s.results {
+		r[k] = append([]probe.Reason(nil), v...)
+	}
+	for k := range s.live {
+		l[k] = true
+	}
+	return r, l
+}
+
+type recordTarget struct {
+	s    *recordSink
+	name string
+}
+
+func (r recordTarget) Scheduled(time.Duration) {}
+func (r recordTarget) Overrun(int)             {}
+func (r recordTarget) Result(res *probe.Result) {
+	r.s.mu.Lock()
+	defer r.s.mu.Unlock()
+	r.s.results[r.name] = append(r.s.results[r.name], res.Reason)
+}
+
+// A vantage job runs from two pod-like namespaces and a named one: each
+// (target, vantage) is its own loop whose probes really run inside that
+// namespace; a pod that goes away mid-run yields netns_gone once, its target
+// is dropped at once (well before the 1m refresh), the others keep going,
+// and no fd or goroutine is left behind.
+func TestServeVantageFromPodNamespaces(t *testing.T) {
+	lab.RequirePriv(t)
+	prefix := fmt.Sprintf("cpv%04d", rand.N(10000))
+	web1 := podLike(t, prefix, "web-1")
+	web2 := podLike(t, prefix, "web-2")
+	named := prefix + "-n1"
+	if out, err := exec.Command("ip", "netns", "add", named).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", named).Run() })
+	if out, err := exec.Command("ip", "-n", named, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("ip link: %v: %s", err, out)
+	}
+	// A server on 127.0.0.1 inside web-1 only: from web-1 the probe
+	// succeeds, from web-2 and the named namespace it is refused; from the
+	// host nothing listens there either way.
+	var ln net.Listener
+	err := netns.Do("/proc/"+strconv.Itoa(web1.Process.Pid)+"/ns/net", func() (err error) {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	dest := ln.Addr().String()
+	config := fmt.Sprintf(`
+probes:
+  - name: vantage
+    interval: 300ms
+    timeout: 200ms
+    vantage:
+      pods: ["%s/web-*"]
+      netns: ["%s-*"]
+      refresh_interval: 1m
+    targets:
+      static: ["%s"]
+`, prefix, prefix, dest)
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, jobs, err := loadJobs(path, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &recordSink{results: map[string][]probe.Reason{}, live: map[string]bool{}}
+	sched := scheduler.New(sink, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sched.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("scheduler: %v", err)
+		}
+	}()
+	if err := sched.Update(ctx, jobs); err != nil {
+		t.Fatal(err)
+	}
+
+	from1, from2, fromN := dest+" from pod:"+prefix+"/web-1", dest+" from pod:"+prefix+"/web-2", dest+" from netns:"+named
+	want := map[string]probe.Reason{from1: probe.ReasonOK, from2: probe.ReasonRefused, fromN: probe.ReasonRefused}
+	waitFor(t, 5*time.Second, "three results per vantage", func() bool {
+		res, _ := sink.snapshot()
+		for name := range want {
+			if len(res[name]) < 3 {
+				return false
+			}
+		}
+		return true
+	})
+	res, live := sink.snapshot()
+	if len(live) != 3 {
+		t.Errorf("targets %v, want exactly %v", keys(live), keys(want))
+	}
+	for name, reason := range want {
+		for _, got := range res[name] {
+			if got != reason {
+				t.Errorf("%s: %s, want %s (results %v)", name, got, reason, res[name])
+				break
+			}
+		}
+	}
+
+	baseFDs, baseG := countFDs(t), runtime.NumGoroutine()
+	before := len(res[from2])
+	_ = web2.Process.Kill()
+	_ = web2.Wait()
+	waitFor(t, 5*time.Second, "the vanished pod's target dropped", func() bool {
+		_, live := sink.snapshot()
+		return !live[from2]
+	})
+	res, live = sink.snapshot()
+	gone := 0
+	for _, r := range res[from2][before:] {
+		if r == probe.ReasonNetNSGone {
+			gone++
+		} else {
+			t.Errorf("%s after its pod died: %s, want netns_gone", from2, r)
+		}
+	}
+	if gone != 1 {
+		t.Errorf("netns_gone %d times after the pod died, want once (results %v)", gone, res[from2])
+	}
+	if !live[from1] || !live[fromN] {
+		t.Errorf("live targets %v: the other vantages must stay", keys(live))
+	}
+	n1 := len(res[from1])
+	waitFor(t, 5*time.Second, "web-1 keeps probing", func() bool {
+		res, _ := sink.snapshot()
+		return len(res[from1]) >= n1+2
+	})
+	// One loop fewer: no more fds or goroutines than before the pod died.
+	waitFor(t, 5*time.Second, "fds and goroutines back to the baseline", func() bool {
+		return countFDs(t) <= baseFDs && runtime.NumGoroutine() <= baseG
+	})
+	if r, _ := sink.snapshot(); len(r[from2]) != len(res[from2]) {
+		t.Errorf("%s probed after it was dropped: %v", from2, r[from2])
+	}
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func countFDs(t *testing.T) int {
+	es, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(es)
+}
+
+func keys[V any](m map[string]V) string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	return strings.Join(ks, ", ")
+}
