@@ -16,8 +16,6 @@ import (
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/probe/app"
 	"github.com/connprobe/connprobe/probe/connect"
-	"github.com/connprobe/connprobe/probe/idle"
-	"github.com/connprobe/connprobe/probe/keepalive"
 	"github.com/connprobe/connprobe/probe/netns"
 	"github.com/connprobe/connprobe/probe/syn"
 )
@@ -152,7 +150,8 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 		fmt.Fprintf(os.Stderr, "probe: raw sockets not allowed (needs %s): falling back to --kind connect, no PAWS check\n", perm.Capability)
 		kind = connect.Kind
 	}
-	synCfg := syn.Config{Timeout: f.timeout, Source: cfg.Source, PAWS: f.paws && kind == syn.Kind}
+	rc := runConfigs{f: f, conn: cfg, syn: syn.Config{Timeout: f.timeout, Source: cfg.Source, PAWS: f.paws && kind == syn.Kind}}
+	factories := map[string]func(probe.Target) (probe.Prober, error){}
 	plan := &runPlan{out: out}
 	for _, a := range args {
 		t, err := probe.ParseTarget(a)
@@ -160,14 +159,25 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 			return nil, usageError{err}
 		}
 		t.NetNS = nsPath
-		var p probe.Prober
-		if kind == idle.Kind {
-			p, err = newIdleProber(t, f, cfg)
-		} else if kind == keepalive.Kind {
-			p, err = newKeepaliveProber(t, f, cfg)
-		} else {
-			p, err = newProber(kind, t, cfg, synCfg)
+		k := kind
+		if k == connect.Kind && app.Supports(t.Scheme) {
+			// mysql://, redis://, http://…: probe the application handshake too.
+			k = app.Kind
 		}
+		if err := checkRunTarget(k, t, cfg); err != nil {
+			return nil, usageError{err}
+		}
+		newProber, ok := factories[k]
+		if !ok {
+			if newProber, err = proberFactory(k, rc); err != nil {
+				if _, unknown := errors.AsType[unknownKindError](err); unknown {
+					err = fmt.Errorf("--%w", err)
+				}
+				return nil, usageError{err}
+			}
+			factories[k] = newProber
+		}
+		p, err := newProber(t)
 		if err != nil {
 			return nil, usageError{err}
 		}
@@ -176,31 +186,30 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 	return plan, nil
 }
 
-// newProber is the one place that maps a kind to its probe package.
-func newProber(kind string, t probe.Target, cfg connect.Config, synCfg syn.Config) (probe.Prober, error) {
-	if kind == connect.Kind && app.Supports(t.Scheme) {
-		// mysql://, redis://, http://…: probe the application handshake too.
-		kind = app.Kind
+// checkRunTarget rejects flags that do not apply to a target of kind k.
+func checkRunTarget(k string, t probe.Target, cfg connect.Config) error {
+	payload := len(cfg.Send) > 0 || len(cfg.Expect) > 0
+	switch {
+	case k == app.Kind && payload:
+		return fmt.Errorf("target %q: --send/--expect are for tcp:// targets; a %s:// target speaks its own protocol", t.Name, t.Scheme)
+	case k == syn.Kind && payload:
+		return fmt.Errorf("target %q: kind syn sends only a SYN: want a tcp target, no --send/--expect", t.Name)
 	}
-	switch kind {
-	case app.Kind:
-		if len(cfg.Send) > 0 || len(cfg.Expect) > 0 {
-			return nil, fmt.Errorf("target %q: --send/--expect are for tcp:// targets; a %s:// target speaks its own protocol", t.Name, t.Scheme)
-		}
-		return app.New(t, app.Config{Timeout: cfg.Timeout, Source: cfg.Source, UserTimeout: cfg.UserTimeout})
-	case connect.Kind:
-		if t.Scheme != "tcp" {
-			return nil, fmt.Errorf("target %q: scheme %q is not supported by kind connect (want tcp://)", t.Name, t.Scheme)
-		}
-		return connect.New(t, cfg)
-	case syn.Kind:
-		// An app target (mysql://db:3306) may be SYN-probed too: only its port counts.
-		if (t.Scheme != "tcp" && !app.Supports(t.Scheme)) || len(cfg.Send) > 0 || len(cfg.Expect) > 0 {
-			return nil, fmt.Errorf("target %q: kind syn sends only a SYN: want a tcp target, no --send/--expect", t.Name)
-		}
-		return syn.New(t, synCfg)
-	}
-	return nil, fmt.Errorf("--kind %q: want connect, syn, app or idle", kind)
+	return nil
+}
+
+// runConfigs are the typed Configs `probe run`'s flags make, one per kind
+// (kindConfigs): the same ones serve's option blocks make.
+type runConfigs struct {
+	f    runFlags
+	conn connect.Config // --timeout, --source, --send, --expect, --user-timeout
+	syn  syn.Config
+}
+
+func (c runConfigs) connectConfig() (connect.Config, error) { return c.conn, nil }
+func (c runConfigs) synConfig() (syn.Config, error)         { return c.syn, nil }
+func (c runConfigs) appConfig() (app.Config, error) {
+	return app.Config{Timeout: c.conn.Timeout, Source: c.conn.Source, UserTimeout: c.conn.UserTimeout}, nil
 }
 
 func runProbes(ctx context.Context, f runFlags, args []string) error {

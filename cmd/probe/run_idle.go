@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/connprobe/connprobe/probe"
-	"github.com/connprobe/connprobe/probe/connect"
 	"github.com/connprobe/connprobe/probe/idle"
 )
 
@@ -35,21 +34,21 @@ func addIdleFlags(fl *pflag.FlagSet, f *idleFlags) {
 	fl.DurationVar(&f.minIdle, "min-idle", time.Second, "kind idle: shortest idle time --find-idle-timeout tries")
 }
 
-// newIdleProber builds a kind idle prober from `probe run` flags; --timeout
+// idleConfig is kind idle's Config from `probe run` flags; --timeout
 // bounds the handshake and the first echo.
-func newIdleProber(t probe.Target, f runFlags, cfg connect.Config) (*idle.Prober, error) {
-	if cfg.UserTimeout != 0 {
-		return nil, fmt.Errorf("--user-timeout is not supported by kind idle")
+func (c runConfigs) idleConfig() (idle.Config, error) {
+	if c.conn.UserTimeout != 0 {
+		return idle.Config{}, fmt.Errorf("--user-timeout is not supported by kind idle")
 	}
-	return idle.New(t, idle.Config{
-		Mode:           idle.Mode(f.idleF.mode),
-		Idle:           f.idleF.idle,
-		ConnectTimeout: f.timeout,
-		ReplyTimeout:   f.idleF.replyTimeout,
-		Source:         cfg.Source,
-		Send:           cfg.Send,
-		Expect:         cfg.Expect,
-	})
+	return idle.Config{
+		Mode:           idle.Mode(c.f.idleF.mode),
+		Idle:           c.f.idleF.idle,
+		ConnectTimeout: c.f.timeout,
+		ReplyTimeout:   c.f.idleF.replyTimeout,
+		Source:         c.conn.Source,
+		Send:           c.conn.Send,
+		Expect:         c.conn.Expect,
+	}, nil
 }
 
 // findResult is the JSON shape of one --find-idle-timeout search.

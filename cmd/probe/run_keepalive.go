@@ -5,8 +5,6 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/connprobe/connprobe/probe"
-	"github.com/connprobe/connprobe/probe/connect"
 	"github.com/connprobe/connprobe/probe/keepalive"
 )
 
@@ -22,12 +20,13 @@ func addKeepaliveFlags(fl *pflag.FlagSet, f *keepaliveFlags) {
 	fl.IntVar(&f.count, "ka-count", keepalive.DefaultCount, "kind keepalive: TCP_KEEPCNT, unanswered probes before the kernel gives up")
 }
 
-// newKeepaliveProber holds one connection per target; each attempt watches
-// it for --interval (so attempts follow each other without a gap).
-func newKeepaliveProber(t probe.Target, f runFlags, cfg connect.Config) (probe.Prober, error) {
-	return keepalive.New(t, keepalive.Config{
-		Idle: f.kaF.idle, Interval: f.kaF.interval, Count: f.kaF.count,
-		UserTimeout: cfg.UserTimeout, ConnectTimeout: cfg.Timeout, Source: cfg.Source,
-		Watch: f.interval,
-	})
+// keepaliveConfig is kind keepalive's Config from `probe run` flags: one
+// connection per target; each attempt watches it for --interval (so
+// attempts follow each other without a gap).
+func (c runConfigs) keepaliveConfig() (keepalive.Config, error) {
+	return keepalive.Config{
+		Idle: c.f.kaF.idle, Interval: c.f.kaF.interval, Count: c.f.kaF.count,
+		UserTimeout: c.conn.UserTimeout, ConnectTimeout: c.conn.Timeout, Source: c.conn.Source,
+		Watch: c.f.interval,
+	}, nil
 }

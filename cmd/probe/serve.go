@@ -257,7 +257,7 @@ func buildJobs(cfg *configs.Config, log *slog.Logger) ([]*scheduler.Job, error) 
 	for i := range cfg.Probes {
 		j := &cfg.Probes[i]
 		path := fmt.Sprintf("probes[%d] %q", i, j.Name)
-		newProber, err := proberFactory(j)
+		newProber, err := proberFactory(j.Kind, jobConfigs{j})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", path, err))
 			continue
