@@ -53,28 +53,93 @@ func (p *Prober) Close() error { return nil }
 // Probe makes one attempt.
 func (p *Prober) Probe(ctx context.Context) probe.Result {
 	r := probe.Result{Target: p.target.Name, Kind: Kind, Start: time.Now()}
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.timeout())
-	defer cancel()
-	p.probe(ctx, &r)
+	deadline := r.Start.Add(p.cfg.timeout())
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	p.probe(newAttempt(ctx, deadline), &r)
 	r.Duration = time.Since(r.Start)
-	if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) && !r.Success {
+	if !r.Success && errors.Is(context.Cause(ctx), context.Canceled) {
 		// The caller gave up (shutdown): not a network failure.
 		r.Reason = probe.ReasonCanceled
 	}
 	return r
 }
 
-func (p *Prober) probe(ctx context.Context, r *probe.Result) {
-	c := p.establish(ctx, r)
+// attempt bounds the socket calls of one attempt by a deadline on the
+// socket itself rather than by ctx: mdlayher/socket starts a watcher
+// goroutine per blocking call when its ctx can be canceled, and at
+// thousands of probes per second those goroutines (and their stacks) cost
+// more CPU than the probe's own code. Instead the socket gets the attempt's
+// deadline (a runtime poller timer, no syscall), the calls get ctx without
+// its Done channel, and one context.AfterFunc per attempt moves the
+// deadline into the past when ctx is canceled (shutdown), so cancellation
+// stays prompt. Errors come back exactly as mdlayher reports a ctx that
+// expired or was canceled ("connect: context deadline exceeded").
+type attempt struct {
+	ctx      context.Context // the caller's: values, cancellation, resolver
+	io       context.Context // ctx without Done: for mdlayher's calls
+	deadline time.Time       // zero: none
+}
+
+func newAttempt(ctx context.Context, deadline time.Time) *attempt {
+	return &attempt{ctx: ctx, io: context.WithoutCancel(ctx), deadline: deadline}
+}
+
+// watch arms c with the attempt's deadline and cancellation; the returned
+// func disarms the cancellation (call it before the attempt ends).
+func (a *attempt) watch(c *socket.Conn) (stop func() bool) {
+	if !a.deadline.IsZero() {
+		_ = c.SetDeadline(a.deadline)
+	}
+	return context.AfterFunc(a.ctx, func() {
+		// Wakes every blocked call on c with os.ErrDeadlineExceeded;
+		// harmless once c is closed.
+		_ = c.SetDeadline(time.Unix(0, 1))
+	})
+}
+
+// err translates a socket call's error: an expired or cancelled attempt
+// reads as mdlayher reports a done ctx, os.NewSyscallError(op, ctx error),
+// wrapped once more by the calls that wrap their result (read).
+func (a *attempt) err(op string, wraps int, err error) error {
+	if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	cause := a.ctx.Err()
+	if cause == nil {
+		cause = context.DeadlineExceeded
+	}
+	err = os.NewSyscallError(op, cause)
+	for range wraps {
+		err = os.NewSyscallError(op, err)
+	}
+	return err
+}
+
+// early reports, as mdlayher would, that ctx was done before a call.
+func (a *attempt) early(op string) error {
+	if err := a.ctx.Err(); err != nil {
+		return os.NewSyscallError(op, err)
+	}
+	if !a.deadline.IsZero() && !time.Now().Before(a.deadline) {
+		return os.NewSyscallError(op, context.DeadlineExceeded)
+	}
+	return nil
+}
+
+func (p *Prober) probe(a *attempt, r *probe.Result) {
+	c, stop := p.establish(a, r)
 	if c == nil {
 		return
 	}
 	defer c.Close()
+	defer stop()
 	if len(p.cfg.Send) == 0 && len(p.cfg.Expect) == 0 {
 		r.Phase = probe.PhaseDone
 		return
 	}
-	if !p.exchange(ctx, c, r) {
+	if !p.exchange(a, c, r) {
 		// The handshake's degraded success does not survive a failed exchange.
 		return
 	}
@@ -89,10 +154,12 @@ func (p *Prober) probe(ctx context.Context, r *probe.Result) {
 // r holds the classified failure. Send and Expect are not used. ctx bounds
 // the attempt; the caller owns (and closes) the connection.
 func (p *Prober) Establish(ctx context.Context, r *probe.Result) net.Conn {
-	c := p.establish(ctx, r)
+	deadline, _ := ctx.Deadline()
+	c, stop := p.establish(newAttempt(ctx, deadline), r)
 	if c == nil {
 		return nil
 	}
+	stop()
 	defer c.Close()
 	// Hand over a duplicate in Go's own poller (net.FileConn): the socket
 	// keeps the namespace it was created in, so the copy needs no netns
@@ -122,20 +189,26 @@ func (p *Prober) Establish(ctx context.Context, r *probe.Result) net.Conn {
 }
 
 // establish resolves, creates the socket and completes the handshake,
-// classifying into r; it returns the connected socket or nil.
-func (p *Prober) establish(ctx context.Context, r *probe.Result) *socket.Conn {
+// classifying into r; it returns the connected socket, armed with the
+// attempt's deadline and cancellation until stop is called, or nil.
+func (p *Prober) establish(a *attempt, r *probe.Result) (c *socket.Conn, stop func() bool) {
 	// Resolve.
 	addr, ok := p.target.Addr()
 	if !ok {
 		t0 := time.Now()
+		ctx, cancel := a.ctx, context.CancelFunc(func() {})
+		if !a.deadline.IsZero() {
+			ctx, cancel = context.WithDeadline(ctx, a.deadline)
+		}
 		ips, err := p.resolver.LookupNetIP(ctx, "ip", p.target.Host)
+		cancel()
 		r.Timings.Resolve = time.Since(t0)
 		if err == nil && len(ips) == 0 {
 			err = &net.DNSError{Err: "no addresses", Name: p.target.Host, IsNotFound: true}
 		}
 		if err != nil {
 			r.Fail(probe.PhaseResolve, err)
-			return nil
+			return nil, nil
 		}
 		addr = netip.AddrPortFrom(pick(ips, p.cfg.Source), p.target.Port)
 		r.Evidencef("resolved %s to %s in %s", p.target.Host, addr.Addr(), round(r.Timings.Resolve))
@@ -145,12 +218,17 @@ func (p *Prober) establish(ctx context.Context, r *probe.Result) *socket.Conn {
 	c, err := Dial(p.target.NetNS, addr, p.cfg.Source, p.cfg.UserTimeout)
 	if err != nil {
 		r.Fail(probe.PhaseSetup, err)
-		return nil
+		return nil, nil
 	}
+	stop = a.watch(c)
 
 	// Handshake.
 	t0 := time.Now()
-	_, err = c.Connect(ctx, sockaddr(addr))
+	err = a.early("connect")
+	if err == nil {
+		_, err = c.Connect(a.io, sockaddr(addr))
+		err = a.err("connect", 0, err)
+	}
 	r.Timings.Handshake = time.Since(t0)
 	info, ierr := TCPInfo(c)
 	if ierr == nil {
@@ -161,8 +239,9 @@ func (p *Prober) establish(ctx context.Context, r *probe.Result) *socket.Conn {
 	}
 	if err != nil {
 		p.handshakeFailed(c, r, err)
+		stop()
 		c.Close()
-		return nil
+		return nil, nil
 	}
 	r.Local = localAddr(c)
 	if ierr == nil {
@@ -177,14 +256,18 @@ func (p *Prober) establish(ctx context.Context, r *probe.Result) *socket.Conn {
 	} else {
 		r.Evidencef("established %s -> %s in %s", r.Local, addr, round(r.Timings.Handshake))
 	}
-	return c
+	return c, stop
 }
 
 // exchange writes Send and waits for Expect. It reports whether it succeeded.
-func (p *Prober) exchange(ctx context.Context, c *socket.Conn, r *probe.Result) bool {
+func (p *Prober) exchange(a *attempt, c *socket.Conn, r *probe.Result) bool {
 	if len(p.cfg.Send) > 0 {
 		t0 := time.Now()
-		_, err := c.WriteContext(ctx, p.cfg.Send)
+		err := a.early("write")
+		if err == nil {
+			_, err = c.WriteContext(a.io, p.cfg.Send)
+			err = a.err("write", 0, err)
+		}
 		r.Timings.Send = time.Since(t0)
 		if err != nil {
 			r.Fail(probe.PhaseSend, err)
@@ -195,7 +278,11 @@ func (p *Prober) exchange(ctx context.Context, c *socket.Conn, r *probe.Result) 
 	buf := make([]byte, 0, 512)
 	chunk := make([]byte, 4096)
 	for {
-		n, err := c.ReadContext(ctx, chunk)
+		n, err := 0, a.early("read")
+		if err == nil {
+			n, err = c.ReadContext(a.io, chunk)
+			err = a.err("read", 1, err)
+		}
 		if n > 0 {
 			if len(buf)+n > 64<<10 {
 				// Keep the tail: enough to find Expect across reads.

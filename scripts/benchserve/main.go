@@ -56,7 +56,8 @@ type result struct {
 
 func main() {
 	probeBin := flag.String("probe", "bin/probe", "probe binary")
-	bbBin := flag.String("blackbox", "/usr/bin/prometheus-blackbox-exporter", "blackbox_exporter binary")
+	bbBin := flag.String("blackbox", "/usr/bin/prometheus-blackbox-exporter", "blackbox_exporter binary (empty: skip it)")
+	before := flag.String("before", "", "another probe binary (an older build) measured in the same run, for before/after")
 	ns := flag.String("n", "1000,5000,10000", "target counts")
 	warmup := flag.Duration("warmup", 5*time.Second, "time before measuring")
 	window := flag.Duration("duration", 20*time.Second, "measured window")
@@ -82,6 +83,21 @@ func main() {
 		}
 		results = append(results, r)
 		log.Printf("%+v", r)
+		if *before != "" {
+			r, err := benchServe(*before, *basePort, n, *warmup, *window, *scrape)
+			if err != nil {
+				log.Fatalf("probe serve (before) n=%d: %v", n, err)
+			}
+			r.tool = "probe serve (before)"
+			results = append(results, r)
+			log.Printf("%+v", r)
+		}
+		if *bbBin == "" {
+			for _, ln := range lns {
+				ln.Close()
+			}
+			continue
+		}
 		r, err = benchBlackbox(*bbBin, *basePort, n, *warmup, *window)
 		if err != nil {
 			log.Fatalf("blackbox n=%d: %v", n, err)
