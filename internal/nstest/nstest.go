@@ -17,20 +17,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/connprobe/connprobe/internal/lab"
 	"github.com/connprobe/connprobe/probe/netns"
 )
 
-// RequirePriv skips t when not root, unless CONNPROBE_REQUIRE_PRIV=1, where
-// it fails instead: CI runs as root and must run every privileged test.
+// RequirePriv is lab.RequirePriv: skip when not root, fail instead under
+// CONNPROBE_REQUIRE_PRIV=1 (CI must run every privileged test).
 func RequirePriv(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CONNPROBE_REQUIRE_PRIV") == "1" {
-		t.Fatal("test needs root (CONNPROBE_REQUIRE_PRIV=1)")
-	}
-	t.Skip("test needs root")
+	lab.RequirePriv(t)
 }
 
 // Pair is a client and a server namespace joined by one veth pair.
@@ -132,4 +127,6 @@ func Sysctl(t testing.TB, ns, kv string) {
 func (p *Pair) Addr(port uint16) netip.AddrPort { return netip.AddrPortFrom(p.ServerIP, port) }
 
 // String names the pair for logs.
-func (p *Pair) String() string { return fmt.Sprintf("%s(%s)-%s(%s)", p.Client, p.ClientIP, p.Server, p.ServerIP) }
+func (p *Pair) String() string {
+	return fmt.Sprintf("%s(%s)-%s(%s)", p.Client, p.ClientIP, p.Server, p.ServerIP)
+}
