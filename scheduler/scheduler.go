@@ -263,8 +263,12 @@ type loop struct {
 	job    *Job
 	target probe.Target
 	sink   TargetSink
-	ctx    context.Context
-	cancel context.CancelFunc
+	// ctx is the job's; a loop has no context of its own (at 10k targets a
+	// cancelCtx per loop, with its Done channel and children map, was a
+	// fifth of the live heap): halt cancels the attempts in flight through
+	// their slots, and the Background through bgCancel.
+	ctx      context.Context
+	bgCancel context.CancelFunc
 
 	mu      sync.Mutex
 	timer   *time.Timer
@@ -278,8 +282,9 @@ type loop struct {
 // slot is one prober of a loop with the result of its last attempt: the
 // Result lives here rather than escaping to the heap on every attempt.
 type slot struct {
-	p probe.Prober
-	r probe.Result
+	p      probe.Prober
+	r      probe.Result
+	cancel context.CancelFunc // of the attempt in flight; guarded by loop.mu
 }
 
 func newLoop(ctx context.Context, job *Job, t probe.Target) (*loop, error) {
@@ -296,7 +301,7 @@ func newLoop(ctx context.Context, job *Job, t probe.Target) (*loop, error) {
 		l.all = append(l.all, &slot{p: p})
 	}
 	l.free = append(make([]*slot, 0, n), l.all...)
-	l.ctx, l.cancel = context.WithCancel(ctx)
+	l.ctx = ctx
 	return l, nil
 }
 
@@ -306,7 +311,9 @@ func (l *loop) start(offset time.Duration) {
 	l.next = time.Now().Add(offset)
 	l.timer = time.AfterFunc(offset, l.fire)
 	if bg := l.job.Background; bg != nil {
-		l.wg.Go(func() { bg(l.ctx, l.target, l.sink) }) // owned: wait() waits for it
+		var ctx context.Context
+		ctx, l.bgCancel = context.WithCancel(l.ctx)
+		l.wg.Go(func() { bg(ctx, l.target, l.sink) }) // owned: wait() waits for it
 	}
 }
 
@@ -356,9 +363,19 @@ func (l *loop) fire() {
 	}
 	defer l.wg.Done()
 	ctx, cancel := context.WithTimeout(l.ctx, l.job.Timeout)
+	l.mu.Lock()
+	if l.stopped {
+		cancel() // halted between the firing and now
+	}
+	sl.cancel = cancel
+	l.mu.Unlock()
 	sl.r = sl.p.Probe(ctx)
+	l.mu.Lock()
+	sl.cancel = nil
+	halted := l.stopped
+	l.mu.Unlock()
 	cancel()
-	if l.ctx.Err() == nil && sl.r.Reason != probe.ReasonCanceled {
+	if !halted && l.ctx.Err() == nil && sl.r.Reason != probe.ReasonCanceled {
 		// Not cut short by the scheduler (that is not a network failure).
 		l.sink.Result(&sl.r)
 	}
@@ -370,12 +387,19 @@ func (l *loop) fire() {
 // halt stops future firings and cancels the attempts in flight.
 func (l *loop) halt() {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	l.stopped = true
 	if l.timer != nil {
 		l.timer.Stop()
 	}
-	l.mu.Unlock()
-	l.cancel()
+	for _, sl := range l.all {
+		if sl.cancel != nil {
+			sl.cancel()
+		}
+	}
+	if l.bgCancel != nil {
+		l.bgCancel()
+	}
 }
 
 // wait waits for the attempts in flight and closes the probers.
