@@ -285,3 +285,15 @@ func (r Result) MarshalJSON() ([]byte, error) {
 	}
 	return json.Marshal(j)
 }
+
+// Round rounds d for evidence: milliseconds above a second, 10 µs above a
+// millisecond, else microseconds.
+func Round(d time.Duration) time.Duration {
+	switch {
+	case d >= time.Second:
+		return d.Round(time.Millisecond)
+	case d >= time.Millisecond:
+		return d.Round(10 * time.Microsecond)
+	}
+	return d.Round(time.Microsecond)
+}

@@ -212,12 +212,12 @@ func appFailed(ctx context.Context, r *probe.Result, c *conn, scheme string, err
 		if r.Retransmits > 0 {
 			// The attempt's one timeout covers both phases: say when the
 			// handshake ate it, so the server is not blamed alone.
-			r.Evidencef("the handshake's %d SYN retransmit(s) took %s of the attempt's timeout; the server had %s left", r.Retransmits, round(r.Timings.Handshake), round(r.Timings.App))
+			r.Evidencef("the handshake's %d SYN retransmit(s) took %s of the attempt's timeout; the server had %s left", r.Retransmits, probe.Round(r.Timings.Handshake), probe.Round(r.Timings.App))
 		}
 		if nread == 0 {
-			r.Evidencef("connected, but the server sent nothing: no %s within %s (%d byte(s) sent)", waiting, round(r.Timings.App), nwritten)
+			r.Evidencef("connected, but the server sent nothing: no %s within %s (%d byte(s) sent)", waiting, probe.Round(r.Timings.App), nwritten)
 		} else {
-			r.Evidencef("no %s within %s (%d byte(s) received before, %d sent)", waiting, round(r.Timings.App), nread, nwritten)
+			r.Evidencef("no %s within %s (%d byte(s) received before, %d sent)", waiting, probe.Round(r.Timings.App), nread, nwritten)
 		}
 	case probe.ReasonPeerClosed, probe.ReasonReset:
 		r.Evidencef("while waiting for the %s (%d byte(s) received, %d sent)", waiting, nread, nwritten)
@@ -336,16 +336,6 @@ func readFull(c net.Conn, b []byte) error {
 		}
 	}
 	return nil
-}
-
-func round(d time.Duration) time.Duration {
-	switch {
-	case d >= time.Second:
-		return d.Round(time.Millisecond)
-	case d >= time.Millisecond:
-		return d.Round(10 * time.Microsecond)
-	}
-	return d.Round(time.Microsecond)
 }
 
 // printable renders server bytes for evidence: at most 120 characters,

@@ -102,7 +102,7 @@ func (p *httpProbe) speak(ctx context.Context, c *conn, r *probe.Result) error {
 	sendFrom := t0
 	detail := ""
 	if !tlsDone.IsZero() {
-		detail = fmt.Sprintf("TLS %s in %s, ", tlsVersion(tlsState.Version), round(tlsDone.Sub(tlsStart)))
+		detail = fmt.Sprintf("TLS %s in %s, ", tlsVersion(tlsState.Version), probe.Round(tlsDone.Sub(tlsStart)))
 		sendFrom = tlsDone
 	}
 	if !wrote.IsZero() {
@@ -112,7 +112,7 @@ func (p *httpProbe) speak(ctx context.Context, c *conn, r *probe.Result) error {
 		}
 	}
 	detail += fmt.Sprintf("request written in %s, first byte after %s, %d byte(s) of body in %s",
-		round(r.Timings.Send), round(r.Timings.Reply), len(body), round(done.Sub(t0)))
+		probe.Round(r.Timings.Send), probe.Round(r.Timings.Reply), len(body), probe.Round(done.Sub(t0)))
 	status := fmt.Sprintf("%s %s", resp.Proto, resp.Status)
 	if resp.StatusCode >= 500 {
 		msg := status

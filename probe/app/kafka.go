@@ -111,7 +111,7 @@ func (kafkaProbe) speak(ctx context.Context, c *conn, r *probe.Result) error {
 	}
 	// The broker summary goes last: it is the line `probe run` shows.
 	r.Evidencef("Kafka ApiVersions v%d in %s (%d APIs); Metadata v%d in %s: %s",
-		av.Version, round(apiTime), len(avr.ApiKeys), mdVersion, round(time.Since(t1)), s.Brokers)
+		av.Version, probe.Round(apiTime), len(avr.ApiKeys), mdVersion, probe.Round(time.Since(t1)), s.Brokers)
 	return nil
 }
 

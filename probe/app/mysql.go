@@ -75,7 +75,7 @@ func (m *mysqlProbe) speak(ctx context.Context, c *conn, r *probe.Result) error 
 		if err != nil {
 			return err
 		}
-		r.Evidencef("greeting in %s: %s", round(time.Since(t0)), h)
+		r.Evidencef("greeting in %s: %s", probe.Round(time.Since(t0)), h)
 		return nil
 	}
 
@@ -103,7 +103,7 @@ func (m *mysqlProbe) speak(ctx context.Context, c *conn, r *probe.Result) error 
 	if err != nil {
 		return mysqlErr(c, err)
 	}
-	r.Evidencef("%s; logged in as %s in %s; SELECT 1 = %v in %s", greet, cfg.User, round(login), v, round(time.Since(t1)))
+	r.Evidencef("%s; logged in as %s in %s; SELECT 1 = %v in %s", greet, cfg.User, probe.Round(login), v, probe.Round(time.Since(t1)))
 	return nil
 }
 

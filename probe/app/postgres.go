@@ -98,7 +98,7 @@ func (p *postgresProbe) speak(ctx context.Context, c *conn, r *probe.Result) err
 		tlsNote = " over TLS"
 	}
 	r.Evidencef("PostgreSQL %s; logged in as %s%s in %s; SELECT 1 = %s in %s",
-		pc.ParameterStatus("server_version"), p.user, tlsNote, round(login), val, round(time.Since(t1)))
+		pc.ParameterStatus("server_version"), p.user, tlsNote, probe.Round(login), val, probe.Round(time.Since(t1)))
 	return nil
 }
 
@@ -120,9 +120,9 @@ func (p *postgresProbe) sslRequest(c *conn, r *probe.Result) error {
 	}
 	switch b[0] {
 	case 'S':
-		r.Evidencef("SSLRequest answered in %s: S (PostgreSQL server, TLS available)", round(time.Since(t0)))
+		r.Evidencef("SSLRequest answered in %s: S (PostgreSQL server, TLS available)", probe.Round(time.Since(t0)))
 	case 'N':
-		r.Evidencef("SSLRequest answered in %s: N (PostgreSQL server, TLS not enabled)", round(time.Since(t0)))
+		r.Evidencef("SSLRequest answered in %s: N (PostgreSQL server, TLS not enabled)", probe.Round(time.Since(t0)))
 	case 'E':
 		// A server too old for SSLRequest, or one refusing us already:
 		// the rest is an ErrorResponse.

@@ -92,7 +92,7 @@ func (p *redisProbe) speak(ctx context.Context, c *conn, r *probe.Result) error 
 	if v.kind != '+' || v.str != "PONG" {
 		return serverErrorf("PING answered %c%q, not +PONG", v.kind, v.str)
 	}
-	steps = append(steps, fmt.Sprintf("PONG in %s", round(time.Since(t1))))
+	steps = append(steps, fmt.Sprintf("PONG in %s", probe.Round(time.Since(t1))))
 	version := "Redis"
 	if info, err := do("INFO", "server"); err == nil {
 		for line := range strings.SplitSeq(info.str, "\n") {
@@ -108,7 +108,7 @@ func (p *redisProbe) speak(ctx context.Context, c *conn, r *probe.Result) error 
 		// INFO can be renamed or forbidden (ACL): PONG already proved it alive.
 		steps = append(steps, "INFO refused: "+se.Msg)
 	}
-	r.Evidencef("%s: %s (exchange %s)", version, strings.Join(steps, ", "), round(time.Since(t0)))
+	r.Evidencef("%s: %s (exchange %s)", version, strings.Join(steps, ", "), probe.Round(time.Since(t0)))
 	return nil
 }
 

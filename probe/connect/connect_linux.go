@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/connprobe/connprobe/probe"
+	"github.com/connprobe/connprobe/probe/internal/inet"
 	"github.com/connprobe/connprobe/probe/netns"
 )
 
@@ -195,7 +196,7 @@ func (p *Prober) establish(a *attempt, r *probe.Result) (c *sock, stop func() bo
 			return nil, nil
 		}
 		addr = netip.AddrPortFrom(pick(ips, p.cfg.Source), p.target.Port)
-		r.Evidencef("resolved %s to %s in %s", p.target.Host, addr.Addr(), round(r.Timings.Resolve))
+		r.Evidencef("resolved %s to %s in %s", p.target.Host, addr.Addr(), probe.Round(r.Timings.Resolve))
 	}
 	r.Remote = addr
 
@@ -211,7 +212,7 @@ func (p *Prober) establish(a *attempt, r *probe.Result) (c *sock, stop func() bo
 	var info *unix.TCPInfo
 	err = a.early("connect")
 	if err == nil {
-		info, err = c.connect(sockaddr(addr))
+		info, err = c.connect(inet.Sockaddr(addr))
 		err = a.err("connect", 0, err)
 	}
 	r.Timings.Handshake = time.Since(t0)
@@ -231,7 +232,7 @@ func (p *Prober) establish(a *attempt, r *probe.Result) (c *sock, stop func() bo
 		c.Close()
 		return nil, nil
 	}
-	r.Local = localAddr(c.rc)
+	r.Local = inet.LocalAddr(c.rc)
 	if ierr == nil {
 		r.Timings.RTT = time.Duration(info.Rtt) * time.Microsecond
 	}
@@ -240,9 +241,9 @@ func (p *Prober) establish(a *attempt, r *probe.Result) (c *sock, stop func() bo
 	r.Success = true
 	if r.Retransmits > 0 {
 		r.Reason = probe.ReasonSynRetransmitted
-		r.Evidencef("handshake needed %d SYN retransmit(s): established after %s", r.Retransmits, round(r.Timings.Handshake))
+		r.Evidencef("handshake needed %d SYN retransmit(s): established after %s", r.Retransmits, probe.Round(r.Timings.Handshake))
 	} else {
-		r.Evidencef("established %s -> %s in %s", r.Local, addr, round(r.Timings.Handshake))
+		r.Evidencef("established %s -> %s in %s", r.Local, addr, probe.Round(r.Timings.Handshake))
 	}
 	return c, stop
 }
@@ -295,16 +296,16 @@ func (p *Prober) exchange(a *attempt, c *sock, r *probe.Result) bool {
 			}
 			r.Fail(probe.PhaseReply, err)
 			if len(buf) > 0 {
-				r.Evidencef("got %d byte(s) without the expected %q: %q", len(buf), p.cfg.Expect, snippet(buf))
+				r.Evidencef("got %d byte(s) without the expected %q: %q", len(buf), p.cfg.Expect, inet.Snippet(buf))
 			}
 			if ti, ierr := tcpInfo(c.rc); ierr == nil && r.Reason == probe.ReasonReplyTimeout {
-				r.Evidencef("socket %s, %d unacked, %d retransmit(s) while waiting", tcpState(ti.State), ti.Unacked, ti.Total_retrans-uint32(r.Retransmits))
+				r.Evidencef("socket %s, %d unacked, %d retransmit(s) while waiting", inet.TCPState(ti.State), ti.Unacked, ti.Total_retrans-uint32(r.Retransmits))
 			}
 			return false
 		}
 	}
 	r.Timings.Reply = time.Since(t0)
-	r.Evidencef("reply in %s: %q", round(r.Timings.Reply), snippet(buf))
+	r.Evidencef("reply in %s: %q", probe.Round(r.Timings.Reply), inet.Snippet(buf))
 	return true
 }
 
@@ -521,7 +522,7 @@ func setup(rc syscall.RawConn, family int, source netip.Addr, userTimeout time.D
 		// port per probe and exhaust the range at high probe rates.
 		_ = setsockopt(unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
 		var err error
-		if cerr := rc.Control(func(fd uintptr) { err = unix.Bind(int(fd), sockaddr(netip.AddrPortFrom(source, 0))) }); cerr != nil {
+		if cerr := rc.Control(func(fd uintptr) { err = unix.Bind(int(fd), inet.Sockaddr(netip.AddrPortFrom(source, 0))) }); cerr != nil {
 			err = cerr
 		}
 		if err := os.NewSyscallError("bind", err); err != nil {
@@ -540,10 +541,10 @@ func (p *Prober) handshakeFailed(c *sock, r *probe.Result, err error) {
 	}
 	switch r.Reason {
 	case probe.ReasonSynTimeout:
-		r.Evidencef("%d SYN(s) sent over %s: no SYN/ACK, no RST, no ICMP", r.Retransmits+1, round(r.Timings.Handshake))
+		r.Evidencef("%d SYN(s) sent over %s: no SYN/ACK, no RST, no ICMP", r.Retransmits+1, probe.Round(r.Timings.Handshake))
 	case probe.ReasonRefused:
 		if icmp == "" {
-			r.Evidencef("RST in answer to the SYN after %s", round(r.Timings.Handshake))
+			r.Evidencef("RST in answer to the SYN after %s", probe.Round(r.Timings.Handshake))
 		}
 	}
 }
@@ -672,29 +673,6 @@ func icmpName(v6 bool, typ, code uint8) string {
 	return "error"
 }
 
-func sockaddr(ap netip.AddrPort) unix.Sockaddr {
-	a := ap.Addr()
-	if a.Is4() || a.Is4In6() {
-		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.Unmap().As4()}
-	}
-	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
-}
-
-func localAddr(rc syscall.RawConn) netip.AddrPort {
-	var sa unix.Sockaddr
-	var err error
-	if cerr := rc.Control(func(fd uintptr) { sa, err = unix.Getsockname(int(fd)) }); cerr != nil || err != nil {
-		return netip.AddrPort{}
-	}
-	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
-	}
-	return netip.AddrPort{}
-}
-
 // pick chooses the address to connect to: the first of the source's family
 // when a source is set, else the first returned.
 func pick(ips []netip.Addr, source netip.Addr) netip.Addr {
@@ -711,29 +689,3 @@ func pick(ips []netip.Addr, source netip.Addr) netip.Addr {
 var errEOF = fmt.Errorf("read: %w", io.EOF)
 
 func isEOF(err error) bool { return errors.Is(err, io.EOF) }
-
-func snippet(b []byte) []byte {
-	if len(b) > 64 {
-		return b[:64]
-	}
-	return b
-}
-
-func round(d time.Duration) time.Duration {
-	switch {
-	case d >= time.Second:
-		return d.Round(time.Millisecond)
-	case d >= time.Millisecond:
-		return d.Round(10 * time.Microsecond)
-	}
-	return d.Round(time.Microsecond)
-}
-
-var tcpStates = [...]string{"", "ESTABLISHED", "SYN-SENT", "SYN-RECV", "FIN-WAIT-1", "FIN-WAIT-2", "TIME-WAIT", "CLOSE", "CLOSE-WAIT", "LAST-ACK", "LISTEN", "CLOSING"}
-
-func tcpState(s uint8) string {
-	if int(s) < len(tcpStates) && s != 0 {
-		return tcpStates[s]
-	}
-	return fmt.Sprintf("state %d", s)
-}

@@ -50,11 +50,11 @@ func (b Boundary) Found() bool { return b.Lost > 0 }
 func (b Boundary) String() string {
 	switch {
 	case !b.Found():
-		return fmt.Sprintf("idle connections survived every idle time tried, up to %s", round(b.Survived))
+		return fmt.Sprintf("idle connections survived every idle time tried, up to %s", probe.Round(b.Survived))
 	case b.LostReason == probe.ReasonPeerClosed:
-		return fmt.Sprintf("the server closes idle connections after %s (FIN; lost between %s and %s idle)", round(b.ClosedAt), round(b.Survived), round(b.Lost))
+		return fmt.Sprintf("the server closes idle connections after %s (FIN; lost between %s and %s idle)", probe.Round(b.ClosedAt), probe.Round(b.Survived), probe.Round(b.Lost))
 	}
-	return fmt.Sprintf("idle connections are lost after %s–%s (conntrack/IPVS session timeout?)", round(b.Survived), round(b.Lost))
+	return fmt.Sprintf("idle connections are lost after %s–%s (conntrack/IPVS session timeout?)", probe.Round(b.Survived), probe.Round(b.Lost))
 }
 
 // ErrPathDown is returned by Find when connections could not even be opened.
@@ -111,10 +111,10 @@ func (p *Prober) Find(ctx context.Context, o FindOptions) (Boundary, error) {
 			if lost.Reason == probe.ReasonPeerClosed {
 				b.ClosedAt = lost.Timings.Idle
 			}
-			line += fmt.Sprintf("; survived %s, lost %s (%s)", round(lo), round(hi), lost.Reason)
+			line += fmt.Sprintf("; survived %s, lost %s (%s)", probe.Round(lo), probe.Round(hi), lost.Reason)
 		} else {
 			lo = max(lo, rlo)
-			line += fmt.Sprintf("; all survived (up to %s)", round(rlo))
+			line += fmt.Sprintf("; all survived (up to %s)", probe.Round(rlo))
 		}
 		b.Evidence = append(b.Evidence, line)
 		if hi == 0 {
@@ -176,7 +176,7 @@ func (p *Prober) round(ctx context.Context, ds []time.Duration) (map[time.Durati
 		case !x.r.Success && x.r.Phase != probe.PhaseIdle && x.r.Reason != probe.ReasonStaleSession:
 			// Not even a fresh connection worked: no boundary to find.
 			if down == nil {
-				down = fmt.Errorf("%w: %s idle attempt: %s (%s)", ErrPathDown, round(x.d), x.r.Reason, last(x.r.Evidence))
+				down = fmt.Errorf("%w: %s idle attempt: %s (%s)", ErrPathDown, probe.Round(x.d), x.r.Reason, last(x.r.Evidence))
 				for _, c := range cancels {
 					c()
 				}
@@ -229,7 +229,7 @@ func durations(ds []time.Duration) string {
 		if i > 0 {
 			out += " "
 		}
-		out += round(d).String()
+		out += probe.Round(d).String()
 	}
 	return out
 }

@@ -16,10 +16,10 @@ import (
 	"time"
 
 	"github.com/mdlayher/socket"
-	"golang.org/x/sys/unix"
 
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/probe/connect"
+	"github.com/connprobe/connprobe/probe/internal/inet"
 )
 
 // Prober runs idle probes against one target.
@@ -159,7 +159,7 @@ func (p *Prober) judge(ctx context.Context, r *probe.Result, addr netip.AddrPort
 	r.Reason = probe.ReasonStaleSession
 	r.Phase = probe.PhaseIdle
 	r.Evidence = append(r.Evidence, ctl.Evidence...)
-	r.Evidencef("the path forgot the idle session after %s idle (conntrack/IPVS/NAT entry expired?) while a fresh connection works", round(d))
+	r.Evidencef("the path forgot the idle session after %s idle (conntrack/IPVS/NAT entry expired?) while a fresh connection works", probe.Round(d))
 }
 
 func (p *Prober) resolve(ctx context.Context, r *probe.Result) (netip.AddrPort, bool) {
@@ -202,7 +202,7 @@ func (p *Prober) open(ctx context.Context, r *probe.Result, addr netip.AddrPort,
 		return nil, false
 	}
 	t0 := time.Now()
-	_, err = c.Connect(ctx, sockaddr(addr))
+	_, err = c.Connect(ctx, inet.Sockaddr(addr))
 	hs := time.Since(t0)
 	if r.Timings.Handshake == 0 {
 		r.Timings.Handshake = hs
@@ -212,13 +212,13 @@ func (p *Prober) open(ctx context.Context, r *probe.Result, addr netip.AddrPort,
 		if info, ierr := connect.TCPInfo(c); ierr == nil {
 			r.Retransmits = int(info.Total_retrans)
 		}
-		r.Evidencef("%sconnect to %s failed after %s", label, addr, round(hs))
+		r.Evidencef("%sconnect to %s failed after %s", label, addr, probe.Round(hs))
 		c.Close()
 		return nil, false
 	}
-	s := &session{c: c, local: localAddr(c), remote: addr}
+	s := &session{c: c, local: inet.LocalAddrOf(c), remote: addr}
 	if p.cfg.Mode == ModePlain {
-		r.Evidencef("%sestablished %s -> %s in %s", label, s.local, addr, round(hs))
+		r.Evidencef("%sestablished %s -> %s in %s", label, s.local, addr, probe.Round(hs))
 		r.Reason, r.Success, r.Phase = probe.ReasonOK, true, probe.PhaseHandshake
 		return s, true
 	}
@@ -232,7 +232,7 @@ func (p *Prober) open(ctx context.Context, r *probe.Result, addr netip.AddrPort,
 	}
 	s.server = rep.Server
 	r.Evidencef("%sestablished %s -> %s in %s; responder %s echoed in %s (it sees us as %s)",
-		label, s.local, addr, round(hs), rep.Server, round(time.Since(t1)), rep.Client)
+		label, s.local, addr, probe.Round(hs), rep.Server, probe.Round(time.Since(t1)), rep.Client)
 	r.Reason, r.Success, r.Phase = probe.ReasonOK, true, probe.PhaseReply
 	return s, true
 }
@@ -323,7 +323,7 @@ func (p *Prober) idleFor(ctx context.Context, r *probe.Result, s *session, d tim
 	cancel()
 	r.Timings.Idle = time.Since(t0)
 	if len(got) > 0 && !expectData {
-		r.Evidencef("unexpected %d byte(s) from the server during the idle time: %q", len(got), snippet(got))
+		r.Evidencef("unexpected %d byte(s) from the server during the idle time: %q", len(got), inet.Snippet(got))
 	}
 	if err == nil {
 		return true
@@ -336,16 +336,16 @@ func (p *Prober) idleFor(ctx context.Context, r *probe.Result, s *session, d tim
 	switch {
 	case errors.Is(err, io.EOF):
 		r.Reason = probe.ReasonPeerClosed
-		r.Evidencef("peer closed the connection (FIN) after %s idle", round(r.Timings.Idle))
+		r.Evidencef("peer closed the connection (FIN) after %s idle", probe.Round(r.Timings.Idle))
 		if len(got) > 0 && expectData {
-			r.Evidencef("it sent %d byte(s) while idle: %q", len(got), snippet(got))
+			r.Evidencef("it sent %d byte(s) while idle: %q", len(got), inet.Snippet(got))
 		}
 	case isReset(err):
 		// Unsolicited: a stale NAT entry only produces an RST in answer to
 		// our own segment. The peer (or a middlebox) ended the idle
 		// connection itself, abortively — MariaDB's wait_timeout does this.
 		r.Reason = probe.ReasonPeerClosed
-		r.Evidencef("peer aborted the connection (RST, not FIN) after %s idle, before we sent anything: a server or middlebox idle timeout", round(r.Timings.Idle))
+		r.Evidencef("peer aborted the connection (RST, not FIN) after %s idle, before we sent anything: a server or middlebox idle timeout", probe.Round(r.Timings.Idle))
 	}
 	return false
 }
@@ -364,7 +364,7 @@ func (p *Prober) clientFirst(ctx context.Context, r *probe.Result, s *session, d
 	r.Timings.Reply = time.Since(t0)
 	if err == nil {
 		r.Reason, r.Success, r.Phase = probe.ReasonOK, true, probe.PhaseDone
-		r.Evidencef("after %s idle, responder %s echoed in %s", round(r.Timings.Idle), rep.Server, round(r.Timings.Reply))
+		r.Evidencef("after %s idle, responder %s echoed in %s", probe.Round(r.Timings.Idle), rep.Server, probe.Round(r.Timings.Reply))
 		return nil
 	}
 	if ctx.Err() != nil {
@@ -396,7 +396,7 @@ func (p *Prober) serverAfterDelay(ctx context.Context, r *probe.Result, s *sessi
 	if err == nil {
 		r.Timings.Reply = waited - r.Timings.Idle
 		r.Reason, r.Success, r.Phase = probe.ReasonOK, true, probe.PhaseDone
-		r.Evidencef("responder %s replied after %s (asked for %s)", rep.Server, round(waited), req.Delay)
+		r.Evidencef("responder %s replied after %s (asked for %s)", rep.Server, probe.Round(waited), req.Delay)
 		return nil
 	}
 	if ctx.Err() != nil {
@@ -407,12 +407,12 @@ func (p *Prober) serverAfterDelay(ctx context.Context, r *probe.Result, s *sessi
 	case errors.Is(err, io.EOF) && waited < d:
 		r.Fail(probe.PhaseIdle, err)
 		r.Reason = probe.ReasonPeerClosed
-		r.Evidencef("peer closed the connection (FIN) after %s idle, before its delayed reply was due", round(waited))
+		r.Evidencef("peer closed the connection (FIN) after %s idle, before its delayed reply was due", probe.Round(waited))
 		return nil
 	case isReset(err) && waited < d:
 		r.Fail(probe.PhaseIdle, err)
 		r.Reason = probe.ReasonPeerClosed
-		r.Evidencef("peer aborted the connection (RST, not FIN) after %s idle, before its delayed reply was due", round(waited))
+		r.Evidencef("peer aborted the connection (RST, not FIN) after %s idle, before its delayed reply was due", probe.Round(waited))
 		return nil
 	}
 	quiet := segsIn(s.c) - base.segsIn
@@ -443,9 +443,9 @@ func (p *Prober) plain(ctx context.Context, r *probe.Result, s *session, d time.
 			r.Timings.Reply = time.Since(t0)
 			r.Reason, r.Success, r.Phase = probe.ReasonOK, true, probe.PhaseDone
 			if len(got) > 0 {
-				r.Evidencef("after %s idle, the payload was answered in %s: %q", round(r.Timings.Idle), round(r.Timings.Reply), snippet(got))
+				r.Evidencef("after %s idle, the payload was answered in %s: %q", probe.Round(r.Timings.Idle), probe.Round(r.Timings.Reply), inet.Snippet(got))
 			} else {
-				r.Evidencef("after %s idle, the payload was accepted (no reply expected, no RST or FIN in %s)", round(r.Timings.Idle), round(r.Timings.Reply))
+				r.Evidencef("after %s idle, the payload was accepted (no reply expected, no RST or FIN in %s)", probe.Round(r.Timings.Idle), probe.Round(r.Timings.Reply))
 			}
 			return nil
 		}
@@ -456,7 +456,7 @@ func (p *Prober) plain(ctx context.Context, r *probe.Result, s *session, d time.
 			r.Timings.Reply = time.Since(t0)
 			what := p.describeBroke(s, err, r.Timings.Idle, r.Timings.Reply, -1, "wrote the payload")
 			if len(got) > 0 {
-				what += fmt.Sprintf("; got %q without the expected %q", snippet(got), p.cfg.Expect)
+				what += fmt.Sprintf("; got %q without the expected %q", inet.Snippet(got), p.cfg.Expect)
 			}
 			return &broke{err: err, what: what}
 		}
@@ -473,19 +473,19 @@ func (p *Prober) describeBroke(s *session, err error, idle, waited time.Duration
 	switch {
 	case isReset(err):
 		return fmt.Sprintf("after %s idle we %s and got RST (%s) from %s %s later%s",
-			round(idle), did, errnoName(err), s.remote, round(waited), via)
+			probe.Round(idle), did, errnoName(err), s.remote, probe.Round(waited), via)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return fmt.Sprintf("after %s idle we %s and got EOF (FIN) from %s %s later%s", round(idle), did, s.remote, round(waited), via)
+		return fmt.Sprintf("after %s idle we %s and got EOF (FIN) from %s %s later%s", probe.Round(idle), did, s.remote, probe.Round(waited), via)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, syscall.ETIMEDOUT):
 		ti := tcpInfo(s.c)
-		what := fmt.Sprintf("after %s idle we %s and got no reply in %s", round(idle), did, round(waited))
+		what := fmt.Sprintf("after %s idle we %s and got no reply in %s", probe.Round(idle), did, probe.Round(waited))
 		if quiet == 0 {
 			what += ": no packet at all from the server"
 		}
 		what += fmt.Sprintf("; socket %s, %d unacked, %d retransmit(s)%s", ti.state, ti.unacked, ti.retrans, via)
 		return what
 	}
-	return fmt.Sprintf("after %s idle we %s and it failed: %s%s", round(idle), did, probe.Describe(err), via)
+	return fmt.Sprintf("after %s idle we %s and it failed: %s%s", probe.Round(idle), did, probe.Describe(err), via)
 }
 
 // info is the part of TCP_INFO the idle probe reports.
@@ -501,7 +501,7 @@ func tcpInfo(c *socket.Conn) info {
 	if err != nil {
 		return info{state: "unknown", segsIn: -1}
 	}
-	return info{state: tcpState(ti.State), unacked: ti.Unacked, retrans: ti.Total_retrans, segsIn: int64(ti.Segs_in)}
+	return info{state: inet.TCPState(ti.State), unacked: ti.Unacked, retrans: ti.Total_retrans, segsIn: int64(ti.Segs_in)}
 }
 
 func segsIn(c *socket.Conn) int64 { return tcpInfo(c).segsIn }
@@ -524,52 +524,4 @@ func nonce() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-func sockaddr(ap netip.AddrPort) unix.Sockaddr {
-	a := ap.Addr()
-	if a.Is4() || a.Is4In6() {
-		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.Unmap().As4()}
-	}
-	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
-}
-
-func localAddr(c *socket.Conn) netip.AddrPort {
-	sa, err := c.Getsockname()
-	if err != nil {
-		return netip.AddrPort{}
-	}
-	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
-	}
-	return netip.AddrPort{}
-}
-
-func snippet(b []byte) []byte {
-	if len(b) > 64 {
-		return b[:64]
-	}
-	return b
-}
-
-func round(d time.Duration) time.Duration {
-	switch {
-	case d >= time.Second:
-		return d.Round(time.Millisecond)
-	case d >= time.Millisecond:
-		return d.Round(10 * time.Microsecond)
-	}
-	return d.Round(time.Microsecond)
-}
-
-var tcpStates = [...]string{"", "ESTABLISHED", "SYN-SENT", "SYN-RECV", "FIN-WAIT-1", "FIN-WAIT-2", "TIME-WAIT", "CLOSE", "CLOSE-WAIT", "LAST-ACK", "LISTEN", "CLOSING"}
-
-func tcpState(s uint8) string {
-	if int(s) < len(tcpStates) && s != 0 {
-		return tcpStates[s]
-	}
-	return fmt.Sprintf("state %d", s)
 }

@@ -100,7 +100,7 @@ func (p *Prober) mysqlIdle(ctx context.Context, r *probe.Result, s *session, mc 
 	}
 	defer dc.Close()
 	r.Timings.App = time.Since(t0)
-	r.Evidencef("logged in to mysql as %s in %s", mc.User, round(r.Timings.App))
+	r.Evidencef("logged in to mysql as %s in %s", mc.User, probe.Round(r.Timings.App))
 	if !p.idleFor(ctx, r, s, d, true) {
 		return nil
 	}
@@ -111,7 +111,7 @@ func (p *Prober) mysqlIdle(ctx context.Context, r *probe.Result, s *session, mc 
 	r.Timings.Reply = time.Since(t1)
 	if err == nil {
 		r.Reason, r.Success, r.Phase = probe.ReasonOK, true, probe.PhaseDone
-		r.Evidencef("after %s idle, COM_PING answered in %s", round(r.Timings.Idle), round(r.Timings.Reply))
+		r.Evidencef("after %s idle, COM_PING answered in %s", probe.Round(r.Timings.Idle), probe.Round(r.Timings.Reply))
 		return nil
 	}
 	if ctx.Err() != nil {

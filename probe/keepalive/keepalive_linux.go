@@ -16,6 +16,7 @@ import (
 
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/probe/connect"
+	"github.com/connprobe/connprobe/probe/internal/inet"
 	"github.com/connprobe/connprobe/probe/netns"
 )
 
@@ -82,7 +83,7 @@ func (p *Prober) probe(ctx context.Context, r *probe.Result) {
 	if p.target.NetNS != "" {
 		if err := netns.Check(p.target.NetNS); err != nil {
 			if p.conn != nil {
-				r.Evidencef("closed the connection (age %s) so the deleted namespace can be freed", round(time.Since(p.born)))
+				r.Evidencef("closed the connection (age %s) so the deleted namespace can be freed", probe.Round(time.Since(p.born)))
 				r.Timings.Idle = time.Since(p.born)
 				p.Close()
 			}
@@ -132,7 +133,7 @@ func (p *Prober) open(ctx context.Context, r *probe.Result) bool {
 	cctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 	defer cancel()
 	t0 := time.Now()
-	_, err = c.Connect(cctx, sockaddr(addr))
+	_, err = c.Connect(cctx, inet.Sockaddr(addr))
 	r.Timings.Handshake = time.Since(t0)
 	if info, ierr := connect.TCPInfo(c); ierr == nil {
 		r.Retransmits = int(info.Total_retrans)
@@ -141,14 +142,14 @@ func (p *Prober) open(ctx context.Context, r *probe.Result) bool {
 		c.Close()
 		r.Fail(probe.PhaseHandshake, err)
 		if r.Reason == probe.ReasonSynTimeout {
-			r.Evidencef("%d SYN(s) sent over %s: no SYN/ACK, no RST, no ICMP", r.Retransmits+1, round(r.Timings.Handshake))
+			r.Evidencef("%d SYN(s) sent over %s: no SYN/ACK, no RST, no ICMP", r.Retransmits+1, probe.Round(r.Timings.Handshake))
 		}
 		return false
 	}
 	p.conn, p.born, p.got = c, time.Now(), 0
-	p.local, p.remote = localAddr(c), addr
+	p.local, p.remote = inet.LocalAddrOf(c), addr
 	r.Evidencef("opened %s -> %s in %s with keep-alive idle %s, interval %s, count %d%s (dead path detected after %s)",
-		p.local, addr, round(r.Timings.Handshake), p.cfg.Idle, p.cfg.Interval, p.cfg.Count, userTimeoutNote(p.cfg), p.cfg.DeadAfter())
+		p.local, addr, probe.Round(r.Timings.Handshake), p.cfg.Idle, p.cfg.Interval, p.cfg.Count, userTimeoutNote(p.cfg), p.cfg.DeadAfter())
 	return true
 }
 
@@ -220,7 +221,7 @@ func (p *Prober) watch(ctx context.Context, r *probe.Result, fresh bool) {
 		}
 		r.Success, r.Reason, r.Phase = true, probe.ReasonOK, probe.PhaseKeepalive
 		if !fresh {
-			r.Evidencef("alive after %s", round(age))
+			r.Evidencef("alive after %s", probe.Round(age))
 		}
 		if ierr == nil && info.Probes > 0 {
 			// Alive but already probing: the path is going quiet.
@@ -235,62 +236,24 @@ func (p *Prober) watch(ctx context.Context, r *probe.Result, fresh bool) {
 	switch {
 	case errors.Is(err, io.EOF):
 		r.Reason = probe.ReasonPeerClosed
-		r.Evidencef("peer closed (FIN) after %s idle: a write now would draw an RST, then EPIPE (broken pipe, incident 001)", round(age))
+		r.Evidencef("peer closed (FIN) after %s idle: a write now would draw an RST, then EPIPE (broken pipe, incident 001)", probe.Round(age))
 	case errors.Is(err, syscall.ETIMEDOUT):
 		r.Reason = probe.ReasonKeepaliveTimeout
 		r.Evidencef("kernel gave up after %s: %d keep-alive probe(s) %s apart after %s idle went unanswered (ETIMEDOUT)",
-			round(age), p.cfg.Count, p.cfg.Interval, p.cfg.Idle)
+			probe.Round(age), p.cfg.Count, p.cfg.Interval, p.cfg.Idle)
 	default:
 		r.Reason = probe.Classify(probe.InPhase(probe.PhaseKeepalive, err))
 		if d := probe.Describe(err); d != "" {
-			r.Evidence = append(r.Evidence, fmt.Sprintf("after %s: %s", round(age), d))
+			r.Evidence = append(r.Evidence, fmt.Sprintf("after %s: %s", probe.Round(age), d))
 		}
 	}
 	if ierr == nil {
 		r.Evidencef("tcp_info: state %s, keep-alive probes %d, backoff %d, retransmits %d, rtt %s, last data received %s ago",
-			tcpState(info.State), info.Probes, info.Backoff, info.Total_retrans,
+			inet.TCPState(info.State), info.Probes, info.Backoff, info.Total_retrans,
 			time.Duration(info.Rtt)*time.Microsecond, time.Duration(info.Last_data_recv)*time.Millisecond)
 	}
 	if p.got > 0 {
 		r.Evidencef("server had sent %d byte(s) on the connection", p.got)
 	}
 	p.Close()
-}
-
-func sockaddr(ap netip.AddrPort) unix.Sockaddr {
-	a := ap.Addr()
-	if a.Is4() || a.Is4In6() {
-		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.Unmap().As4()}
-	}
-	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
-}
-
-func localAddr(c *socket.Conn) netip.AddrPort {
-	sa, err := c.Getsockname()
-	if err != nil {
-		return netip.AddrPort{}
-	}
-	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
-	}
-	return netip.AddrPort{}
-}
-
-var tcpStates = [...]string{"", "ESTABLISHED", "SYN-SENT", "SYN-RECV", "FIN-WAIT-1", "FIN-WAIT-2", "TIME-WAIT", "CLOSE", "CLOSE-WAIT", "LAST-ACK", "LISTEN", "CLOSING"}
-
-func tcpState(s uint8) string {
-	if int(s) < len(tcpStates) && s != 0 {
-		return tcpStates[s]
-	}
-	return fmt.Sprintf("state %d", s)
-}
-
-func round(d time.Duration) time.Duration {
-	if d >= time.Second {
-		return d.Round(time.Millisecond)
-	}
-	return d.Round(time.Microsecond)
 }

@@ -96,7 +96,7 @@ func TestAuditCloseWait(t *testing.T) {
 func TestSynFloodShowsListenDropsInEvidence(t *testing.T) {
 	p := nstest.NewPair(t)
 	nstest.Sysctl(t, p.Server, "net.ipv4.tcp_syncookies=0")
-	nstest.Sysctl(t, p.Server, "net.core.somaxconn=1") // listen() backlog is capped by it
+	nstest.Sysctl(t, p.Server, "net.core.somaxconn=1")      // listen() backlog is capped by it
 	nstest.Listen(t, p.Server, p.ServerIP.String()+":9000") // never accepts
 	// Fill the accept queue (backlog+1 connections fit), then keep flooding.
 	for range 2 {

@@ -181,8 +181,8 @@ func Lint(s Sysctls, cfg LintConfig) []Finding {
 			out = append(out, Finding{
 				Key: k, Value: v, Severity: Warning,
 				Problem: fmt.Sprintf("%s %s before the kernel gives up (over %s)", side, d.Round(time.Second), cfg.MaxConnect),
-				Why: fmt.Sprintf("%s wait that long on a lost SYN or SYN/ACK: tcp_syn_retries=6 is 1+2+4+8+16+32+64 = 127 s (incidents 000 and 002: an 85 s connect, 30 s requests)", who),
-				Fix: fmt.Sprintf("sysctl -w %s=%d (gives up after %s) and use application connect timeouts", k, want, budget(want).Round(time.Second)),
+				Why:     fmt.Sprintf("%s wait that long on a lost SYN or SYN/ACK: tcp_syn_retries=6 is 1+2+4+8+16+32+64 = 127 s (incidents 000 and 002: an 85 s connect, 30 s requests)", who),
+				Fix:     fmt.Sprintf("sysctl -w %s=%d (gives up after %s) and use application connect timeouts", k, want, budget(want).Round(time.Second)),
 			})
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/connprobe/connprobe/probe"
+	"github.com/connprobe/connprobe/probe/internal/inet"
 	"github.com/connprobe/connprobe/probe/netns"
 )
 
@@ -387,7 +388,7 @@ func (p *path) source(dst netip.Addr) (netip.Addr, error) {
 	var src netip.Addr
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
-		if serr = unix.Connect(int(fd), sockaddr(netip.AddrPortFrom(dst, 9))); serr != nil {
+		if serr = unix.Connect(int(fd), inet.Sockaddr(netip.AddrPortFrom(dst, 9))); serr != nil {
 			serr = os.NewSyscallError("connect", serr)
 			return
 		}
@@ -487,14 +488,6 @@ func rxTimestamp(oob []byte) (time.Time, bool) {
 		oob = oob[next:]
 	}
 	return time.Time{}, false
-}
-
-func sockaddr(ap netip.AddrPort) unix.Sockaddr {
-	a := ap.Addr()
-	if a.Is4() || a.Is4In6() {
-		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.Unmap().As4()}
-	}
-	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
 }
 
 func sockaddrAddr(sa unix.Sockaddr) netip.Addr {

@@ -152,7 +152,7 @@ func (p *Prober) probe(ctx context.Context, deadline time.Time, r *probe.Result)
 			return
 		}
 		addr = netip.AddrPortFrom(pick(ips, p.cfg.Source), p.target.Port)
-		r.Evidencef("resolved %s to %s in %s", p.target.Host, addr.Addr(), round(r.Timings.Resolve))
+		r.Evidencef("resolved %s to %s in %s", p.target.Host, addr.Addr(), probe.Round(r.Timings.Resolve))
 	}
 	r.Remote = addr
 	v6 := !addr.Addr().Is4()
@@ -363,10 +363,10 @@ func (p *Prober) classify(r *probe.Result, o outcome) bool {
 		r.Success = true
 		if o.answered == 0 {
 			r.Reason = probe.ReasonOK
-			r.Evidencef("SYN/ACK from %s in %s (TSval %d)", a.Remote, round(rtt), answered.tsval)
+			r.Evidencef("SYN/ACK from %s in %s (TSval %d)", a.Remote, probe.Round(rtt), answered.tsval)
 		} else {
 			r.Reason = probe.ReasonSynRetransmitted
-			r.Evidencef("SYN/ACK answered SYN #%d of %d (matched by %s), %s after the first; SYNs at %s", o.answered+1, len(o.sent), o.by, round(r.Timings.Handshake), offsets(o.sent))
+			r.Evidencef("SYN/ACK answered SYN #%d of %d (matched by %s), %s after the first; SYNs at %s", o.answered+1, len(o.sent), o.by, probe.Round(r.Timings.Handshake), offsets(o.sent))
 		}
 		// No socket owns our source port, so the local kernel answers this
 		// SYN/ACK with a RST (tcp_v4_send_reset from tcp_v4_rcv's no-socket
@@ -379,7 +379,7 @@ func (p *Prober) classify(r *probe.Result, o outcome) bool {
 		r.Timings.SynRTT = rtt
 		r.Reason = probe.ReasonRefused
 		r.Err = fmt.Errorf("syn: RST from %s", a.Remote)
-		r.Evidencef("RST from %s in answer to SYN #%d after %s", a.Remote, o.answered+1, round(rtt))
+		r.Evidencef("RST from %s in answer to SYN #%d after %s", a.Remote, o.answered+1, probe.Round(rtt))
 	case ReplyICMP:
 		name := icmpName(a.V6, a.ICMPType, a.ICMPCode)
 		r.Reason = probe.ReasonUnreachable
@@ -387,7 +387,7 @@ func (p *Prober) classify(r *probe.Result, o outcome) bool {
 			r.Reason = probe.ReasonRefused
 		}
 		r.Err = fmt.Errorf("syn: ICMP %s from %s", name, a.From)
-		r.Evidencef("ICMP %s (type %d code %d) from %s quoting SYN #%d, after %s", name, a.ICMPType, a.ICMPCode, a.From, o.answered+1, round(rtt))
+		r.Evidencef("ICMP %s (type %d code %d) from %s quoting SYN #%d, after %s", name, a.ICMPType, a.ICMPCode, a.From, o.answered+1, probe.Round(rtt))
 	}
 	return false
 }
@@ -412,9 +412,9 @@ func (p *Prober) pawsCheck(ctx context.Context, deadline time.Time, pa *path, sr
 		r.Success = false
 		r.Reason = probe.ReasonPAWSRejected
 		r.Err = errors.New("syn: SYN with an older TSval unanswered")
-		r.Evidencef("PAWS: SYN with TSval %d answered; %d SYN(s) with older TSval %d (-%d) from %s got no answer in %s", answeredTS, len(o.sent), old, p.cfg.PAWSRegress, o.local, round(time.Since(o.sent[0].at)))
+		r.Evidencef("PAWS: SYN with TSval %d answered; %d SYN(s) with older TSval %d (-%d) from %s got no answer in %s", answeredTS, len(o.sent), old, p.cfg.PAWSRegress, o.local, probe.Round(time.Since(o.sent[0].at)))
 	case o.reply.Kind == ReplySynAck:
-		r.Evidencef("PAWS: SYN with older TSval %d (last %d) also answered after %s: no per-host timestamp check", old, fresh, round(o.reply.at.Sub(o.sent[o.answered].at)))
+		r.Evidencef("PAWS: SYN with older TSval %d (last %d) also answered after %s: no per-host timestamp check", old, fresh, probe.Round(o.reply.at.Sub(o.sent[o.answered].at)))
 		r.Phase = probe.PhaseDone
 	default:
 		r.Evidencef("PAWS check inconclusive: SYN with older TSval %d got %s", old, o.reply.Kind)
@@ -444,14 +444,4 @@ func pick(ips []netip.Addr, source netip.Addr) netip.Addr {
 		}
 	}
 	return ips[0].Unmap()
-}
-
-func round(d time.Duration) time.Duration {
-	switch {
-	case d >= time.Second:
-		return d.Round(time.Millisecond)
-	case d >= time.Millisecond:
-		return d.Round(10 * time.Microsecond)
-	}
-	return d.Round(time.Microsecond)
 }
