@@ -2,14 +2,17 @@
 # probe serve vs blackbox_exporter: N loopback connect targets at 1 s, side
 # by side in one run; writes the "probe serve vs blackbox_exporter" section of
 # BENCHMARKS.md. Usage: scripts/bench-serve.sh [N,N,...]   (default 1000,5000,10000)
+# BEFORE=path/to/older/probe (and BEFORE_NOTE="what it is") adds that build's
+# rows, measured in the same run for a before/after comparison.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v prometheus-blackbox-exporter >/dev/null; then
 	echo "bench-serve: installing prometheus-blackbox-exporter" >&2
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-blackbox-exporter >/dev/null
 fi
-ulimit -n 1048576 2>/dev/null || ulimit -n 65536
+ulimit -n 1048576 2>/dev/null || ulimit -n 65536 2>/dev/null || true # 2N+ fds; keep the current limit when it cannot be raised
 CGO_ENABLED=0 go build -trimpath -o bin/probe ./cmd/probe
 go build -o bin/benchserve ./scripts/benchserve
 ./bin/benchserve -probe bin/probe -blackbox "$(command -v prometheus-blackbox-exporter)" \
+	-before "${BEFORE:-}" -before-note "${BEFORE_NOTE:-given with BEFORE=}" \
 	-n "${1:-1000,5000,10000}" -warmup "${WARMUP:-5s}" -duration "${DURATION:-20s}" -out BENCHMARKS.md

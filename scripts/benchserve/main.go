@@ -40,6 +40,9 @@ import (
 	"time"
 )
 
+// beforeNote says what the -before binary is.
+var beforeNote string
+
 type result struct {
 	tool      string
 	n         int
@@ -58,6 +61,7 @@ func main() {
 	probeBin := flag.String("probe", "bin/probe", "probe binary")
 	bbBin := flag.String("blackbox", "/usr/bin/prometheus-blackbox-exporter", "blackbox_exporter binary (empty: skip it)")
 	before := flag.String("before", "", "another probe binary (an older build) measured in the same run, for before/after")
+	flag.StringVar(&beforeNote, "before-note", "given with -before", "what the -before binary is, for the notes")
 	ns := flag.String("n", "1000,5000,10000", "target counts")
 	warmup := flag.Duration("warmup", 5*time.Second, "time before measuring")
 	window := flag.Duration("duration", 20*time.Second, "measured window")
@@ -484,6 +488,12 @@ func render(rs []result, load0 string, warmup, window, scrape time.Duration) str
 	b.WriteString("blackbox_exporter (Debian): driven by a per-target loop like a Prometheus scrape loop: `GET /probe?module=tcp_connect&target=...`\n")
 	b.WriteString("once per second per target, 1s timeout, at most one in flight per target. Its lateness column is the driver's dispatch\n")
 	b.WriteString("lateness (blackbox has no scheduler); its CPU is the blackbox process only (not the driver's HTTP client).\n\n")
+	for _, r := range rs {
+		if r.tool == "probe serve (before)" {
+			fmt.Fprintf(&b, "probe serve (before): an older build (%s), measured right after the current one on the same listeners.\n\n", beforeNote)
+			break
+		}
+	}
 	fmt.Fprintf(&b, "Load average before the run: %s, after: %s (other work shares the machine).\n\n", load0, loadavg())
 	b.WriteString("| tool | N | CPU s / 1000 probes | CPU cores used | peak RSS | anon RSS at end | p99 lateness | completed / expected | ok |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
