@@ -69,23 +69,21 @@ func (p *Prober) Probe(ctx context.Context) probe.Result {
 }
 
 // attempt bounds the socket calls of one attempt by a deadline on the
-// socket itself rather than by ctx: mdlayher/socket starts a watcher
-// goroutine per blocking call when its ctx can be canceled, and at
-// thousands of probes per second those goroutines (and their stacks) cost
-// more CPU than the probe's own code. Instead the socket gets the attempt's
-// deadline (a runtime poller timer, no syscall), the calls get ctx without
-// its Done channel, and one context.AfterFunc per attempt moves the
-// deadline into the past when ctx is canceled (shutdown), so cancellation
-// stays prompt. Errors come back exactly as mdlayher reports a ctx that
-// expired or was canceled ("connect: context deadline exceeded").
+// socket itself rather than by a goroutine watching ctx (mdlayher/socket
+// starts one per blocking call whose ctx can be canceled; at thousands of
+// probes per second those goroutines and their stacks cost more CPU than
+// the probe's own code). The socket gets the attempt's deadline (a runtime
+// poller timer, no syscall), and one context.AfterFunc per attempt moves
+// the deadline into the past when ctx is canceled (shutdown), so
+// cancellation stays prompt. Errors come back exactly as mdlayher reports a
+// ctx that expired or was canceled ("connect: context deadline exceeded").
 type attempt struct {
 	ctx      context.Context // the caller's: values, cancellation, resolver
-	io       context.Context // ctx without Done: for mdlayher's calls
 	deadline time.Time       // zero: none
 }
 
 func newAttempt(ctx context.Context, deadline time.Time) *attempt {
-	return &attempt{ctx: ctx, io: context.WithoutCancel(ctx), deadline: deadline}
+	return &attempt{ctx: ctx, deadline: deadline}
 }
 
 // watch arms c with the attempt's deadline and cancellation; the returned
