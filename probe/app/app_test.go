@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -101,6 +102,10 @@ func TestMariaDB(t *testing.T) {
 		check(t, r, probe.ReasonAppError, "ERROR 1045", "Access denied for user 'probe'")
 	})
 	t.Run("too many connections", func(t *testing.T) {
+		// The earlier subtests' connections are closed, but the server
+		// frees their slots asynchronously: wait until only this query's
+		// own connection is counted, or the fill below races with them.
+		waitThreadsConnected(t, m, 1)
 		// Fill max_connections=10 with logged-in clients of the probe user.
 		var held []driver.Conn
 		defer func() {
@@ -130,6 +135,25 @@ func TestMariaDB(t *testing.T) {
 		r = probeOnce(t, "mysql://"+addr.String(), "", cfg)
 		check(t, r, probe.ReasonAppError, "ERROR 1040", "Too many connections")
 	})
+}
+
+// waitThreadsConnected waits until the server counts at most n client
+// connections (the query's own included).
+func waitThreadsConnected(t *testing.T, m *mariadb, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := strings.Fields(m.sql(t, "SHOW GLOBAL STATUS LIKE 'Threads_connected'"))
+		if len(got) == 2 {
+			if v, err := strconv.Atoi(got[1]); err == nil && v <= n {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("MariaDB still counts connections from earlier subtests: %v", got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func mysqlLogin(t *testing.T, addr netip.AddrPort) driver.Conn {
