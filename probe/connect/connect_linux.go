@@ -607,7 +607,7 @@ func ParseRecvErr(oob []byte) string {
 			continue
 		}
 		from := offender(m.Data[eeLen:])
-		desc := icmpName(origin == unix.SO_EE_ORIGIN_ICMP6, typ, code)
+		desc := inet.ICMPName(origin == unix.SO_EE_ORIGIN_ICMP6, typ, code)
 		s := fmt.Sprintf("ICMP %s (type %d code %d)", desc, typ, code)
 		if from.IsValid() {
 			s += " from " + from.String()
@@ -632,43 +632,6 @@ func offender(b []byte) netip.Addr {
 		}
 	}
 	return netip.Addr{}
-}
-
-func icmpName(v6 bool, typ, code uint8) string {
-	if v6 {
-		if typ == 1 {
-			switch code {
-			case 0:
-				return "no-route"
-			case 1:
-				return "admin-prohibited"
-			case 3:
-				return "address-unreachable"
-			case 4:
-				return "port-unreachable"
-			}
-		}
-		return "error"
-	}
-	if typ == 3 {
-		switch code {
-		case 0:
-			return "net-unreachable"
-		case 1:
-			return "host-unreachable"
-		case 2:
-			return "prot-unreachable"
-		case 3:
-			return "port-unreachable"
-		case 9, 10, 13:
-			return "admin-prohibited"
-		}
-		return "unreachable"
-	}
-	if typ == 11 {
-		return "time-exceeded"
-	}
-	return "error"
 }
 
 // pick chooses the address to connect to: the first of the source's family

@@ -305,46 +305,6 @@ func (r Reply) Match(remote netip.AddrPort, localPort uint16, seq uint32) bool {
 	return r.Kind != ReplyNone && r.Remote == remote && r.LocalPort == localPort && r.Ack == seq+1
 }
 
-// icmpName names an ICMP (v4) or ICMPv6 error.
-func icmpName(v6 bool, typ, code uint8) string {
-	if v6 {
-		switch {
-		case typ == 1 && code == 0:
-			return "no-route"
-		case typ == 1 && code == 1:
-			return "admin-prohibited"
-		case typ == 1 && code == 3:
-			return "address-unreachable"
-		case typ == 1 && code == 4:
-			return "port-unreachable"
-		case typ == 1 && code == 5, typ == 1 && code == 6:
-			return "policy-failed"
-		case typ == 3:
-			return "time-exceeded"
-		}
-		return "unreachable"
-	}
-	if typ == 3 {
-		switch code {
-		case 0:
-			return "net-unreachable"
-		case 1:
-			return "host-unreachable"
-		case 2:
-			return "prot-unreachable"
-		case 3:
-			return "port-unreachable"
-		case 9, 10, 13:
-			return "admin-prohibited"
-		}
-		return "unreachable"
-	}
-	if typ == 11 {
-		return "time-exceeded"
-	}
-	return "error"
-}
-
 // portUnreachable reports whether an ICMP error says the port is closed,
 // which the kernel turns into ECONNREFUSED (refused, not unreachable).
 func (r Reply) portUnreachable() bool {

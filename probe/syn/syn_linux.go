@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/connprobe/connprobe/probe"
+
+	"github.com/connprobe/connprobe/probe/internal/inet"
 )
 
 // Prober runs SYN probes against one target. Probe must not be called
@@ -381,7 +383,7 @@ func (p *Prober) classify(r *probe.Result, o outcome) bool {
 		r.Err = fmt.Errorf("syn: RST from %s", a.Remote)
 		r.Evidencef("RST from %s in answer to SYN #%d after %s", a.Remote, o.answered+1, probe.Round(rtt))
 	case ReplyICMP:
-		name := icmpName(a.V6, a.ICMPType, a.ICMPCode)
+		name := inet.ICMPName(a.V6, a.ICMPType, a.ICMPCode)
 		r.Reason = probe.ReasonUnreachable
 		if a.portUnreachable() {
 			r.Reason = probe.ReasonRefused
