@@ -498,11 +498,11 @@ func render(rs []result, load0 string, warmup, window, scrape time.Duration) str
 	b.WriteString("| tool | N | CPU s / 1000 probes | CPU cores used | peak RSS | anon RSS at end | p99 lateness | completed / expected | ok |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rs {
-		per := math.NaN()
+		per := "n/a (none completed)"
 		if r.completed > 0 {
-			per = r.cpu / float64(r.completed) * 1000
+			per = fmt.Sprintf("%.3f", r.cpu/float64(r.completed)*1000)
 		}
-		fmt.Fprintf(&b, "| %s | %d | %.3f | %.2f | %.1f MiB | %.1f MiB | %s (%s) | %d / %d (%.1f%%) | %d |\n",
+		fmt.Fprintf(&b, "| %s | %d | %s | %.2f | %.1f MiB | %.1f MiB | %s (%s) | %d / %d (%.1f%%) | %d |\n",
 			r.tool, r.n, per, r.cpu/r.window.Seconds(), float64(r.rssKiB)/1024, float64(r.anonKiB)/1024, r.p99.Round(10*time.Microsecond), r.p99Note,
 			r.completed, r.expected, 100*float64(r.completed)/float64(r.expected), r.succeeded)
 	}
