@@ -227,6 +227,11 @@ type VantageOptions struct {
 	// the pods whose namespaces run on this node; a pod whose name is not
 	// known matches as "*/UID".
 	Pods []string `yaml:"pods"`
+	// PodsSelector selects the pods on this node through the Kubernetes
+	// API (a pod watch restricted to NODE_NAME, label selector applied by
+	// the server), joined to their namespaces by pod UID; their names come
+	// from the API, not from the container's environment.
+	PodsSelector *spec.PodSelector `yaml:"pods_selector"`
 	// NetNS are globs over the names of named namespaces (/run/netns).
 	NetNS []string `yaml:"netns"`
 	// RefreshInterval is how often namespaces are rediscovered (default
@@ -238,8 +243,15 @@ type VantageOptions struct {
 const DefaultVantageRefresh = 10 * time.Second
 
 func (o *VantageOptions) validate(add func(format string, args ...any)) {
-	if len(o.Pods) == 0 && len(o.NetNS) == 0 {
-		add("vantage: neither pods nor netns: no namespace to probe from")
+	if len(o.Pods) == 0 && o.PodsSelector == nil && len(o.NetNS) == 0 {
+		add("vantage: neither pods, pods_selector nor netns: no namespace to probe from")
+	}
+	if o.PodsSelector != nil {
+		if err := o.PodsSelector.Validate(); err != nil {
+			for _, e := range splitJoined(err) {
+				add("vantage.pods_selector.%v", e)
+			}
+		}
 	}
 	for i, p := range o.Pods {
 		switch _, err := path.Match(p, ""); {

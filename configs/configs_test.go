@@ -49,12 +49,16 @@ func TestBadConfigs(t *testing.T) {
 		}, "\n")},
 		{"bad-vantage.yaml", strings.Join([]string{
 			`probes[0] "both": netns and vantage exclude each other (vantage probes from every matching namespace)`,
-			`probes[1] "empty": vantage: neither pods nor netns: no namespace to probe from`,
+			`probes[1] "empty": vantage: neither pods, pods_selector nor netns: no namespace to probe from`,
 			`probes[1] "empty": vantage.refresh_interval 0s must be positive`,
 			`probes[2] "globs": vantage.pods[0] "web-*": want NAMESPACE/NAME (a glob such as shop/web-* or */*)`,
 			`probes[2] "globs": vantage.pods[1] "shop/[x": bad glob: syntax error in pattern`,
 			`probes[2] "globs": vantage.pods[2]: empty (want a NAMESPACE/NAME glob such as shop/web-*)`,
 			`probes[2] "globs": vantage.netns[0] "/run/netns/blue": want a name glob under /run/netns, not a path`,
+		}, "\n")},
+		{"bad-vantage-selector.yaml", strings.Join([]string{
+			`probes[0] "selector": vantage.pods_selector.label_selector "app in (web": unable to parse requirement: found '', expected: ',' or ')'`,
+			`probes[0] "selector": vantage.pods_selector.namespaces[1]: empty`,
 		}, "\n")},
 		{"bad-many.yaml", strings.Join([]string{
 			`probes[0]: name is required`,

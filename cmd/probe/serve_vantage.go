@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"log/slog"
+	"os"
 
 	"github.com/connprobe/connprobe/configs"
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/scheduler/targets"
+	"github.com/connprobe/connprobe/scheduler/targets/kubernetes"
 )
 
 // withVantage wraps a job's target source and prober factory for its
@@ -37,6 +39,16 @@ func withVantage(j *configs.Job, src targets.Source, newProber func(probe.Target
 	}
 	v := targets.NewVantage(src, targets.MatchAny(ms...))
 	v.Refresh, v.Log = o.RefreshInterval.D, log.With("job", j.Name)
+	if o.PodsSelector != nil {
+		// Like the kubernetes target source, NODE_NAME comes from the
+		// downward API (deploy/daemonset.yaml); without it, or without an
+		// API, the Vantage logs why and keeps its last set of pods.
+		p, err := kubernetes.NewPods(nil, *o.PodsSelector, kubernetes.Options{NodeName: os.Getenv("NODE_NAME"), Logger: v.Log})
+		if err != nil {
+			return nil, nil, err // checked by Validate
+		}
+		v.Pods = p
+	}
 	return v, func(t probe.Target) (probe.Prober, error) {
 		p, err := newProber(t)
 		if err != nil {

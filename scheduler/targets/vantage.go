@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/connprobe/connprobe/probe"
@@ -29,12 +30,26 @@ type Vantage struct {
 	// Source yields the destinations; its NetNS fields are replaced.
 	Source    Source
 	Discovery Discovery
-	// Match selects namespaces; nil takes all (except the host's).
-	Match   func(Namespace) bool
+	// Match selects namespaces; nil takes all (except the host's), or
+	// none when Pods is set.
+	Match func(Namespace) bool
+	// Pods, when set, selects namespaces too: those whose pod UID (from
+	// the cgroup) is in the latest set it hands on, named as it names them.
+	// If it fails, the failure is logged and its last set kept.
+	Pods    PodSource
 	Refresh time.Duration
 	Log     *slog.Logger
 
 	recheck chan struct{}
+}
+
+// Pod is a pod as the Kubernetes API knows it.
+type Pod struct{ UID, Namespace, Name string }
+
+// PodSource hands on the complete set of selected pods whenever it changes
+// (kubernetes.Pods: the pods of this node matching a label selector).
+type PodSource interface {
+	Run(ctx context.Context, update func([]Pod)) error
 }
 
 // NewVantage returns a Vantage over src; Match, Refresh and Log may be set
@@ -67,29 +82,32 @@ func (v *Vantage) Run(ctx context.Context, update func([]probe.Target)) error {
 		refresh = DefaultVantageRefresh
 	}
 	recheck := v.recheck // nil (never fires) when not made by NewVantage
-	nss, err := v.discover()
+	var pods map[string]Pod
+	nss, err := v.discover(pods)
 	if err != nil {
 		return err
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var podSets chan []Pod
+	var podsDone chan error
+	if v.Pods != nil {
+		podSets, podsDone = make(chan []Pod, 1), make(chan error, 1)
+		go func() { // owned: waited for before Run returns
+			podsDone <- v.Pods.Run(ctx, func(ps []Pod) { latest(podSets, ps) })
+		}()
+		defer func() {
+			cancel()
+			if podsDone != nil {
+				<-podsDone
+			}
+		}()
+	}
 	dests := make(chan []probe.Target, 1)
 	srcDone := make(chan error, 1)
 	go func() { // owned: waited for before Run returns
-		srcDone <- v.Source.Run(ctx, func(ts []probe.Target) {
-			for { // latest set wins
-				select {
-				case dests <- ts:
-					return
-				default:
-				}
-				select {
-				case <-dests:
-				default:
-				}
-			}
-		})
+		srcDone <- v.Source.Run(ctx, func(ts []probe.Target) { latest(dests, ts) })
 	}()
 	defer func() {
 		cancel()
@@ -129,10 +147,21 @@ func (v *Vantage) Run(ctx context.Context, update func([]probe.Target)) error {
 			known = true
 			push()
 			continue
+		case err := <-podsDone:
+			podsDone = nil
+			if err != nil && ctx.Err() == nil {
+				log.Warn("vantage pods_selector failed; keeping its last set of pods", "err", err)
+			}
+			continue
+		case ps := <-podSets:
+			pods = make(map[string]Pod, len(ps))
+			for _, p := range ps {
+				pods[p.UID] = p
+			}
 		case <-tick.C:
 		case <-recheck:
 		}
-		next, err := v.discover()
+		next, err := v.discover(pods)
 		if err != nil {
 			log.Warn("netns discovery failed; keeping the previous vantage points", "err", err)
 			continue
@@ -147,15 +176,43 @@ func (v *Vantage) Run(ctx context.Context, update func([]probe.Target)) error {
 	}
 }
 
-func (v *Vantage) discover() ([]Namespace, error) {
+// latest hands v on through a channel of capacity 1, replacing a value not
+// yet received: the latest set wins.
+func latest[T any](ch chan T, v T) {
+	for {
+		select {
+		case ch <- v:
+			return
+		default:
+		}
+		select {
+		case <-ch:
+		default:
+		}
+	}
+}
+
+// discover lists the namespaces Match accepts and those of pods, the
+// latter named by pods (the API) rather than by discovery.
+func (v *Vantage) discover(pods map[string]Pod) ([]Namespace, error) {
 	all, err := v.Discovery.Discover()
 	if err != nil {
 		return nil, err
 	}
-	if v.Match == nil {
+	if v.Match == nil && v.Pods == nil {
 		return all, nil
 	}
-	return slices.DeleteFunc(all, func(n Namespace) bool { return !v.Match(n) }), nil
+	out := all[:0]
+	for _, n := range all {
+		if p, ok := pods[n.PodUID]; ok && n.PodUID != "" {
+			n.PodNamespace, n.PodName = p.Namespace, p.Name
+			out = append(out, n)
+		} else if v.Match != nil && v.Match(n) {
+			out = append(out, n)
+		}
+	}
+	slices.SortFunc(out, func(a, b Namespace) int { return strings.Compare(a.Label(), b.Label()) })
+	return out, nil
 }
 
 // fanOut copies every destination into every namespace.

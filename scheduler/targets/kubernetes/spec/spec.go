@@ -61,14 +61,7 @@ func (c Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("role %q: want service, endpoints, pod or node", c.Role))
 	}
-	if _, err := labels.Parse(c.LabelSelector); err != nil {
-		errs = append(errs, fmt.Errorf("label_selector %q: %w", c.LabelSelector, err))
-	}
-	for i, ns := range c.Namespaces {
-		if ns == "" {
-			errs = append(errs, fmt.Errorf("namespaces[%d]: empty", i))
-		}
-	}
+	errs = append(errs, selectorErrs(c.Namespaces, c.LabelSelector)...)
 	for i, p := range c.Ports {
 		if n, err := strconv.Atoi(p); err == nil && (n < 1 || n > 65535) {
 			errs = append(errs, fmt.Errorf("ports[%d]: %d is not in 1-65535", i, n))
@@ -99,4 +92,38 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("mesh and this_node exclude each other (this_node keeps only local pods)"))
 	}
 	return errors.Join(errs...)
+}
+
+// selectorErrs checks the namespaces and label selector shared by Config
+// and PodSelector.
+func selectorErrs(namespaces []string, labelSelector string) []error {
+	var errs []error
+	if _, err := labels.Parse(labelSelector); err != nil {
+		errs = append(errs, fmt.Errorf("label_selector %q: %w", labelSelector, err))
+	}
+	for i, ns := range namespaces {
+		if ns == "" {
+			errs = append(errs, fmt.Errorf("namespaces[%d]: empty", i))
+		}
+	}
+	return errs
+}
+
+// PodSelector is the `pods_selector` of a job's vantage block: the pods on
+// this node (NODE_NAME) whose network namespaces the job probes from, chosen
+// by the API (a pod watch with field selector spec.nodeName and this label
+// selector, server-side) rather than by name globs. Namespaces, LabelSelector
+// and Kubeconfig mean what they mean in Config.
+type PodSelector struct {
+	// Namespaces restricts the pods to these namespaces; empty: all.
+	Namespaces []string `yaml:"namespaces"`
+	// LabelSelector selects pods by label ("app=web"); empty: every pod.
+	LabelSelector string `yaml:"label_selector"`
+	// Kubeconfig is the kubeconfig file to use outside a cluster.
+	Kubeconfig string `yaml:"kubeconfig"`
+}
+
+// Validate reports every problem of p; paths are relative to the block.
+func (p PodSelector) Validate() error {
+	return errors.Join(selectorErrs(p.Namespaces, p.LabelSelector)...)
 }
