@@ -11,6 +11,7 @@ grep -E '^(=== RUN|--- (PASS|FAIL|SKIP)|PASS|FAIL|ok|panic)' "$log" | grep -v '^
 if [ $status -ne 0 ]; then
 	echo "--- failures (full log follows the summary) ---"
 	grep -E '^# |\.go:[0-9]+:[0-9]+: ' "$log" | head -60 # compile errors
+	grep -E '^\s+[A-Za-z0-9_]+_test\.go:[0-9]+: ' "$log" | head -100 # t.Error/t.Log of tests
 	grep -B2 -A30 -E -- '--- FAIL|^panic|build failed|\[setup failed\]' "$log" | head -400
 	exit $status
 fi

@@ -82,6 +82,7 @@ func podLike(t *testing.T, podNS, name string) *exec.Cmd {
 type recordSink struct {
 	mu      sync.Mutex
 	results map[string][]probe.Reason
+	starts  map[string][]time.Time // Start of each result, in step with results
 	live    map[string]bool
 }
 
@@ -124,6 +125,14 @@ func (r recordTarget) Result(res *probe.Result) {
 	r.s.mu.Lock()
 	defer r.s.mu.Unlock()
 	r.s.results[r.name] = append(r.s.results[r.name], res.Reason)
+	r.s.starts[r.name] = append(r.s.starts[r.name], res.Start)
+}
+
+// startsOf returns when each recorded attempt against name began.
+func (s *recordSink) startsOf(name string) []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]time.Time(nil), s.starts[name]...)
 }
 
 // A vantage job runs from two pod-like namespaces and a named one: each
@@ -186,7 +195,7 @@ probes:
 	if err != nil {
 		t.Fatal(err)
 	}
-	sink := &recordSink{results: map[string][]probe.Reason{}, live: map[string]bool{}}
+	sink := &recordSink{results: map[string][]probe.Reason{}, starts: map[string][]time.Time{}, live: map[string]bool{}}
 	sched := scheduler.New(sink, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -226,7 +235,9 @@ probes:
 	}
 
 	baseFDs, baseG := countFDs(t), runtime.NumGoroutine()
+	res, _ = sink.snapshot()
 	before := len(res[from2])
+	killed := time.Now()
 	_ = web2.Process.Kill()
 	_ = web2.Wait()
 	waitFor(t, 5*time.Second, "the vanished pod's target dropped", func() bool {
@@ -234,11 +245,15 @@ probes:
 		return !live[from2]
 	})
 	res, live = sink.snapshot()
+	// An attempt already under way when the pod died may end as it would
+	// have (its socket was made in the live namespace); every attempt that
+	// began after must be netns_gone, and there is exactly one.
+	starts := sink.startsOf(from2)
 	gone := 0
-	for _, r := range res[from2][before:] {
+	for i, r := range res[from2][before:] {
 		if r == probe.ReasonNetNSGone {
 			gone++
-		} else {
+		} else if !starts[before+i].Before(killed) {
 			t.Errorf("%s after its pod died: %s, want netns_gone", from2, r)
 		}
 	}
