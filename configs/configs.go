@@ -300,13 +300,7 @@ func (o *ConnectOptions) Config(timeout time.Duration) (connect.Config, error) {
 		return cfg, nil
 	}
 	var errs []error
-	if o.Source != "" {
-		a, err := netip.ParseAddr(o.Source)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("connect.source %q: not an IP address", o.Source))
-		}
-		cfg.Source = a
-	}
+	cfg.Source, errs = parseSource("connect", o.Source, errs)
 	cfg.Send = []byte(o.Send)
 	cfg.Expect = []byte(o.Expect)
 	if o.UserTimeout.Err != nil {
@@ -418,13 +412,7 @@ func (o *IdleOptions) Config(timeout time.Duration) (idle.Config, error) {
 			}
 			*d.dst = d.v.D
 		}
-		if o.Source != "" {
-			a, err := netip.ParseAddr(o.Source)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("idle.source %q: not an IP address", o.Source))
-			}
-			cfg.Source = a
-		}
+		cfg.Source, errs = parseSource("idle", o.Source, errs)
 		cfg.Send, cfg.Expect = []byte(o.Send), []byte(o.Expect)
 	}
 	if err := cfg.Validate(); err != nil {
@@ -460,13 +448,7 @@ func (o *AppOptions) Config(timeout time.Duration) (app.Config, error) {
 	cfg := app.Config{Timeout: timeout}
 	var errs []error
 	if o != nil {
-		if o.Source != "" {
-			a, err := netip.ParseAddr(o.Source)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("app.source %q: not an IP address", o.Source))
-			}
-			cfg.Source = a
-		}
+		cfg.Source, errs = parseSource("app", o.Source, errs)
 		if o.UserTimeout.Err != nil {
 			errs = append(errs, fmt.Errorf("app.user_timeout: %w", o.UserTimeout.Err))
 		}
@@ -526,13 +508,7 @@ func (o *KeepaliveOptions) Config(timeout time.Duration) (keepalive.Config, erro
 			}
 		}
 		cfg.Count = o.Count
-		if o.Source != "" {
-			a, err := netip.ParseAddr(o.Source)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("keepalive.source %q: not an IP address", o.Source))
-			}
-			cfg.Source = a
-		}
+		cfg.Source, errs = parseSource("keepalive", o.Source, errs)
 	}
 	if err := cfg.Validate(); err != nil {
 		for _, e := range splitJoined(err) {
@@ -567,13 +543,7 @@ func (o *SynOptions) Config(timeout time.Duration) (syn.Config, error) {
 		return cfg, nil
 	}
 	var errs []error
-	if o.Source != "" {
-		a, err := netip.ParseAddr(o.Source)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("syn.source %q: not an IP address", o.Source))
-		}
-		cfg.Source = a
-	}
+	cfg.Source, errs = parseSource("syn", o.Source, errs)
 	if o.Retransmit != nil {
 		cfg.Schedule = []time.Duration{}
 		for i, d := range o.Retransmit {
@@ -963,4 +933,17 @@ func splitJoined(err error) []error {
 		return out
 	}
 	return []error{err}
+}
+
+// parseSource parses a block's optional source address; a bad one is added
+// to errs as "<block>.source %q: not an IP address".
+func parseSource(block, s string, errs []error) (netip.Addr, []error) {
+	if s == "" {
+		return netip.Addr{}, errs
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("%s.source %q: not an IP address", block, s))
+	}
+	return a, errs
 }
