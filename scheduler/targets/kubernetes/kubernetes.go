@@ -207,27 +207,7 @@ func (s *Source) Watch(ctx context.Context, update func([]Target)) error {
 	if err := s.ready(); err != nil {
 		return err
 	}
-	changed := make(chan struct{}, 1)
-	poke := func() {
-		select {
-		case changed <- struct{}{}:
-		default:
-		}
-	}
-	handler := cache.ResourceEventHandlerFuncs{
-		AddFunc: func(any) { poke() },
-		UpdateFunc: func(oldObj, newObj any) {
-			// A resync replays every object unchanged; skip the work. (An
-			// unchanged list would be dropped anyway, after computing it.)
-			o, ok1 := oldObj.(metav1.Object)
-			n, ok2 := newObj.(metav1.Object)
-			if ok1 && ok2 && o.GetResourceVersion() != "" && o.GetResourceVersion() == n.GetResourceVersion() {
-				return
-			}
-			poke()
-		},
-		DeleteFunc: func(any) { poke() },
-	}
+	changed, handler := changeSignal()
 	namespaces := s.cfg.Namespaces
 	if len(namespaces) == 0 {
 		namespaces = []string{metav1.NamespaceAll}
@@ -557,4 +537,29 @@ func dedupe(s []string) []string {
 	s = slices.Clone(s)
 	slices.Sort(s)
 	return slices.Compact(s)
+}
+
+// changeSignal returns a channel that holds one pending "something changed"
+// and the informer handler that fills it: adds, deletes and real updates —
+// a resync's replay of an unchanged object (same resourceVersion) is skipped.
+func changeSignal() (<-chan struct{}, cache.ResourceEventHandlerFuncs) {
+	changed := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	}
+	return changed, cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { poke() },
+		UpdateFunc: func(oldObj, newObj any) {
+			o, ok1 := oldObj.(metav1.Object)
+			n, ok2 := newObj.(metav1.Object)
+			if ok1 && ok2 && o.GetResourceVersion() != "" && o.GetResourceVersion() == n.GetResourceVersion() {
+				return
+			}
+			poke()
+		},
+		DeleteFunc: func(any) { poke() },
+	}
 }

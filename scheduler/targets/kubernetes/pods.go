@@ -68,25 +68,7 @@ func (p *Pods) Run(ctx context.Context, update func([]targets.Pod)) error {
 		}
 		p.client = c
 	}
-	changed := make(chan struct{}, 1)
-	poke := func() {
-		select {
-		case changed <- struct{}{}:
-		default:
-		}
-	}
-	handler := cache.ResourceEventHandlerFuncs{
-		AddFunc: func(any) { poke() },
-		UpdateFunc: func(oldObj, newObj any) {
-			o, ok1 := oldObj.(metav1.Object)
-			n, ok2 := newObj.(metav1.Object)
-			if ok1 && ok2 && o.GetResourceVersion() != "" && o.GetResourceVersion() == n.GetResourceVersion() {
-				return // a resync replay
-			}
-			poke()
-		},
-		DeleteFunc: func(any) { poke() },
-	}
+	changed, handler := changeSignal()
 	namespaces := p.sel.Namespaces
 	if len(namespaces) == 0 {
 		namespaces = []string{metav1.NamespaceAll}
