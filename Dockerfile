@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1
 # connprobe image: one static binary (probe serve, probe responder, probe run).
 #
-# The build stage runs exactly `make build` (CGO_ENABLED=0, -trimpath), whose
-# output is bin/probe; the final stage is scratch with that file alone. A test
+# The build stage runs exactly `make build` (CGO_ENABLED=0, -trimpath) with
+# TAGS=kubernetes (the Kubernetes client linked), whose output is bin/probe; the final stage is scratch with that file alone. A test
 # (deploy/dockerfile_test.go) keeps this file and the Makefile in step.
 #
 #   docker build --build-arg VERSION=$(git describe --always) -t connprobe .
@@ -13,7 +13,7 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 ARG VERSION=dev
-RUN make build VERSION=${VERSION}
+RUN make build VERSION=${VERSION} TAGS=kubernetes
 
 FROM scratch
 COPY --from=build /src/bin/probe /probe

@@ -3,11 +3,15 @@ GO ?= go
 BIN := bin/probe
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
+# TAGS=kubernetes links the Kubernetes client (kubernetes target blocks and
+# vantage pods_selector); the image is built with it. Without it the binary
+# is 45 MB smaller and uses about 22 MiB less memory.
+TAGS ?=
 
 .PHONY: build demo test deps vet unit bench clean
 
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/probe
+	CGO_ENABLED=0 $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/probe
 
 deps:
 	./scripts/install-deps.sh
@@ -20,6 +24,7 @@ demo: build
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags kubernetes ./...
 
 # test installs what is missing, vets, and runs every test with the race
 # detector. Privileged tests must run: CONNPROBE_REQUIRE_PRIV=1 turns their

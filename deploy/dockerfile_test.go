@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -109,19 +110,29 @@ func TestDockerfile(t *testing.T) {
 	}
 	build, final := stages[0], stages[len(stages)-1]
 	// The build stage runs `make build`, so the image holds what the
-	// Makefile builds: static (CGO_ENABLED=0), -trimpath.
+	// Makefile builds: static (CGO_ENABLED=0), -trimpath, with the
+	// Kubernetes client linked (TAGS=kubernetes: the DaemonSet's config
+	// discovers its targets from the API).
 	var workdir string
-	var makes bool
+	var makes, k8s bool
 	for _, in := range build.ins {
 		switch in.cmd {
 		case "WORKDIR":
 			workdir = in.args
 		case "RUN":
-			makes = makes || strings.HasPrefix(in.args, "make build")
+			if strings.HasPrefix(in.args, "make build") {
+				makes = true
+				k8s = k8s || slices.Contains(strings.Fields(in.args), "TAGS=kubernetes")
+			}
 		}
 	}
 	if !makes {
 		t.Errorf("build stage %q does not RUN make build", build.name)
+	} else if !k8s {
+		t.Errorf("build stage %q runs make build without TAGS=kubernetes: the image could not discover its targets", build.name)
+	}
+	if b, _ := os.ReadFile("../Makefile"); !strings.Contains(string(b), "-tags '$(TAGS)'") {
+		t.Error("make build does not pass TAGS to go build")
 	}
 	if b, _ := os.ReadFile("../Makefile"); !strings.Contains(string(b), "CGO_ENABLED=0") {
 		t.Error("make build does not set CGO_ENABLED=0: the scratch image needs a static binary")

@@ -2,8 +2,9 @@
 # probe serve vs blackbox_exporter: N loopback connect targets at 1 s, side
 # by side in one run; writes the "probe serve vs blackbox_exporter" section of
 # BENCHMARKS.md. Usage: scripts/bench-serve.sh [N,N,...]   (default 1000,5000,10000)
-# BEFORE=path/to/older/probe (and BEFORE_NOTE="what it is") adds that build's
-# rows, measured in the same run for a before/after comparison.
+# Both builds are measured: the default one (bin/probe) and the image's, with
+# the Kubernetes client linked (-tags kubernetes). ALSO=path/to/other/probe,
+# ALSO_LABEL and ALSO_NOTE measure another build (an older commit) instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v prometheus-blackbox-exporter >/dev/null; then
@@ -12,7 +13,9 @@ if ! command -v prometheus-blackbox-exporter >/dev/null; then
 fi
 ulimit -n 1048576 2>/dev/null || ulimit -n 65536 2>/dev/null || true # 2N+ fds; keep the current limit when it cannot be raised
 CGO_ENABLED=0 go build -trimpath -o bin/probe ./cmd/probe
+CGO_ENABLED=0 go build -trimpath -tags kubernetes -o bin/probe-kubernetes ./cmd/probe
 go build -o bin/benchserve ./scripts/benchserve
 ./bin/benchserve -probe bin/probe -blackbox "$(command -v prometheus-blackbox-exporter)" \
-	-before "${BEFORE:-}" -before-note "${BEFORE_NOTE:-given with BEFORE=}" \
+	-also "${ALSO:-bin/probe-kubernetes}" -also-label "${ALSO_LABEL:-probe serve (-tags kubernetes)}" \
+	-also-note "${ALSO_NOTE:-the same commit built with -tags kubernetes, as the image is (make build TAGS=kubernetes)}" \
 	-n "${1:-1000,5000,10000}" -warmup "${WARMUP:-5s}" -duration "${DURATION:-20s}" -out BENCHMARKS.md

@@ -1,3 +1,5 @@
+//go:build kubernetes
+
 package main
 
 import (
@@ -6,14 +8,19 @@ import (
 	"net/netip"
 	"os"
 
+	"github.com/connprobe/connprobe/scheduler/targets"
 	"github.com/connprobe/connprobe/scheduler/targets/kubernetes"
+	"github.com/connprobe/connprobe/scheduler/targets/kubernetes/spec"
 )
+
+// kubernetesBuilt says this binary links the Kubernetes client (client-go);
+// see kubernetes_off.go for the build without it.
+const kubernetesBuilt = true
 
 // newKubernetesSource builds the source of one `kubernetes` target block.
 // The node facts come from the environment the DaemonSet sets with the
 // downward API (deploy/daemonset.yaml): NODE_NAME and HOST_IP.
-
-func newKubernetesSource(cfg kubernetes.Config, nsPath string, log *slog.Logger) (*kubernetes.Source, error) {
+func newKubernetesSource(cfg spec.Config, nsPath string, log *slog.Logger) (targets.Source, error) {
 	opts := kubernetes.Options{NodeName: os.Getenv("NODE_NAME"), NetNS: nsPath, Logger: log}
 	if ip := os.Getenv("HOST_IP"); ip != "" {
 		a, err := netip.ParseAddr(ip)
@@ -25,4 +32,12 @@ func newKubernetesSource(cfg kubernetes.Config, nsPath string, log *slog.Logger)
 	// The client is made when the source starts (from cfg.Kubeconfig, else
 	// in-cluster), so `probe lint` checks a file away from any cluster.
 	return kubernetes.New(nil, cfg, opts)
+}
+
+// newPodSource builds the pod source of a vantage block's pods_selector.
+// Like the kubernetes target source, NODE_NAME comes from the downward API;
+// without it, or without an API, the Vantage logs why and keeps its last
+// set of pods.
+func newPodSource(sel spec.PodSelector, log *slog.Logger) (targets.PodSource, error) {
+	return kubernetes.NewPods(nil, sel, kubernetes.Options{NodeName: os.Getenv("NODE_NAME"), Logger: log})
 }

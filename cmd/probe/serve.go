@@ -188,7 +188,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 			}
 		}
 	})
-	log.Info("serving", "address", ln.Addr().String(), "version", version)
+	log.Info("serving", "address", ln.Addr().String(), "version", version, "kubernetes", kubernetesBuilt)
 	if ready != nil {
 		ready(ln.Addr())
 	}

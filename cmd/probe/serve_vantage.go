@@ -2,13 +2,12 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
-	"os"
 
 	"github.com/connprobe/connprobe/configs"
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/scheduler/targets"
-	"github.com/connprobe/connprobe/scheduler/targets/kubernetes"
 )
 
 // withVantage wraps a job's target source and prober factory for its
@@ -40,12 +39,9 @@ func withVantage(j *configs.Job, src targets.Source, newProber func(probe.Target
 	v := targets.NewVantage(src, targets.MatchAny(ms...))
 	v.Refresh, v.Log = o.RefreshInterval.D, log.With("job", j.Name)
 	if o.PodsSelector != nil {
-		// Like the kubernetes target source, NODE_NAME comes from the
-		// downward API (deploy/daemonset.yaml); without it, or without an
-		// API, the Vantage logs why and keeps its last set of pods.
-		p, err := kubernetes.NewPods(nil, *o.PodsSelector, kubernetes.Options{NodeName: os.Getenv("NODE_NAME"), Logger: v.Log})
+		p, err := newPodSource(*o.PodsSelector, v.Log) // kubernetes.go
 		if err != nil {
-			return nil, nil, err // checked by Validate
+			return nil, nil, fmt.Errorf("vantage.pods_selector: %w", err)
 		}
 		v.Pods = p
 	}

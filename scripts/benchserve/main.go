@@ -40,8 +40,8 @@ import (
 	"time"
 )
 
-// beforeNote says what the -before binary is.
-var beforeNote string
+// alsoLabel and alsoNote name and explain the -also binary's rows.
+var alsoLabel, alsoNote string
 
 type result struct {
 	tool      string
@@ -60,8 +60,9 @@ type result struct {
 func main() {
 	probeBin := flag.String("probe", "bin/probe", "probe binary")
 	bbBin := flag.String("blackbox", "/usr/bin/prometheus-blackbox-exporter", "blackbox_exporter binary (empty: skip it)")
-	before := flag.String("before", "", "another probe binary (an older build) measured in the same run, for before/after")
-	flag.StringVar(&beforeNote, "before-note", "given with -before", "what the -before binary is, for the notes")
+	also := flag.String("also", "", "another probe binary (another build, an older commit) measured in the same run on the same listeners")
+	flag.StringVar(&alsoLabel, "also-label", "probe serve (other build)", "the tool column of the -also binary's rows")
+	flag.StringVar(&alsoNote, "also-note", "given with -also", "what the -also binary is, for the notes")
 	ns := flag.String("n", "1000,5000,10000", "target counts")
 	warmup := flag.Duration("warmup", 5*time.Second, "time before measuring")
 	window := flag.Duration("duration", 20*time.Second, "measured window")
@@ -87,12 +88,12 @@ func main() {
 		}
 		results = append(results, r)
 		log.Printf("%+v", r)
-		if *before != "" {
-			r, err := benchServe(*before, *basePort, n, *warmup, *window, *scrape)
+		if *also != "" {
+			r, err := benchServe(*also, *basePort, n, *warmup, *window, *scrape)
 			if err != nil {
-				log.Fatalf("probe serve (before) n=%d: %v", n, err)
+				log.Fatalf("%s n=%d: %v", alsoLabel, n, err)
 			}
-			r.tool = "probe serve (before)"
+			r.tool = alsoLabel
 			results = append(results, r)
 			log.Printf("%+v", r)
 		}
@@ -489,8 +490,8 @@ func render(rs []result, load0 string, warmup, window, scrape time.Duration) str
 	b.WriteString("once per second per target, 1s timeout, at most one in flight per target. Its lateness column is the driver's dispatch\n")
 	b.WriteString("lateness (blackbox has no scheduler); its CPU is the blackbox process only (not the driver's HTTP client).\n\n")
 	for _, r := range rs {
-		if r.tool == "probe serve (before)" {
-			fmt.Fprintf(&b, "probe serve (before): an older build (%s), measured right after the current one on the same listeners.\n\n", beforeNote)
+		if r.tool == alsoLabel {
+			fmt.Fprintf(&b, "%s: %s, measured right after probe serve on the same listeners.\n\n", alsoLabel, alsoNote)
 			break
 		}
 	}
@@ -515,8 +516,8 @@ func render(rs []result, load0 string, warmup, window, scrape time.Duration) str
 const notes = `- CPU is utime+stime of the tool's process over the window, so it includes the kernel's work for the
   connections it makes (socket, connect, close); loopback softirq work that runs on ksoftirqd is not counted,
   for either tool. The listeners run in this program, outside both.
-- Peak RSS (VmHWM) includes the probe binary's file-backed pages (it links the Kubernetes client for target
-  discovery); anon RSS (RssAnon) is heap and stacks.
+- Peak RSS (VmHWM) includes the binary's file-backed pages that the process touched (the Kubernetes client's
+  package initialisation alone touches about 22 MiB of them); anon RSS (RssAnon) is heap and stacks.
 - probe serve's lateness is from its own connprobe_scheduler_lateness_seconds histogram (bucket-interpolated);
   a firing more than a tenth of the interval late is skipped and counted as an overrun, so completed /
   expected also shows when the machine could not keep up.

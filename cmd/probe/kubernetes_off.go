@@ -1,0 +1,30 @@
+//go:build !kubernetes
+
+package main
+
+import (
+	"errors"
+	"log/slog"
+
+	"github.com/connprobe/connprobe/scheduler/targets"
+	"github.com/connprobe/connprobe/scheduler/targets/kubernetes/spec"
+)
+
+// This build leaves the Kubernetes client out: client-go alone costs
+// about 22 MiB of resident memory (its packages' init touches that much of
+// the binary) and 45 MB of binary, which a host prober pays for nothing.
+// The image (Dockerfile) and `make build TAGS=kubernetes` link it.
+
+// kubernetesBuilt says this binary links the Kubernetes client.
+const kubernetesBuilt = false
+
+// errNoKubernetes is what a kubernetes block gets from this build.
+var errNoKubernetes = errors.New("this probe binary was built without Kubernetes support (rebuild with `make build TAGS=kubernetes`; the connprobe image has it)")
+
+func newKubernetesSource(spec.Config, string, *slog.Logger) (targets.Source, error) {
+	return nil, errNoKubernetes
+}
+
+func newPodSource(spec.PodSelector, *slog.Logger) (targets.PodSource, error) {
+	return nil, errNoKubernetes
+}
