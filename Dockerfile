@@ -2,7 +2,8 @@
 # connprobe image: one static binary (probe serve, probe responder, probe run).
 #
 # The build stage runs exactly `make build` (CGO_ENABLED=0, -trimpath) with
-# TAGS=kubernetes (the Kubernetes client linked), whose output is bin/probe; the final stage is scratch with that file alone. A test
+# TAGS=kubernetes (the Kubernetes client linked), whose output is bin/probe;
+# the final stage is scratch with that file alone. A test
 # (deploy/dockerfile_test.go) keeps this file and the Makefile in step.
 #
 #   docker build --build-arg VERSION=$(git describe --always) -t connprobe .
