@@ -131,10 +131,11 @@ func TestDockerfile(t *testing.T) {
 	} else if !k8s {
 		t.Errorf("build stage %q runs make build without TAGS=kubernetes: the image could not discover its targets", build.name)
 	}
-	if b, _ := os.ReadFile("../Makefile"); !strings.Contains(string(b), "-tags '$(TAGS)'") {
+	mk, _ := os.ReadFile("../Makefile")
+	if !strings.Contains(string(mk), "-tags '$(TAGS)'") {
 		t.Error("make build does not pass TAGS to go build")
 	}
-	if b, _ := os.ReadFile("../Makefile"); !strings.Contains(string(b), "CGO_ENABLED=0") {
+	if !strings.Contains(string(mk), "CGO_ENABLED=0") {
 		t.Error("make build does not set CGO_ENABLED=0: the scratch image needs a static binary")
 	}
 	if final.image != "scratch" && !strings.Contains(final.image, "distroless") {
