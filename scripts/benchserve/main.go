@@ -517,7 +517,7 @@ const notes = `- CPU is utime+stime of the tool's process over the window, so it
   connections it makes (socket, connect, close); loopback softirq work that runs on ksoftirqd is not counted,
   for either tool. The listeners run in this program, outside both.
 - Peak RSS (VmHWM) includes the binary's file-backed pages that the process touched (the Kubernetes client's
-  package initialisation alone touches about 22 MiB of them); anon RSS (RssAnon) is heap and stacks.
+  package initialisation alone touches about 20 MiB of them); anon RSS (RssAnon) is heap and stacks.
 - probe serve's lateness is from its own connprobe_scheduler_lateness_seconds histogram (bucket-interpolated);
   a firing more than a tenth of the interval late is skipped and counted as an overrun, so completed /
   expected also shows when the machine could not keep up.
