@@ -35,11 +35,29 @@ const (
 	ReasonKeepaliveTimeout Reason = "keepalive_timeout"
 	ReasonCanceled         Reason = "canceled"
 	ReasonOther            Reason = "other"
+	ReasonProberStalled    Reason = "prober_stalled"
+	ReasonProberBudget     Reason = "prober_budget"
+)
+
+// Class says who an outcome is about: the target and its path (ok, degraded,
+// failure) or the prober itself. A prober fault is never a target failure:
+// it is counted on its own (connprobe_prober_faults_total), never in the
+// results, failures or success series an SLI is built on, and never counts
+// as "blocked as expected".
+type Class string
+
+// The classes, in the order a status page orders them.
+const (
+	ClassOK       Class = "ok"       // the target did what was asked
+	ClassDegraded Class = "degraded" // it did, the slow way (SYN retransmitted)
+	ClassFailure  Class = "failure"  // the target or the path failed
+	ClassProber   Class = "prober"   // the prober could not make the attempt properly
 )
 
 // ReasonDoc says what a reason means and what to check next.
 type ReasonDoc struct {
 	Reason  Reason
+	Class   Class
 	Success bool   // whether an attempt with this reason counts as a success
 	Meaning string // what happened on the wire
 	Check   string // what to look at next
@@ -47,25 +65,27 @@ type ReasonDoc struct {
 
 // Reasons is the closed list, in the order the README documents it.
 var Reasons = []ReasonDoc{
-	{ReasonOK, true, "The probe did everything asked (handshake; request and expected reply when configured) with no SYN retransmission.", "Nothing."},
-	{ReasonSynRetransmitted, true, "The handshake completed, but only after at least one SYN was retransmitted: a degraded success (incidents 000/002: a connect that takes 1 s, 3 s or 85 s).", "Packet loss or drops on the SYN or SYN/ACK path, a full accept backlog (ListenDrops), PAWS, conntrack insert failures."},
-	{ReasonSynTimeout, false, "SYNs were sent and nothing came back: no SYN/ACK, no RST, no ICMP, until the timeout.", "A firewall silently dropping, SYN/ACK lost on the way back, a dead backend behind a VIP, PAWS drops on the server (netstat -s: SYNs to LISTEN sockets dropped)."},
-	{ReasonPAWSRejected, false, "A SYN with a fresh TCP timestamp was answered, but a SYN with an older TSval to the same destination got no answer: the target (or a box in front of it) drops SYNs whose timestamps go backwards per source host, PAWS as tcp_tw_recycle did (incident 004); clients behind one SNAT address then fail at random.", "Per-host PAWS on the server or a middlebox (tcp_tw_recycle on old kernels; netstat -s: passive connections rejected because of time stamp, SYNs to LISTEN sockets dropped); clients behind SNAT with per-connection random timestamp offsets."},
-	{ReasonRefused, false, "The target answered the SYN with a RST (nothing listens, or a firewall rejects with tcp reset); ICMP port-unreachable also ends here.", "Is the service running and listening on that address and port? Is a reject rule in the path?"},
-	{ReasonUnreachable, false, "An ICMP error (host, net or admin-prohibited unreachable) or a missing route ended the handshake; evidence names the errno and ICMP kind.", "Routing tables and firewall reject rules along the path; NetworkPolicy."},
-	{ReasonDNSError, false, "The target's name did not resolve.", "The resolver configured in the probing namespace (/etc/resolv.conf), the name itself."},
-	{ReasonLocalError, false, "The local side could not make the attempt: source address not available, ephemeral ports exhausted, out of file descriptors or buffers.", "--source address, net.ipv4.ip_local_port_range, ulimit -n, conntrack table full."},
-	{ReasonPermission, false, "The prober lacks a capability it needs; evidence names it.", "Run as root or grant the capability named (deploy/ grants NET_RAW, NET_ADMIN, SYS_ADMIN)."},
-	{ReasonNetNSGone, false, "The network namespace to probe from does not exist (any more): the pod or namespace was deleted.", "Nothing if the pod went away on purpose; the target is dropped."},
-	{ReasonReset, false, "An established connection was reset (RST), or a write hit a connection the peer had already torn down (broken pipe).", "Server crashes or restarts, a stale NAT/IPVS entry re-balancing to another backend, middleboxes timing out flows."},
-	{ReasonPeerClosed, false, "The peer closed the connection (FIN) where it should have stayed open.", "The server's idle timeout (wait_timeout, keep-alive settings), proxies closing idle connections."},
-	{ReasonKeepaliveTimeout, false, "An idle long connection died: the kernel's TCP keep-alive probes (TCP_KEEPIDLE/INTVL/CNT) went unanswered, or TCP_USER_TIMEOUT expired, and the kernel gave up (ETIMEDOUT); evidence has the probes sent and the connection's age.", "A path that silently drops the flow: a NAT/conntrack or IPVS entry that expired, a dead peer host, a firewall dropping mid-flow; compare the age with the path's idle timeouts."},
-	{ReasonReplyTimeout, false, "Connected and sent the request, but the expected reply did not arrive in time.", "A hung server, a stale NAT session eating the reply, --expect not matching what the server sends."},
-	{ReasonAppTimeout, false, "The TCP handshake completed but the application protocol did not: no greeting or answer (MySQL greeting, PostgreSQL SSLRequest reply, Redis PONG, Kafka ApiVersions, HTTP response) before the timeout; evidence says how far it got.", "A hung or overloaded server (accept queue served but no worker free), a proxy or port-forward that accepts but has no backend, the wrong service on the port."},
-	{ReasonAppError, false, "The server answered, with an error: MySQL \"Too many connections\" or access denied, a PostgreSQL FATAL, a Redis error reply, a Kafka error code, an HTTP 5xx, or something that is not the expected protocol; the server's message is in the evidence.", "The server's message: connection limits (max_connections, maxclients), credentials, pg_hba.conf, the broker's or application's health."},
-	{ReasonStaleSession, false, "A connection held idle broke (RST, no reply, or EOF after the idle time) while a fresh connection over the same path, opened at once, worked: the path forgot the idle session (incident 003: a conntrack/IPVS/NAT entry expired); evidence has what the idle connection saw, the idle time and the fresh connection's result.", "Keep-alive (or traffic) more often than the path's session timeout, or raise that timeout (IPVS tcp timeout, nf_conntrack_tcp_timeout_established, cloud NAT idle timeout); `probe run --kind idle --find-idle-timeout` measures it."},
-	{ReasonCanceled, false, "The attempt was cut short by the prober itself (shutdown, Ctrl-C); not a network failure.", "Nothing."},
-	{ReasonOther, false, "An error no other reason covers; the evidence holds the error.", "Read the evidence and the error; report it so it can get its own reason."},
+	{ReasonOK, ClassOK, true, "The probe did everything asked (handshake; request and expected reply when configured) with no SYN retransmission.", "Nothing."},
+	{ReasonSynRetransmitted, ClassDegraded, true, "The handshake completed, but only after at least one SYN was retransmitted: a degraded success (incidents 000/002: a connect that takes 1 s, 3 s or 85 s).", "Packet loss or drops on the SYN or SYN/ACK path, a full accept backlog (ListenDrops), PAWS, conntrack insert failures."},
+	{ReasonSynTimeout, ClassFailure, false, "SYNs were sent and nothing came back: no SYN/ACK, no RST, no ICMP, until the timeout.", "A firewall silently dropping, SYN/ACK lost on the way back, a dead backend behind a VIP, PAWS drops on the server (netstat -s: SYNs to LISTEN sockets dropped)."},
+	{ReasonPAWSRejected, ClassFailure, false, "A SYN with a fresh TCP timestamp was answered, but a SYN with an older TSval to the same destination got no answer: the target (or a box in front of it) drops SYNs whose timestamps go backwards per source host, PAWS as tcp_tw_recycle did (incident 004); clients behind one SNAT address then fail at random.", "Per-host PAWS on the server or a middlebox (tcp_tw_recycle on old kernels; netstat -s: passive connections rejected because of time stamp, SYNs to LISTEN sockets dropped); clients behind SNAT with per-connection random timestamp offsets."},
+	{ReasonRefused, ClassFailure, false, "The target answered the SYN with a RST (nothing listens, or a firewall rejects with tcp reset); ICMP port-unreachable also ends here.", "Is the service running and listening on that address and port? Is a reject rule in the path?"},
+	{ReasonUnreachable, ClassFailure, false, "An ICMP error (host, net or admin-prohibited unreachable) or a missing route ended the handshake; evidence names the errno and ICMP kind.", "Routing tables and firewall reject rules along the path; NetworkPolicy."},
+	{ReasonDNSError, ClassFailure, false, "The target's name did not resolve.", "The resolver configured in the probing namespace (/etc/resolv.conf), the name itself."},
+	{ReasonLocalError, ClassProber, false, "The local side could not make the attempt: source address not available, ephemeral ports exhausted, out of file descriptors or buffers.", "--source address, net.ipv4.ip_local_port_range, ulimit -n, conntrack table full."},
+	{ReasonPermission, ClassProber, false, "The prober lacks a capability it needs; evidence names it.", "Run as root or grant the capability named (deploy/ grants NET_RAW, NET_ADMIN, SYS_ADMIN)."},
+	{ReasonNetNSGone, ClassFailure, false, "The network namespace to probe from does not exist (any more): the pod or namespace was deleted.", "Nothing if the pod went away on purpose; the target is dropped."},
+	{ReasonReset, ClassFailure, false, "An established connection was reset (RST), or a write hit a connection the peer had already torn down (broken pipe).", "Server crashes or restarts, a stale NAT/IPVS entry re-balancing to another backend, middleboxes timing out flows."},
+	{ReasonPeerClosed, ClassFailure, false, "The peer closed the connection (FIN) where it should have stayed open.", "The server's idle timeout (wait_timeout, keep-alive settings), proxies closing idle connections."},
+	{ReasonKeepaliveTimeout, ClassFailure, false, "An idle long connection died: the kernel's TCP keep-alive probes (TCP_KEEPIDLE/INTVL/CNT) went unanswered, or TCP_USER_TIMEOUT expired, and the kernel gave up (ETIMEDOUT); evidence has the probes sent and the connection's age.", "A path that silently drops the flow: a NAT/conntrack or IPVS entry that expired, a dead peer host, a firewall dropping mid-flow; compare the age with the path's idle timeouts."},
+	{ReasonReplyTimeout, ClassFailure, false, "Connected and sent the request, but the expected reply did not arrive in time.", "A hung server, a stale NAT session eating the reply, --expect not matching what the server sends."},
+	{ReasonAppTimeout, ClassFailure, false, "The TCP handshake completed but the application protocol did not: no greeting or answer (MySQL greeting, PostgreSQL SSLRequest reply, Redis PONG, Kafka ApiVersions, HTTP response) before the timeout; evidence says how far it got.", "A hung or overloaded server (accept queue served but no worker free), a proxy or port-forward that accepts but has no backend, the wrong service on the port."},
+	{ReasonAppError, ClassFailure, false, "The server answered, with an error: MySQL \"Too many connections\" or access denied, a PostgreSQL FATAL, a Redis error reply, a Kafka error code, an HTTP 5xx, or something that is not the expected protocol; the server's message is in the evidence.", "The server's message: connection limits (max_connections, maxclients), credentials, pg_hba.conf, the broker's or application's health."},
+	{ReasonStaleSession, ClassFailure, false, "A connection held idle broke (RST, no reply, or EOF after the idle time) while a fresh connection over the same path, opened at once, worked: the path forgot the idle session (incident 003: a conntrack/IPVS/NAT entry expired); evidence has what the idle connection saw, the idle time and the fresh connection's result.", "Keep-alive (or traffic) more often than the path's session timeout, or raise that timeout (IPVS tcp timeout, nf_conntrack_tcp_timeout_established, cloud NAT idle timeout); `probe run --kind idle --find-idle-timeout` measures it."},
+	{ReasonCanceled, ClassProber, false, "The attempt was cut short by the prober itself (shutdown, Ctrl-C); not a network failure.", "Nothing."},
+	{ReasonOther, ClassFailure, false, "An error no other reason covers; the evidence holds the error.", "Read the evidence and the error; report it so it can get its own reason."},
+	{ReasonProberStalled, ClassProber, false, "The prober itself was not running for part of the attempt (CPU throttling, a stopped process, a long pause): its timings and verdict would be the prober's, not the network's, so the attempt is discarded.", "The agent's CPU limit and throttling (cpu.stat), node load, connprobe_prober_faults_total{cause=\"stalled\"}."},
+	{ReasonProberBudget, ClassProber, false, "The attempt was skipped: the global SYN packet budget had no packet for it in time.", "Raise --syn-rate / global.syn_rate, or probe fewer SYN targets or less often."},
 }
 
 // Success reports whether an attempt with this reason counts as a success.
@@ -76,6 +96,36 @@ func (r Reason) Success() bool {
 		}
 	}
 	return false
+}
+
+// Class returns the reason's class; an unknown reason is a failure.
+func (r Reason) Class() Class {
+	for _, d := range Reasons {
+		if d.Reason == r {
+			return d.Class
+		}
+	}
+	return ClassFailure
+}
+
+// ProberFault reports whether r is about the prober, not the target.
+func (r Reason) ProberFault() bool { return r.Class() == ClassProber }
+
+// ProberCause is the bounded cause label of a prober-fault reason
+// (connprobe_prober_faults_total{cause}); "" for other reasons and for
+// canceled, which is counted nowhere.
+func (r Reason) ProberCause() string {
+	switch r {
+	case ReasonProberStalled:
+		return "stalled"
+	case ReasonProberBudget:
+		return "budget"
+	case ReasonPermission:
+		return "permission"
+	case ReasonLocalError:
+		return "local_resource"
+	}
+	return ""
 }
 
 // Known reports whether r is in the closed list.
