@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/connprobe/connprobe/probe"
@@ -83,29 +84,55 @@ type TargetSink interface {
 type Scheduler struct {
 	sink    Sink
 	log     *slog.Logger
-	updates chan []*Job
+	updates chan update
+	stopped chan struct{} // closed when Run returns
+
+	// MinStall is the least time without progress Health tolerates before
+	// it reports a job stuck (zero: DefaultMinStall); see Health. Set it
+	// before Run.
+	MinStall time.Duration
+
+	base     time.Time    // the origin of the monotonic stamps below
+	started  atomic.Bool  // Run was called
+	applying atomic.Int64 // stamp of when Run began applying an update; 0 when idle
+	jobs     atomic.Pointer[[]*jobRunner]
+}
+
+// update is one Update call: Run closes applied once the change is in
+// place, so it never waits for a caller that has gone.
+type update struct {
+	jobs    []*Job
 	applied chan struct{}
 }
+
+// ErrStopped is returned by Update when Run has returned.
+var ErrStopped = errors.New("scheduler: stopped")
 
 // New returns a Scheduler reporting to sink.
 func New(sink Sink, log *slog.Logger) *Scheduler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Scheduler{sink: sink, log: log, updates: make(chan []*Job), applied: make(chan struct{})}
+	return &Scheduler{sink: sink, log: log, updates: make(chan update), stopped: make(chan struct{}), base: time.Now()}
 }
 
 // Update replaces the set of jobs: removed jobs stop, changed jobs restart
-// (the series of both are forgotten first), unchanged jobs keep running. It returns
-// once the change is applied, or when ctx is done.
+// (the series of both are forgotten first), unchanged jobs keep running. It
+// returns once the change is applied, or when ctx is done: a change Run has
+// already taken is then still applied, but nobody waits for it (Run never
+// blocks on a caller that gave up, such as an HTTP client that hung up).
+// After Run has returned it returns ErrStopped.
 func (s *Scheduler) Update(ctx context.Context, jobs []*Job) error {
+	u := update{jobs: jobs, applied: make(chan struct{})}
 	select {
-	case s.updates <- jobs:
+	case s.updates <- u:
+	case <-s.stopped:
+		return ErrStopped
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	select {
-	case <-s.applied:
+	case <-u.applied:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -115,6 +142,8 @@ func (s *Scheduler) Update(ctx context.Context, jobs []*Job) error {
 // Run runs jobs until ctx is done, then stops every loop, waits for the
 // attempts in flight (their ctx is canceled) and closes every prober.
 func (s *Scheduler) Run(ctx context.Context) error {
+	s.started.Store(true)
+	defer close(s.stopped)
 	running := map[string]*jobRunner{}
 	defer func() {
 		for _, jr := range running {
@@ -128,42 +157,56 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case jobs := <-s.updates:
-			want := map[string]*Job{}
-			for _, j := range jobs {
-				want[j.Name] = j
-			}
-			for name, jr := range running {
-				if j, ok := want[name]; !ok || j.Fingerprint != jr.job.Fingerprint {
-					jr.forget = true // a changed job may lose targets: start its series afresh
-					jr.cancel()
-					<-jr.done
-					delete(running, name)
-				}
-			}
-			for _, j := range jobs {
-				if _, ok := running[j.Name]; ok {
-					continue
-				}
-				jr := &jobRunner{s: s, job: j, done: make(chan struct{})}
-				var jctx context.Context
-				jctx, jr.cancel = context.WithCancel(ctx)
-				running[j.Name] = jr
-				go jr.run(jctx) // owned: Run waits on jr.done
-			}
-			s.applied <- struct{}{}
+		case u := <-s.updates:
+			s.applying.Store(s.stamp())
+			s.apply(ctx, running, u.jobs)
+			s.applying.Store(0)
+			close(u.applied)
 		}
 	}
 }
 
+// apply starts, restarts and stops jobs to match jobs.
+func (s *Scheduler) apply(ctx context.Context, running map[string]*jobRunner, jobs []*Job) {
+	want := map[string]*Job{}
+	for _, j := range jobs {
+		want[j.Name] = j
+	}
+	for name, jr := range running {
+		if j, ok := want[name]; !ok || j.Fingerprint != jr.job.Fingerprint {
+			jr.forget = true // a changed job may lose targets: start its series afresh
+			jr.cancel()
+			<-jr.done
+			delete(running, name)
+		}
+	}
+	for _, j := range jobs {
+		if _, ok := running[j.Name]; ok {
+			continue
+		}
+		jr := &jobRunner{s: s, job: j, done: make(chan struct{})}
+		jr.progress.s = s
+		var jctx context.Context
+		jctx, jr.cancel = context.WithCancel(ctx)
+		running[j.Name] = jr
+		go jr.run(jctx) // owned: Run waits on jr.done
+	}
+	snap := make([]*jobRunner, 0, len(running))
+	for _, jr := range running {
+		snap = append(snap, jr)
+	}
+	s.jobs.Store(&snap)
+}
+
 // jobRunner follows one job's targets.
 type jobRunner struct {
-	s      *Scheduler
-	job    *Job
-	cancel context.CancelFunc
-	done   chan struct{}
-	forget bool // the job was removed or changed: forget its series when stopping
-	loops  map[string]*loop
+	s        *Scheduler
+	job      *Job
+	cancel   context.CancelFunc
+	done     chan struct{}
+	forget   bool // the job was removed or changed: forget its series when stopping
+	loops    map[string]*loop
+	progress progress // read by Health
 }
 
 func (jr *jobRunner) run(ctx context.Context) {
@@ -190,7 +233,9 @@ func (jr *jobRunner) run(ctx context.Context) {
 	for {
 		select {
 		case ts := <-sets:
+			jr.progress.applying.Store(jr.s.stamp())
 			jr.apply(ctx, ts)
+			jr.progress.applying.Store(0)
 		case err := <-srcDone:
 			if err != nil && ctx.Err() == nil {
 				jr.s.log.Error("target source failed; keeping its last targets", "job", jr.job.Name, "err", err)
@@ -210,6 +255,7 @@ func (jr *jobRunner) stopAll() {
 	for _, l := range jr.loops {
 		l.halt()
 	}
+	jr.progress.loops.Store(0)
 	for key, l := range jr.loops {
 		l.wait()
 		if jr.forget {
@@ -242,6 +288,7 @@ func (jr *jobRunner) apply(ctx context.Context, ts []probe.Target) {
 		l.wait()
 		jr.s.sink.Forget(jr.job, l.target)
 	}
+	started := false
 	for _, t := range ts {
 		if _, ok := jr.loops[t.Name]; ok {
 			continue
@@ -252,17 +299,25 @@ func (jr *jobRunner) apply(ctx context.Context, ts []probe.Target) {
 			continue
 		}
 		l.sink = jr.s.sink.Target(jr.job, t)
+		l.progress = &jr.progress
 		jr.loops[t.Name] = l
 		l.start(rand.N(jr.job.Interval))
+		started = true
 	}
+	if started {
+		// A new loop fires within an interval: Health measures from here.
+		jr.progress.started.Store(jr.s.stamp())
+	}
+	jr.progress.loops.Store(int64(len(jr.loops)))
 	jr.s.sink.Targets(jr.job, len(jr.loops))
 }
 
 // loop probes one target every interval.
 type loop struct {
-	job    *Job
-	target probe.Target
-	sink   TargetSink
+	job      *Job
+	target   probe.Target
+	sink     TargetSink
+	progress *progress // the job's, for Health
 	// ctx is the job's; a loop has no context of its own (at 10k targets a
 	// cancelCtx per loop, with its Done channel and children map, was a
 	// fifth of the live heap): halt cancels the attempts in flight through
@@ -338,6 +393,7 @@ func (l *loop) fire() {
 		skipped = int(k)
 	}
 	l.timer.Reset(l.next.Sub(now))
+	l.progress.mark(&l.progress.fired)
 	var sl *slot
 	// A firing more than a tenth of the interval late means the process
 	// was stalled (CPU starvation, a paused VM): every loop's timer is now
@@ -370,6 +426,7 @@ func (l *loop) fire() {
 	sl.cancel = cancel
 	l.mu.Unlock()
 	sl.r = sl.p.Probe(ctx)
+	l.progress.mark(&l.progress.ended)
 	l.mu.Lock()
 	sl.cancel = nil
 	halted := l.stopped
