@@ -13,7 +13,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -39,6 +39,9 @@ type serveFlags struct {
 	webConfig string
 	logLevel  string
 	logFormat string
+	// lifecycle enables POST /-/reload (--web.enable-lifecycle).
+	lifecycle bool
+	web       httpLimits
 }
 
 func newServeCmd() *cobra.Command {
@@ -47,13 +50,15 @@ func newServeCmd() *cobra.Command {
 		Use:   "serve --config FILE",
 		Short: "Probe configured targets forever and export Prometheus metrics",
 		Long: `Run every job of the config file on its interval and serve the results as
-Prometheus metrics on /metrics. /healthz answers 200 while serving; POST
-/-/reload or SIGHUP re-reads the config: a bad new config is logged with every
-problem and the old one keeps running.
+Prometheus metrics on /metrics. /healthz answers 200 while the scheduler makes
+progress and 503 with the reason when it is stuck. SIGHUP re-reads the config
+(and POST /-/reload, with --web.enable-lifecycle): a bad new config is logged
+with every problem and the old one keeps running.
 
 Scrape with honor_labels: true, so the job label is the probe job's.`,
 		Example: `  probe serve --config configs/example.yaml
-  probe serve --config /etc/connprobe/config.yaml --web.listen-address :9716 --web.config.file web.yml`,
+  probe serve --config /etc/connprobe/config.yaml --web.listen-address :9716 --web.config.file web.yml
+  probe serve --config serve.yaml --web.enable-lifecycle   # then: curl -X POST localhost:9716/-/reload`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(f.logLevel, f.logFormat, os.Stderr)
@@ -62,6 +67,9 @@ Scrape with honor_labels: true, so the job label is the probe job's.`,
 			}
 			if f.config == "" {
 				return usagef("serve: --config is required")
+			}
+			if err := f.web.validate(); err != nil {
+				return usageError{err}
 			}
 			if os.Getenv("GOGC") == "" {
 				// Probes allocate short-lived garbage (sockets, results) while
@@ -78,8 +86,13 @@ Scrape with honor_labels: true, so the job label is the probe job's.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.config, "config", "", "config file (YAML); check one with probe lint --config")
-	fl.StringVar(&f.listen, "web.listen-address", ":9716", "address to serve /metrics, /healthz and /-/reload on")
+	fl.StringVar(&f.listen, "web.listen-address", ":9716", "[ip]:port to serve /metrics, /healthz and /-/reload on (an IP literal: names are not resolved)")
 	fl.StringVar(&f.webConfig, "web.config.file", "", "exporter-toolkit web config file: TLS and basic auth")
+	fl.BoolVar(&f.lifecycle, "web.enable-lifecycle", false, "allow POST /-/reload (same-site requests only); SIGHUP always reloads")
+	fl.IntVar(&f.web.MaxConns, "web.max-connections", defaultWebMaxConns, "most open HTTP connections; more wait in the kernel's accept queue")
+	fl.DurationVar(&f.web.Idle, "web.idle-timeout", defaultWebIdleTimeout, "close a keep-alive HTTP connection idle this long")
+	fl.DurationVar(&f.web.Write, "web.write-timeout", defaultWebWriteTimeout, "longest time to write one response (a /metrics scrape must fit: see docs/serve.md, Limits)")
+	f.web.ReadHeader, f.web.Read = defaultWebReadHeader, defaultWebRead
 	fl.StringVar(&f.logLevel, "log.level", "info", "log level: debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log.format", "logfmt", "log format: logfmt or json")
 	return cmd
@@ -106,19 +119,34 @@ type server struct {
 	log     *slog.Logger
 	exp     *promexp.Exporter
 	sched   *scheduler.Scheduler
-	mu      sync.Mutex // serialises reloads
-	current *configs.Config
-	kernel  *kernelMetrics // global.kernel (serve_kernel.go)
+	current *configs.Config // owned by the reload loop once serving
+	kernel  *kernelMetrics  // global.kernel (serve_kernel.go)
+	// reloads hands POST /-/reload requests to the reload loop, the one
+	// goroutine that reloads (SIGHUP too). Each request carries a result
+	// channel with room for the answer, so the loop never waits for a
+	// requester that has hung up.
+	reloads chan chan error
+	ctx     context.Context // done when serve stops
+	healthy atomic.Bool     // last /healthz verdict, to log changes only
 }
 
 // serve runs until ctx is done. ready, when set, is called with the
 // listening address once /metrics is served.
 func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Signal, ready func(net.Addr)) error {
-	s := &server{
-		flags: f,
-		log:   log,
-		exp:   promexp.New(promexp.Options{Version: version}),
+	if err := checkListenAddr("--web.listen-address", f.listen); err != nil {
+		return err
 	}
+	if f.web.MaxConns == 0 { // callers that set no limits (tests): the flags' defaults
+		f.web = httpLimits{MaxConns: defaultWebMaxConns, ReadHeader: defaultWebReadHeader, Read: defaultWebRead,
+			Write: defaultWebWriteTimeout, Idle: defaultWebIdleTimeout}
+	}
+	s := &server{
+		flags:   f,
+		log:     log,
+		exp:     promexp.New(promexp.Options{Version: version}),
+		reloads: make(chan chan error),
+	}
+	s.healthy.Store(true)
 	s.sched = scheduler.New(s.exp, log)
 	s.kernel = newKernelMetrics()
 	if err := s.exp.Register(s.kernel.c); err != nil {
@@ -138,16 +166,8 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 	if err != nil {
 		return fmt.Errorf("serve: listen: %w", err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", s.exp.Handler())
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("/-/reload", s.handleReload)
-	mux.HandleFunc("/{$}", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintf(w, "<html><body><h1>connprobe</h1><p><a href=\"/metrics\">/metrics</a> <a href=\"/healthz\">/healthz</a></p></body></html>\n")
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	ln = f.web.listener(ln)
+	srv := f.web.server(s.routes())
 	webFlags := &web.FlagConfig{
 		WebListenAddresses: &[]string{f.listen},
 		WebSystemdSocket:   new(bool),
@@ -155,6 +175,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	s.ctx = gctx
 	g.Go(func() error { return s.sched.Run(gctx) })
 	applySynRate(cfg, nil, log)
 	s.kernel.apply(cfg)
@@ -178,17 +199,9 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 		defer cancel()
 		return srv.Shutdown(sctx)
 	})
-	g.Go(func() error {
-		for {
-			select {
-			case <-gctx.Done():
-				return nil
-			case <-hup:
-				_ = s.reload(gctx)
-			}
-		}
-	})
-	log.Info("serving", "address", ln.Addr().String(), "version", version, "kubernetes", kubernetesBuilt)
+	g.Go(func() error { s.reloadLoop(gctx, hup); return nil })
+	log.Info("serving", "address", ln.Addr().String(), "version", version, "kubernetes", kubernetesBuilt,
+		"lifecycle", f.lifecycle, "max_connections", f.web.MaxConns, "idle_timeout", f.web.Idle, "write_timeout", f.web.Write)
 	if ready != nil {
 		ready(ln.Addr())
 	}
@@ -197,23 +210,107 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 	return err
 }
 
+// routes is serve's HTTP API.
+func (s *server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", s.exp.Handler())
+	mux.HandleFunc("/healthz", s.handleHealth)
+	mux.HandleFunc("/-/reload", s.handleReload)
+	mux.HandleFunc("/{$}", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintf(w, "<html><body><h1>connprobe</h1><p><a href=\"/metrics\">/metrics</a> <a href=\"/healthz\">/healthz</a></p></body></html>\n")
+	})
+	return mux
+}
+
+// handleHealth answers 200 "ok" while the scheduler makes progress, else
+// 503 with what is stuck (scheduler.Health); a change is logged once.
+func (s *server) handleHealth(w http.ResponseWriter, _ *http.Request) {
+	err := s.sched.Health()
+	if was := s.healthy.Swap(err == nil); was != (err == nil) {
+		if err != nil {
+			s.log.Error("unhealthy: the scheduler is not making progress", "problems", strings.Split(err.Error(), "\n"))
+		} else {
+			s.log.Info("healthy again: the scheduler is making progress")
+		}
+	}
+	if err != nil {
+		http.Error(w, "unhealthy: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ok")
+}
+
 func (s *server) handleReload(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost && r.Method != http.MethodPut {
-		w.Header().Set("Allow", "POST, PUT")
+	if !s.flags.lifecycle {
+		http.Error(w, "reload over HTTP is disabled: start probe serve with --web.enable-lifecycle, or send it SIGHUP", http.StatusForbidden)
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
 		http.Error(w, "use POST to reload the config", http.StatusMethodNotAllowed)
 		return
 	}
-	if err := s.reload(r.Context()); err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
+	if code, msg := checkSameSite(r); code != 0 {
+		http.Error(w, msg, code)
 		return
 	}
-	fmt.Fprintln(w, "config reloaded")
+	rc := make(chan error, 1) // the loop's answer never waits for us
+	select {
+	case s.reloads <- rc:
+	case <-r.Context().Done():
+		return // hung up before the reload began: nothing was started
+	case <-s.ctx.Done():
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	select {
+	case err := <-rc:
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintln(w, "config reloaded")
+	case <-r.Context().Done():
+		// Hung up mid-reload: the reload completes and is logged.
+	case <-s.ctx.Done():
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+	}
+}
+
+// maxCoalesced bounds how many waiting POSTs one reload answers.
+const maxCoalesced = 64
+
+// reloadLoop is the one goroutine that reloads, on SIGHUP and for POST
+// /-/reload, until ctx is done. Requests waiting when a reload begins share
+// it: it reads the file after each of them asked.
+func (s *server) reloadLoop(ctx context.Context, hup <-chan os.Signal) {
+	for {
+		var waiting []chan error
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		case rc := <-s.reloads:
+			waiting = append(waiting, rc)
+		more:
+			for len(waiting) < maxCoalesced {
+				select {
+				case rc := <-s.reloads:
+					waiting = append(waiting, rc)
+				default:
+					break more
+				}
+			}
+		}
+		err := s.reload(ctx)
+		for _, rc := range waiting {
+			rc <- err // buffered: never blocks
+		}
+	}
 }
 
 // reload re-reads the config; on any problem the running config stays.
 func (s *server) reload(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	cfg, jobs, err := loadJobs(s.flags.config, s.log)
 	if err != nil {
 		s.exp.ConfigLoaded(false, time.Now())
@@ -224,7 +321,7 @@ func (s *server) reload(ctx context.Context) error {
 	applySynRate(cfg, s.current, s.log)
 	s.kernel.apply(cfg)
 	if err := s.sched.Update(ctx, jobs); err != nil {
-		return fmt.Errorf("reload: %w", err)
+		return fmt.Errorf("reload: %w", err) // shutting down
 	}
 	s.current = cfg
 	s.exp.ConfigLoaded(true, time.Now())

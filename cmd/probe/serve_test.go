@@ -54,7 +54,7 @@ func startServe(t *testing.T, config, webConfig string) *runningServe {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan net.Addr, 1)
 	done := make(chan error, 1)
-	f := serveFlags{config: path, listen: "127.0.0.1:0", webConfig: webConfig}
+	f := serveFlags{config: path, listen: "127.0.0.1:0", webConfig: webConfig, lifecycle: true}
 	go func() { done <- serve(ctx, f, log, rs.hup, func(a net.Addr) { ready <- a }) }()
 	select {
 	case a := <-ready:
