@@ -52,16 +52,25 @@ warning in its log. Every limit is a flag; a request over a limit gets
 			if err := cfg.Validate(); err != nil {
 				return usageError{err}
 			}
+			if err := checkListenAddr("--listen", listen); err != nil {
+				return err
+			}
+			if metricsAddr != "" {
+				if err := checkListenAddr("--metrics-listen", metricsAddr); err != nil {
+					return err
+				}
+			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 			return runResponder(cmd.Context(), cfg, listen, metricsAddr, log)
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&listen, "listen", ":7700", "address for probe connections")
-	fl.StringVar(&metricsAddr, "metrics-listen", ":9107", "address for /metrics (empty: none)")
+	fl.StringVar(&listen, "listen", ":7700", "[ip]:port for probe connections (an IP literal: names are not resolved)")
+	fl.StringVar(&metricsAddr, "metrics-listen", ":9107", "[ip]:port for /metrics (empty: none)")
 	fl.DurationVar(&cfg.MaxDelay, "max-delay", responder.DefaultMaxDelay, "longest DELAY accepted")
 	fl.IntVar(&cfg.MaxConns, "max-conns", responder.DefaultMaxConns, "most open connections in total")
 	fl.IntVar(&cfg.MaxPerSource, "max-per-source", responder.DefaultMaxPerSource, "most open connections from one client address")
+	fl.DurationVar(&cfg.FirstRequest, "first-request-timeout", responder.DefaultFirstRequest, "close a new connection that sends no complete first request line this soon (ERR idle)")
 	fl.DurationVar(&cfg.MaxIdle, "max-idle", responder.DefaultMaxIdle, "close a connection that sends no request for this long (must exceed the probes' idle time)")
 	fl.DurationVar(&cfg.CloseIdle, "close-idle", 0, "close connections idle this long with a plain FIN, like a server idle timeout (0: off)")
 	fl.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
@@ -80,18 +89,19 @@ func runResponder(ctx context.Context, cfg responder.Config, listen, metricsAddr
 		return err
 	}
 	log.Info("responder: listening", "addr", ln.Addr().String(), "max_delay", cfg.MaxDelay, "max_conns", cfg.MaxConns,
-		"max_per_source", cfg.MaxPerSource, "max_idle", cfg.MaxIdle, "close_idle", cfg.CloseIdle)
+		"max_per_source", cfg.MaxPerSource, "first_request_timeout", cfg.FirstRequest, "max_idle", cfg.MaxIdle, "close_idle", cfg.CloseIdle)
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(ctx, ln) })
 	if metricsAddr != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		hs := responderMetricsLimits.server(mux)
 		mln, err := net.Listen("tcp", metricsAddr)
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("responder: metrics listen: %w", err)
 		}
+		mln = responderMetricsLimits.listener(mln)
 		log.Info("responder: metrics", "addr", mln.Addr().String())
 		g.Go(func() error {
 			if err := hs.Serve(mln); !errors.Is(err, http.ErrServerClosed) {

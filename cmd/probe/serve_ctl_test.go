@@ -5,19 +5,28 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/connprobe/connprobe/configs"
+	promexp "github.com/connprobe/connprobe/exporters/prometheus"
+	"github.com/connprobe/connprobe/probe"
+	"github.com/connprobe/connprobe/scheduler"
+	"github.com/connprobe/connprobe/scheduler/targets"
 )
 
 // TestServeProcess is not a test: it is `probe` with main's signal handling
@@ -264,4 +273,321 @@ func openFDsOf(t *testing.T, pid int) int {
 		t.Fatal(err)
 	}
 	return len(ents)
+}
+
+// do sends method path with headers h to rs and returns status and body.
+func (rs *runningServe) do(t *testing.T, method, path string, h map[string]string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+rs.addr+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range h {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestServeReloadOverHTTPIsOptIn: without --web.enable-lifecycle POST
+// /-/reload is refused with a message saying how to enable it, and SIGHUP
+// still reloads.
+func TestServeReloadOverHTTPIsOptIn(t *testing.T) {
+	up := listen(t).Addr().String()
+	rs := startServeWith(t, "probes:\n  - name: a\n    interval: 100ms\n    targets: {static: [\""+up+"\"]}\n", func(*serveFlags) {})
+	rs.waitMetric(t, `connprobe_probe_success{job="a",target="`+up+`"} 1`)
+	writeFile(t, rs.config, "probes:\n  - name: b\n    interval: 100ms\n    targets: {static: [\""+up+"\"]}\n")
+	for _, m := range []string{"POST", "PUT", "GET"} {
+		code, body := rs.do(t, m, "/-/reload", nil)
+		if code != http.StatusForbidden || !strings.Contains(body, "--web.enable-lifecycle") || !strings.Contains(body, "SIGHUP") {
+			t.Errorf("%s /-/reload without --web.enable-lifecycle = %d %q, want 403 naming the flag and SIGHUP", m, code, body)
+		}
+	}
+	_, body := rs.get(t, "/metrics")
+	if strings.Contains(body, `job="b"`) {
+		t.Fatal("a refused POST reloaded the config")
+	}
+	rs.hup <- syscall.SIGHUP
+	rs.waitMetric(t, `connprobe_probe_success{job="b",target="`+up+`"} 1`)
+}
+
+// TestServeReloadRefusesCrossSite: with the lifecycle API on, only POST is
+// accepted, and what a web page can make a browser send (a cross-site
+// fetch or form) is refused without reloading; curl and same-origin
+// requests reload.
+func TestServeReloadRefusesCrossSite(t *testing.T) {
+	up := listen(t).Addr().String()
+	rs := startServe(t, "probes:\n  - name: a\n    interval: 100ms\n    targets: {static: [\""+up+"\"]}\n", "")
+	rs.waitMetric(t, `connprobe_probe_success{job="a",target="`+up+`"} 1`)
+	writeFile(t, rs.config, "probes:\n  - name: b\n    interval: 100ms\n    targets: {static: [\""+up+"\"]}\n")
+	for _, tt := range []struct {
+		method string
+		h      map[string]string
+		want   int
+	}{
+		{"GET", nil, http.StatusMethodNotAllowed},
+		{"PUT", nil, http.StatusMethodNotAllowed},
+		{"POST", map[string]string{"Sec-Fetch-Site": "cross-site"}, http.StatusForbidden},
+		{"POST", map[string]string{"Sec-Fetch-Site": "same-site"}, http.StatusForbidden},
+		{"POST", map[string]string{"Origin": "http://attacker.example"}, http.StatusForbidden},
+		{"POST", map[string]string{"Origin": "null"}, http.StatusForbidden},
+		{"POST", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, http.StatusUnsupportedMediaType},
+		{"POST", map[string]string{"Content-Type": "multipart/form-data; boundary=x"}, http.StatusUnsupportedMediaType},
+		{"POST", map[string]string{"Content-Type": "text/plain;charset=UTF-8"}, http.StatusUnsupportedMediaType},
+		{"POST", map[string]string{"Content-Type": "Text/Plain"}, http.StatusUnsupportedMediaType},
+	} {
+		code, body := rs.do(t, tt.method, "/-/reload", tt.h)
+		if code != tt.want {
+			t.Errorf("%s /-/reload %v = %d %q, want %d", tt.method, tt.h, code, body, tt.want)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	if _, body := rs.get(t, "/metrics"); strings.Contains(body, `job="b"`) {
+		t.Fatal("a refused request reloaded the config")
+	}
+	for i, h := range []map[string]string{
+		nil, // curl -X POST
+		{"Sec-Fetch-Site": "same-origin"},
+		{"Sec-Fetch-Site": "none"}, // typed in the address bar, a bookmark
+		{"Origin": "http://" + rs.addr},
+		{"Content-Type": "application/json"}, // a browser would have to preflight it
+	} {
+		job := fmt.Sprint("c", i)
+		writeFile(t, rs.config, "probes:\n  - name: "+job+"\n    interval: 100ms\n    targets: {static: [\""+up+"\"]}\n")
+		if code, body := rs.do(t, "POST", "/-/reload", h); code != http.StatusOK || body != "config reloaded\n" {
+			t.Errorf("POST /-/reload %v = %d %q, want 200", h, code, body)
+		}
+		rs.waitMetric(t, `connprobe_job_info{expect="success",job="`+job+`",kind="connect"} 1`)
+	}
+}
+
+// TestServeHTTPIdleConnectionsClosedAndCapped: keep-alive clients that go
+// quiet after a request are closed after --web.idle-timeout, and no more
+// than --web.max-connections are ever open in the process (its fd count);
+// the clients over the cap wait and are served as slots free up.
+func TestServeHTTPIdleConnectionsClosedAndCapped(t *testing.T) {
+	up := listen(t).Addr().String()
+	const maxConns, clients = 20, 60
+	idle := time.Second
+	p := startServeProcess(t, "probes:\n  - name: a\n    interval: 1s\n    targets: {static: [\""+up+"\"]}\n",
+		"--web.max-connections", strconv.Itoa(maxConns), "--web.idle-timeout", idle.String())
+	p.waitMetric(t, `connprobe_probe_success{job="a",target="`+up+`"} 1`)
+	time.Sleep(1500 * time.Millisecond) // the metrics client's connection idles out
+	base := openFDsOf(t, p.cmd.Process.Pid)
+
+	type outcome struct {
+		err            error
+		served, closed time.Time
+	}
+	out := make(chan outcome, clients)
+	for range clients {
+		go func() {
+			var o outcome
+			defer func() { out <- o }()
+			c, err := net.DialTimeout("tcp", p.addr, 10*time.Second)
+			if err != nil {
+				o.err = err
+				return
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+			fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n", p.addr)
+			r := bufio.NewReader(c)
+			resp, err := http.ReadResponse(r, nil)
+			if err != nil {
+				o.err = fmt.Errorf("read response: %w", err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			o.served = time.Now()
+			if resp.StatusCode != 200 || resp.Close {
+				o.err = fmt.Errorf("status %d, close %v: want a kept-alive 200", resp.StatusCode, resp.Close)
+				return
+			}
+			// Stay quiet: the server must close the connection.
+			if _, err := r.ReadByte(); err != io.EOF {
+				o.err = fmt.Errorf("waiting for the server to close an idle connection: %v", err)
+				return
+			}
+			o.closed = time.Now()
+		}()
+	}
+	peak := 0
+	var results []outcome
+	for len(results) < clients {
+		select {
+		case o := <-out:
+			results = append(results, o)
+		case <-time.After(20 * time.Millisecond):
+			peak = max(peak, openFDsOf(t, p.cmd.Process.Pid)-base)
+		}
+	}
+	var idles []time.Duration
+	for _, o := range results {
+		if o.err != nil {
+			t.Errorf("client: %v", o.err)
+			continue
+		}
+		idles = append(idles, o.closed.Sub(o.served))
+	}
+	slices.Sort(idles)
+	if len(idles) > 0 && (idles[0] < idle*8/10 || idles[len(idles)-1] > 5*idle) {
+		t.Errorf("idle connections closed after %s to %s, want about the %s idle timeout", idles[0], idles[len(idles)-1], idle)
+	}
+	// The cap bounds accepted connections; allow a few fds of slack for
+	// the probes the job runs meanwhile.
+	if peak > maxConns+4 {
+		t.Errorf("peak %d more fds than at rest with %d clients, want at most the %d-connection cap (+4)", peak, clients, maxConns)
+	}
+	if peak < maxConns/2 {
+		t.Errorf("peak only %d more fds with %d clients: the test did not load the listener", peak, clients)
+	}
+	if len(idles) > 0 {
+		t.Logf("%d clients, cap %d: peak +%d fds; idle connections closed after %s–%s", clients, maxConns, peak, idles[0], idles[len(idles)-1])
+	}
+	if code, _ := p.post(t, "/-/reload"); code != http.StatusForbidden {
+		t.Errorf("POST /-/reload without --web.enable-lifecycle = %d, want 403", code)
+	}
+	p.stop(t, 15*time.Second)
+}
+
+// TestListenAddressIsUsageError: a listen address whose host is not an IP
+// literal is a usage error (exit 2) found before anything listens or
+// resolves: no lookup through the system resolver.
+func TestListenAddressIsUsageError(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "c.yaml")
+	writeFile(t, cfg, "probes:\n  - name: a\n    targets: {static: [\"127.0.0.1:1\"]}\n")
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"serve", "--config", cfg, "--web.listen-address", "999.1.1.1:99"}, `--web.listen-address "999.1.1.1:99": host "999.1.1.1" is not an IP address (names are not resolved`},
+		{[]string{"serve", "--config", cfg, "--web.listen-address", "metrics.invalid:9716"}, `host "metrics.invalid" is not an IP address`},
+		{[]string{"serve", "--config", cfg, "--web.listen-address", "9716"}, `--web.listen-address "9716": want [ip]:port`},
+		{[]string{"serve", "--config", cfg, "--web.listen-address", ":http"}, `port "http" is not a number`},
+		{[]string{"serve", "--config", cfg, "--web.listen-address", "127.0.0.1:70000"}, `port "70000" is not a number from 0 to 65535`},
+		{[]string{"serve", "--config", cfg, "--web.max-connections", "0"}, `--web.max-connections 0: want at least 1`},
+		{[]string{"responder", "--listen", "999.1.1.1:7700"}, `--listen "999.1.1.1:7700": host "999.1.1.1" is not an IP address`},
+		{[]string{"responder", "--listen", "127.0.0.1:0", "--metrics-listen", "node-1:9107"}, `--metrics-listen "node-1:9107": host "node-1" is not an IP address`},
+		{[]string{"responder", "--first-request-timeout", "-1s"}, `first_request_timeout -1s must not be negative`},
+	} {
+		_, stderr, code := probeCmd(t, tt.args...)
+		if code != exitUsage || !strings.Contains(stderr, tt.want) {
+			t.Errorf("probe %s: exit %d, stderr %q; want exit 2 and %q", strings.Join(tt.args, " "), code, stderr, tt.want)
+		}
+	}
+}
+
+func TestCheckListenAddrAccepts(t *testing.T) {
+	for _, a := range []string{":9716", ":0", "0.0.0.0:9716", "127.0.0.1:0", "[::]:9716", "[::1]:0", "[fe80::1%lo]:0"} {
+		if err := checkListenAddr("--web.listen-address", a); err != nil {
+			t.Errorf("%q: %v", a, err)
+		}
+	}
+}
+
+// stuckProber's attempts ignore their ctx until release is closed: a
+// misbehaving probe kind.
+type stuckProber struct{ release chan struct{} }
+
+func (p stuckProber) Probe(context.Context) probe.Result {
+	<-p.release
+	return probe.Result{Reason: probe.ReasonOK, Success: true}
+}
+func (stuckProber) Close() error { return nil }
+
+// TestHealthzReportsStuckScheduler: /healthz answers 200 while the
+// scheduler makes progress and 503 naming the stuck job once no attempt
+// has returned for timeout + the stall bound; it recovers when the probes do.
+func TestHealthzReportsStuckScheduler(t *testing.T) {
+	logs := &syncBuffer{mu: make(chan struct{}, 1)}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	s := &server{log: log, exp: promexp.New(promexp.Options{Version: version})}
+	s.healthy.Store(true)
+	s.sched = scheduler.New(s.exp, log)
+	s.sched.MinStall = 300 * time.Millisecond
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	runDone := make(chan error, 1)
+	go func() { runDone <- s.sched.Run(ctx) }()
+	hs := httptest.NewServer(s.routes())
+	defer hs.Close()
+	health := func() (int, string) {
+		resp, err := http.Get(hs.URL + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+
+	up := listen(t).Addr().String()
+	release := make(chan struct{})
+	newJob := func(name string, stuck bool) *scheduler.Job {
+		tg, err := probe.ParseTarget(up)
+		if err != nil {
+			t.Fatal(err)
+		}
+		newProber, err := proberFactory("connect", jobConfigs{&configs.Job{Kind: "connect"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stuck {
+			newProber = func(probe.Target) (probe.Prober, error) { return stuckProber{release}, nil }
+		}
+		return &scheduler.Job{Name: name, Kind: "connect", Interval: 50 * time.Millisecond, Timeout: 40 * time.Millisecond,
+			Concurrency: 1, Source: targets.Static{tg}, New: newProber, Fingerprint: name}
+	}
+	if err := s.sched.Update(ctx, []*scheduler.Job{newJob("fine", false)}); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 { // 1s of probing: healthy throughout
+		if code, body := health(); code != 200 || body != "ok\n" {
+			t.Fatalf("/healthz while probing = %d %q, want 200 ok", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := s.sched.Update(ctx, []*scheduler.Job{newJob("fine", false), newJob("stuck", true)}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, body := health()
+		if code == http.StatusServiceUnavailable {
+			if !strings.HasPrefix(body, `unhealthy: job "stuck": no attempt returned for `) || strings.Contains(body, `"fine"`) {
+				t.Errorf("/healthz = %q, want only the stuck job named", body)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/healthz still %d %q 20s after a job got stuck", code, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	close(release)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if code, _ := health(); code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("/healthz did not recover once the probes returned")
+		}
+	}
+	if l := logs.String(); !strings.Contains(l, "unhealthy: the scheduler is not making progress") || !strings.Contains(l, "healthy again") {
+		t.Errorf("health changes not logged:\n%s", l)
+	}
+	cancel()
+	if err := <-runDone; err != nil {
+		t.Fatal(err)
+	}
+	if code, body := health(); code != http.StatusServiceUnavailable || !strings.Contains(body, "scheduler: stopped") {
+		t.Errorf("/healthz after the scheduler stopped = %d %q, want 503 stopped", code, body)
+	}
 }

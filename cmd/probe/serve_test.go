@@ -44,6 +44,12 @@ func (s *syncBuffer) String() string {
 
 func startServe(t *testing.T, config, webConfig string) *runningServe {
 	t.Helper()
+	return startServeWith(t, config, func(f *serveFlags) { f.webConfig, f.lifecycle = webConfig, true })
+}
+
+// startServeWith is startServe with the flags set by set.
+func startServeWith(t *testing.T, config string, set func(*serveFlags)) *runningServe {
+	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
@@ -54,7 +60,8 @@ func startServe(t *testing.T, config, webConfig string) *runningServe {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan net.Addr, 1)
 	done := make(chan error, 1)
-	f := serveFlags{config: path, listen: "127.0.0.1:0", webConfig: webConfig, lifecycle: true}
+	f := serveFlags{config: path, listen: "127.0.0.1:0"}
+	set(&f)
 	go func() { done <- serve(ctx, f, log, rs.hup, func(a net.Addr) { ready <- a }) }()
 	select {
 	case a := <-ready:

@@ -17,6 +17,9 @@ type metrics struct {
 	delayed    *prometheus.CounterVec
 	resets     *prometheus.CounterVec
 	idleCloses prometheus.Counter
+	// firstTimeouts counts connections closed for sending no first request
+	// within --first-request-timeout (also in errors_total{code="idle"}).
+	firstTimeouts prometheus.Counter
 }
 
 // DelayedOutcomes are the values of the outcome label of
@@ -47,6 +50,8 @@ func newMetrics() *metrics {
 			Help: "Connections reset by the client side outside a delayed reply, by state."}, []string{"state"}),
 		idleCloses: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "idle_closes_total",
 			Help: "Connections the responder closed (FIN) because they were idle for --close-idle."}),
+		firstTimeouts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "first_request_timeouts_total",
+			Help: "Connections closed with ERR idle because no complete first request came within --first-request-timeout."}),
 	}
 	// Pre-create every series so a first event is a change, not a new series.
 	for _, r := range []string{"accepted", string(idle.ErrBusy), string(idle.ErrSourceBusy)} {
@@ -67,7 +72,7 @@ func newMetrics() *metrics {
 
 func (m *metrics) register(reg prometheus.Registerer) error {
 	var errs []error
-	for _, c := range []prometheus.Collector{m.open, m.conns, m.requests, m.bad, m.delayed, m.resets, m.idleCloses} {
+	for _, c := range []prometheus.Collector{m.open, m.conns, m.requests, m.bad, m.delayed, m.resets, m.idleCloses, m.firstTimeouts} {
 		errs = append(errs, reg.Register(c))
 	}
 	return errors.Join(errs...)

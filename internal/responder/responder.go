@@ -43,6 +43,12 @@ type Config struct {
 	// MaxPerSource caps open connections per client address (default 64);
 	// one more is answered with ERR source_busy and closed.
 	MaxPerSource int
+	// FirstRequest is how long a new connection has to send its first
+	// complete request line (default 10s) before the responder closes it
+	// with ERR idle. connprobe's idle probe sends its ECHO as soon as it
+	// connects; without this bound, connections that never send anything
+	// would hold their slots for MaxIdle and lock real probes out (ERR busy).
+	FirstRequest time.Duration
 	// MaxIdle is how long a connection may stay without a request before the
 	// responder closes it with ERR idle (default 2h). It bounds slow and
 	// half-written requests; it must exceed the idle time of the probes.
@@ -59,6 +65,7 @@ const (
 	DefaultMaxConns     = 1024
 	DefaultMaxPerSource = 64
 	DefaultMaxIdle      = 2 * time.Hour
+	DefaultFirstRequest = 10 * time.Second
 )
 
 // Validate reports every problem of c at once.
@@ -72,6 +79,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxPerSource < 0 {
 		errs = append(errs, fmt.Errorf("max_per_source %d must not be negative", c.MaxPerSource))
+	}
+	if c.FirstRequest < 0 {
+		errs = append(errs, fmt.Errorf("first_request_timeout %s must not be negative", c.FirstRequest))
 	}
 	if c.MaxIdle < 0 {
 		errs = append(errs, fmt.Errorf("max_idle %s must not be negative", c.MaxIdle))
@@ -94,6 +104,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxIdle == 0 {
 		c.MaxIdle = DefaultMaxIdle
+	}
+	if c.FirstRequest == 0 {
+		c.FirstRequest = DefaultFirstRequest
 	}
 	return c
 }
@@ -238,8 +251,14 @@ func (s *Server) handle(ctx context.Context, nc net.Conn) {
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
 	defer nc.Close()
-	for {
-		line, err := s.readLine(c)
+	for first := true; ; first = false {
+		var line string
+		var err error
+		if first {
+			line, err = s.readFirstLine(c)
+		} else {
+			line, err = s.readLine(c)
+		}
 		if err != nil {
 			return
 		}
@@ -266,6 +285,25 @@ func (s *Server) handle(ctx context.Context, nc net.Conn) {
 	}
 }
 
+// readFirstLine reads a connection's first request line, which must be
+// complete within FirstRequest (or the idle limit, if shorter): a connection
+// that sends nothing, or trickles, cannot keep its slot.
+func (s *Server) readFirstLine(c *conn) (string, error) {
+	limit := s.idleLimit()
+	if s.cfg.FirstRequest >= limit {
+		return s.readLine(c)
+	}
+	start := time.Now()
+	_ = c.c.SetReadDeadline(start.Add(s.cfg.FirstRequest))
+	line, err := c.r.ReadSlice('\n')
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		s.m.firstTimeouts.Inc()
+		s.bad(c, idle.ErrIdle, fmt.Sprintf("no complete first request in %s", s.cfg.FirstRequest))
+		return "", err
+	}
+	return s.lineResult(c, line, err, limit, start)
+}
+
 // readLine reads one request line, bounded by MaxLine and by the idle limits.
 // It returns an error (after recording why) when the connection should end.
 func (s *Server) readLine(c *conn) (string, error) {
@@ -273,6 +311,11 @@ func (s *Server) readLine(c *conn) (string, error) {
 	start := time.Now()
 	_ = c.c.SetReadDeadline(start.Add(limit))
 	line, err := c.r.ReadSlice('\n')
+	return s.lineResult(c, line, err, limit, start)
+}
+
+// lineResult records why a read of a request line ended, if it failed.
+func (s *Server) lineResult(c *conn, line []byte, err error, limit time.Duration, start time.Time) (string, error) {
 	switch {
 	case err == nil:
 		return string(line), nil

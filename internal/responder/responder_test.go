@@ -273,8 +273,8 @@ func TestCloseIdleSendsFIN(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	err := Config{MaxDelay: -1, MaxConns: -1, MaxPerSource: -1, MaxIdle: -1, CloseIdle: -1}.Validate()
-	for _, want := range []string{"max_delay", "max_conns", "max_per_source", "max_idle", "close_idle"} {
+	err := Config{MaxDelay: -1, MaxConns: -1, MaxPerSource: -1, FirstRequest: -1, MaxIdle: -1, CloseIdle: -1}.Validate()
+	for _, want := range []string{"max_delay", "max_conns", "max_per_source", "first_request_timeout", "max_idle", "close_idle"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate error %v lacks %q", err, want)
 		}
@@ -335,3 +335,90 @@ func waitFor(t *testing.T, cond func() bool) {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// TestSilentConnectionsCannotLockOut: more connections than slots that never
+// send a complete request (silent, or a line never finished) fill the
+// responder, but only for FirstRequest: then each gets ERR idle and is
+// closed, and probes get in again. A probe that sent its first request may
+// stay idle (that is what it is for).
+func TestSilentConnectionsCannotLockOut(t *testing.T) {
+	const slots = 64
+	first := 500 * time.Millisecond
+	addr, s, reg := start(t, Config{MaxConns: slots, MaxPerSource: slots, FirstRequest: first})
+
+	// A probe connects and sends its first request: it may idle after.
+	probeConn, probeR := dial(t, addr)
+	fmt.Fprint(probeConn, "CPR1 ECHO p1\n")
+	readReply(t, probeR)
+
+	// 80 silent connections from 4 sources (20 each), one trickling half a line.
+	type silent struct {
+		c net.Conn
+		r *bufio.Reader
+	}
+	var conns []silent
+	t0 := time.Now()
+	for i := range 80 {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 1, byte(1+i%4))}, Timeout: time.Second}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if i == 0 {
+			fmt.Fprint(c, "CPR1 EC") // never finished
+		}
+		conns = append(conns, silent{c, bufio.NewReader(c)})
+	}
+	// The slots are full: a new probe is refused.
+	waitFor(t, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.open == slots
+	})
+	c, r := dial(t, addr)
+	if rep := readReply(t, r); rep.Verb != idle.VerbErr || rep.Code != idle.ErrBusy {
+		t.Fatalf("probe while silent connections hold every slot: %+v, want ERR busy", rep)
+	}
+	c.Close()
+
+	// Each silent connection is refused at once (over the cap) or closed
+	// with ERR idle after FirstRequest.
+	idleClosed := 0
+	for i, sc := range conns {
+		rep := readReply(t, sc.r)
+		if rep.Verb != idle.VerbErr || (rep.Code != idle.ErrIdle && rep.Code != idle.ErrBusy) {
+			t.Fatalf("silent connection %d: %+v, want ERR idle or ERR busy", i, rep)
+		}
+		if rep.Code == idle.ErrIdle {
+			idleClosed++
+			if d := time.Since(t0); d < first*8/10 {
+				t.Errorf("silent connection %d closed after %s, before the %s first-request timeout", i, d, first)
+			}
+		}
+		if !closedAfter(t, sc.r) {
+			t.Errorf("silent connection %d not closed after its ERR", i)
+		}
+	}
+	if d := time.Since(t0); d > first+5*time.Second {
+		t.Errorf("silent connections held their slots for %s, want about %s", d, first)
+	}
+	if idleClosed != slots-1 {
+		t.Errorf("%d silent connections closed with ERR idle, want the %d that got a slot", idleClosed, slots-1)
+	}
+	// Probes get in again; the first probe, idle longer than FirstRequest
+	// after its first request, still works.
+	c, r = dial(t, addr)
+	fmt.Fprint(c, "CPR1 ECHO p2\n")
+	if rep := readReply(t, r); rep.Verb != idle.VerbOK {
+		t.Fatalf("probe after the silent connections were closed: %+v, want OK", rep)
+	}
+	fmt.Fprint(probeConn, "CPR1 ECHO p1-again\n")
+	if rep := readReply(t, probeR); rep.Verb != idle.VerbOK || rep.Nonce != "p1-again" {
+		t.Fatalf("probe idle %s after its first request: %+v, want OK", time.Since(t0), rep)
+	}
+	if got := testutil.ToFloat64(mustCounter(t, reg, "connprobe_responder_first_request_timeouts_total")); got != slots-1 {
+		t.Errorf("first_request_timeouts_total = %v, want %d", got, slots-1)
+	}
+}
