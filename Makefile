@@ -8,7 +8,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # is 45 MB smaller and uses about 20 MiB less memory (BENCHMARKS.md).
 TAGS ?=
 
-.PHONY: build demo test deps vet unit bench clean
+.PHONY: build demo test deps vet unit bench soak clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/probe
@@ -34,6 +34,11 @@ test: deps vet
 
 bench: build
 	./scripts/bench.sh
+
+# soak: 20 minutes of probe serve under churn, reloads, hostile servers and
+# idle HTTP clients (scripts/soak.sh); writes BENCHMARKS.md's Soak section.
+soak:
+	./scripts/soak.sh
 
 clean:
 	rm -rf bin
