@@ -33,6 +33,16 @@ func TestLintNodeFlagsAndQuietOnDefaults(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
 	}
+	// Reserving the NodePort range, as the finding suggests, clears it.
+	nstest.Sysctl(t, p.Client, "net.ipv4.ip_local_reserved_ports=30000-32767")
+	out.Reset()
+	_ = lintNode(&out, f)
+	if strings.Contains(out.String(), "ip_local_port_range") || !strings.Contains(out.String(), "1 finding(s)") {
+		t.Errorf("the overlap is still reported with the NodePort range reserved:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), ", invalid ") {
+		t.Errorf("the conntrack summary hides the invalid count:\n%s", out.String())
+	}
 	if err := lintNode(&out, lintNodeFlags{nodePorts: "x"}); err == nil {
 		t.Error("bad --nodeport-range accepted")
 	}
