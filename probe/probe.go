@@ -10,6 +10,7 @@
 package probe
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -319,7 +320,15 @@ func (r Result) MarshalJSON() ([]byte, error) {
 	if r.Err != nil {
 		j.Error = r.Err.Error()
 	}
-	return json.Marshal(j)
+	// Evidence reads "10.0.0.2:1 -> 10.96.0.10:80": no HTML escaping of
+	// "<", ">" and "&", which only make the JSON harder to read.
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(j); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(b.Bytes(), "\n"), nil
 }
 
 // Round rounds d for evidence: milliseconds above a second, 10 µs above a
