@@ -2,7 +2,8 @@
 GO ?= go
 BIN := bin/probe
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X main.version=$(VERSION)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 # TAGS=kubernetes links the Kubernetes client (kubernetes target blocks and
 # vantage pods_selector); the image is built with it. Without it the binary
 # is 45 MB smaller and uses about 20 MiB less memory (BENCHMARKS.md).

@@ -117,7 +117,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 	s := &server{
 		flags: f,
 		log:   log,
-		exp:   promexp.New(promexp.Options{Version: version}),
+		exp:   promexp.New(promexp.Options{Version: version, Revision: buildRevision()}),
 	}
 	s.sched = scheduler.New(s.exp, log)
 	s.kernel = newKernelMetrics()

@@ -105,3 +105,23 @@ type countingWriter struct {
 func (w *countingWriter) Header() http.Header         { return w.h }
 func (w *countingWriter) WriteHeader(int)             {}
 func (w *countingWriter) Write(p []byte) (int, error) { w.n += len(p); return len(p), nil }
+
+func TestBuildInfoRevision(t *testing.T) {
+	e := New(Options{Version: "v9", Revision: "0123abcd", NoRuntimeMetrics: true})
+	w := httptest.NewRecorder()
+	e.Handler().ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
+	if want := `connprobe_build_info{goversion="`; !bytes.Contains(w.Body.Bytes(), []byte(want)) ||
+		!bytes.Contains(w.Body.Bytes(), []byte(`revision="0123abcd",version="v9"} 1`)) {
+		t.Errorf("build_info does not carry the revision:\n%s", grepText(w.Body.String(), "build_info"))
+	}
+}
+
+func grepText(s, sub string) string {
+	var out []string
+	for _, l := range bytes.Split([]byte(s), []byte("\n")) {
+		if bytes.Contains(l, []byte(sub)) {
+			out = append(out, string(l))
+		}
+	}
+	return fmt.Sprint(out)
+}

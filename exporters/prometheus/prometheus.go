@@ -73,7 +73,8 @@ type Exporter struct {
 
 // Options tune an Exporter.
 type Options struct {
-	Version string // build version for connprobe_build_info
+	Version  string // build version for connprobe_build_info
+	Revision string // git revision for connprobe_build_info; "" = the toolchain's vcs.revision
 	// NoRuntimeMetrics leaves out the go_* and process_* collectors (tests).
 	NoRuntimeMetrics bool
 }
@@ -125,8 +126,8 @@ func New(o Options) *Exporter {
 			Help: "Time of the last successful configuration (re)load.",
 		}),
 	}
-	version, revision := o.Version, "unknown"
-	if bi, ok := debug.ReadBuildInfo(); ok {
+	version, revision := o.Version, o.Revision
+	if bi, ok := debug.ReadBuildInfo(); ok && revision == "" {
 		for _, s := range bi.Settings {
 			if s.Key == "vcs.revision" {
 				revision = s.Value
@@ -135,6 +136,9 @@ func New(o Options) *Exporter {
 	}
 	if version == "" {
 		version = "dev"
+	}
+	if revision == "" {
+		revision = "unknown"
 	}
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: ns, Name: "build_info",
