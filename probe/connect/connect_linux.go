@@ -231,7 +231,11 @@ func (p *Prober) establish(a *attempt, r *probe.Result) (c *sock, stop func() bo
 		return nil, nil
 	}
 	r.Local = inet.LocalAddr(c.rc)
-	if ierr == nil {
+	if ierr == nil && r.Retransmits == 0 {
+		// After a retransmitted SYN, Karn's rule leaves the kernel only a
+		// TCP-timestamp sample, whose clock ticks in milliseconds: tcpi_rtt
+		// then says 1 ms for a 60 µs path. Only a clean handshake's
+		// figure is the path's RTT.
 		r.Timings.RTT = time.Duration(info.Rtt) * time.Microsecond
 	}
 	r.Phase = probe.PhaseHandshake

@@ -188,7 +188,11 @@ func TestLabScenarios(t *testing.T) {
 			if r.Remote != vip {
 				t.Errorf("remote %s, want %s", r.Remote, vip)
 			}
-			t.Logf("%s: %s retx=%d %s", tc.name, r.Reason, r.Retransmits, ev)
+			if r.Retransmits > 0 && r.Timings.RTT != 0 {
+				// Karn's rule: no clean sample, only a 1 ms-granular timestamp one.
+				t.Errorf("rtt %s reported after %d SYN retransmit(s): not the path's RTT", r.Timings.RTT, r.Retransmits)
+			}
+			t.Logf("%s: %s retx=%d rtt=%s %s", tc.name, r.Reason, r.Retransmits, r.Timings.RTT, ev)
 		})
 	}
 }
