@@ -27,6 +27,18 @@ type Prober struct {
 	target   probe.Target
 	cfg      Config
 	resolver *net.Resolver
+	onIdle   func(IdleStarted)
+}
+
+// OnIdle sets fn to be called, from the attempt's goroutine, each time an
+// attempt's connection goes idle (`probe run` prints a line and heartbeats
+// during long idle times). Set it before the first Probe.
+func (p *Prober) OnIdle(fn func(IdleStarted)) { p.onIdle = fn }
+
+func (p *Prober) idleStarted(s *session, d time.Duration) {
+	if p.onIdle != nil {
+		p.onIdle(IdleStarted{Local: s.local, Remote: s.remote, Server: s.server, Idle: d, At: time.Now()})
+	}
 }
 
 // New returns a Prober for t.
@@ -343,6 +355,7 @@ func (s *session) watch(ctx context.Context) ([]byte, error) {
 // when the connection ended during the idle time (FIN: peer_closed; RST:
 // reset) or the attempt was canceled.
 func (p *Prober) idleFor(ctx context.Context, r *probe.Result, s *session, d time.Duration, expectData bool) bool {
+	p.idleStarted(s, d)
 	t0 := time.Now()
 	ictx, cancel := context.WithTimeout(ctx, d)
 	got, err := s.watch(ictx)
@@ -420,6 +433,7 @@ func (p *Prober) serverAfterDelay(ctx context.Context, r *probe.Result, s *sessi
 	// The WAIT line is the last thing the server should send for d: any
 	// segment after it (other than the reply) is news.
 	base := tcpInfo(s.c)
+	p.idleStarted(s, d)
 	t0 := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, d+p.cfg.ReplyTimeout)
 	defer cancel()
