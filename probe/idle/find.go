@@ -212,7 +212,14 @@ func (t *tally) add(ds []time.Duration, res map[time.Duration]outcome) string {
 	}
 	switch {
 	case rhi > 0:
-		line += fmt.Sprintf("; survived %s, lost %s (%s)", probe.Round(rlo), probe.Round(rhi), lost.Reason)
+		// Survived: the longest below this round's loss, in any round.
+		var lo time.Duration
+		for _, d := range t.survived {
+			if d < rhi {
+				lo = max(lo, d)
+			}
+		}
+		line += fmt.Sprintf("; survived %s, lost %s (%s)", probe.Round(lo), probe.Round(rhi), lost.Reason)
 	default:
 		line += fmt.Sprintf("; all survived (up to %s)", probe.Round(rlo))
 	}
