@@ -34,7 +34,7 @@ type Prober struct {
 	w         waiter
 	sb        *sendBuf
 	timer     *time.Timer
-	ticket    *ticket // this prober's place in the packet budget's queue
+	ticket    *ticket   // this prober's place in the packet budget's queue
 	sentSYNs  []sentSYN // the normal exchange
 	sentCheck []sentSYN // the PAWS check
 }
