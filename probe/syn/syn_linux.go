@@ -234,10 +234,11 @@ type outcome struct {
 	timedOut bool
 	// budget: a SYN got no packet from the budget in time (the attempt is
 	// skipped); due is when that SYN was due, as an offset from the first.
-	budget bool
-	due    time.Duration
-	waited time.Duration // time spent waiting for packets from the budget
-	strays []stray       // packets that named our SYN but did not answer it
+	budget   bool
+	due      time.Duration
+	waited   time.Duration // time spent waiting for packets from the budget
+	patience time.Duration // how long the first SYN might wait
+	strays   []stray       // packets that named our SYN but did not answer it
 }
 
 // firstSYNShare: the first SYN of an exchange waits for a packet from the
@@ -282,7 +283,8 @@ func (p *Prober) exchange(ctx context.Context, deadline time.Time, pa *path, src
 	defer p.timer.Stop()
 
 	now := time.Now()
-	sendBy := now.Add(deadline.Sub(now) / firstSYNShare)
+	o.patience = deadline.Sub(now) / firstSYNShare
+	sendBy := now.Add(o.patience)
 	var first time.Time
 	next := 0 // index into schedule of the next retransmit
 	for i := 0; ; i++ {
@@ -444,14 +446,18 @@ const budgetKnob = "--syn-rate / global.syn_rate"
 // was answered with a SYN/ACK (so the PAWS check may follow).
 func (p *Prober) classify(r *probe.Result, o outcome) bool {
 	defer func() {
-		if o.waited >= time.Millisecond && len(o.sent) > 0 {
+		if o.waited >= time.Millisecond && r.Reason != probe.ReasonProberBudget {
 			r.Evidencef("waited %s for packets from the SYN budget (%d packets/s, %s)", probe.Round(o.waited), currentBudget().Rate(), budgetKnob)
 		}
 	}()
 	switch {
 	case o.budget && len(o.sent) == 0:
 		r.Phase, r.Err, r.Reason = probe.PhaseSetup, o.err, probe.ReasonProberBudget
-		r.Evidencef("attempt skipped, no SYN sent: the SYN packet budget (%d packets/s for every raw SYN of this prober, %s) had no packet for it within %s; %d SYN(s) waiting for one", currentBudget().Rate(), budgetKnob, probe.Round(o.waited), currentBudget().Waiting())
+		waiting := ""
+		if n := currentBudget().Waiting(); n > 0 {
+			waiting = fmt.Sprintf("; %d more SYN(s) waiting", n)
+		}
+		r.Evidencef("attempt skipped, no SYN sent: the SYN packet budget (%d packets/s for every raw SYN of this prober, %s) had no packet for it within %s (1/%d of its time)%s", currentBudget().Rate(), budgetKnob, o.patience.Round(time.Millisecond), firstSYNShare, waiting)
 		return false
 	case o.err != nil:
 		r.Fail(probe.PhaseHandshake, o.err)
@@ -576,7 +582,7 @@ func (p *Prober) pawsCheck(ctx context.Context, deadline time.Time, pa *path, sr
 	answeredTS := normal.sent[normal.answered].tsval
 	switch {
 	case o.budget && len(o.sent) == 0:
-		r.Evidencef("PAWS check not made: no packet from the SYN budget (%d packets/s, %s) within %s", currentBudget().Rate(), budgetKnob, probe.Round(o.waited))
+		r.Evidencef("PAWS check not made: no packet from the SYN budget (%d packets/s, %s) within %s", currentBudget().Rate(), budgetKnob, o.patience.Round(time.Millisecond))
 		r.Phase = probe.PhaseDone
 	case o.err != nil:
 		r.Evidencef("PAWS check not made: %v", o.err)
