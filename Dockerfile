@@ -6,7 +6,8 @@
 # the final stage is scratch with that file alone. A test
 # (deploy/dockerfile_test.go) keeps this file and the Makefile in step.
 #
-#   docker build --build-arg VERSION=$(git describe --always) -t connprobe .
+#   docker build --build-arg VERSION=$(git describe --always) \
+#     --build-arg REVISION=$(git rev-parse HEAD) -t connprobe .
 
 FROM golang:1.26.8-bookworm AS build
 WORKDIR /src
@@ -14,7 +15,8 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 ARG VERSION=dev
-RUN make build VERSION=${VERSION} TAGS=kubernetes
+ARG REVISION=unknown
+RUN make build VERSION=${VERSION} REVISION=${REVISION} TAGS=kubernetes
 
 FROM scratch
 COPY --from=build /src/bin/probe /probe

@@ -2,13 +2,14 @@
 GO ?= go
 BIN := bin/probe
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X main.version=$(VERSION)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 # TAGS=kubernetes links the Kubernetes client (kubernetes target blocks and
 # vantage pods_selector); the image is built with it. Without it the binary
 # is 45 MB smaller and uses about 20 MiB less memory (BENCHMARKS.md).
 TAGS ?=
 
-.PHONY: build demo test deps vet unit bench clean
+.PHONY: build demo test deps vet unit bench soak clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/probe
@@ -34,6 +35,11 @@ test: deps vet
 
 bench: build
 	./scripts/bench.sh
+
+# soak: 20 minutes of probe serve under churn, reloads, hostile servers and
+# idle HTTP clients (scripts/soak.sh); writes BENCHMARKS.md's Soak section.
+soak:
+	./scripts/soak.sh
 
 clean:
 	rm -rf bin

@@ -10,8 +10,10 @@
 package probe
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -62,15 +64,22 @@ func ParseTarget(s string) (Target, error) {
 	if s == "" {
 		return Target{}, fmt.Errorf("target: empty")
 	}
-	t := Target{Name: s, Scheme: "tcp"}
+	// Every message names the target by its redacted form: errors reach
+	// lint output, logs and HTTP bodies, and must never carry a password.
+	q := RedactTarget(s)
+	t := Target{Name: q, Scheme: "tcp"}
 	hostport := s
 	if i := strings.Index(s, "://"); i >= 0 {
 		u, err := url.Parse(s)
 		if err != nil {
-			return Target{}, fmt.Errorf("target %q: %w", s, err)
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err // its text repeats the raw URL
+			}
+			return Target{}, fmt.Errorf("target %q: %w", q, err)
 		}
 		if u.Scheme == "" || u.Host == "" {
-			return Target{}, fmt.Errorf("target %q: want scheme://host:port", s)
+			return Target{}, fmt.Errorf("target %q: want scheme://host:port", q)
 		}
 		t.Scheme = strings.ToLower(u.Scheme)
 		t.URL = u
@@ -82,31 +91,59 @@ func ParseTarget(s string) (Target, error) {
 		if u.Port() == "" {
 			p, ok := defaultPorts[t.Scheme]
 			if !ok {
-				return Target{}, fmt.Errorf("target %q: missing port", s)
+				return Target{}, fmt.Errorf("target %q: missing port", q)
 			}
 			hostport = net.JoinHostPort(u.Hostname(), strconv.Itoa(p))
 		}
 	}
 	host, port, err := net.SplitHostPort(hostport)
 	if err != nil {
-		return Target{}, fmt.Errorf("target %q: want host:port: %w", s, err)
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			err = errors.New(ae.Err) // its text repeats the address
+		}
+		return Target{}, fmt.Errorf("target %q: want host:port: %w", q, err)
 	}
 	if host == "" {
-		return Target{}, fmt.Errorf("target %q: missing host", s)
+		return Target{}, fmt.Errorf("target %q: missing host", q)
 	}
 	p, err := strconv.ParseUint(port, 10, 16)
 	if err != nil {
-		return Target{}, fmt.Errorf("target %q: port %q is not a number in 1-65535", s, port)
+		return Target{}, fmt.Errorf("target %q: port %q is not a number in 1-65535", q, port)
 	}
 	if p == 0 {
-		return Target{}, fmt.Errorf("target %q: port 0 cannot be probed", s)
+		return Target{}, fmt.Errorf("target %q: port 0 cannot be probed", q)
 	}
 	if i := strings.IndexByte(host, '%'); i >= 0 && !strings.Contains(host, ":") {
-		return Target{}, fmt.Errorf("target %q: zone only allowed on IPv6 addresses", s)
+		return Target{}, fmt.Errorf("target %q: zone only allowed on IPv6 addresses", q)
 	}
 	t.Host = host
 	t.Port = uint16(p)
 	return t, nil
+}
+
+// RedactTarget returns s with the password of a URL's user information
+// replaced by "xxxxx", as url.URL.Redacted does, but also for a string that
+// does not parse as a URL: it is what error messages and logs may show.
+func RedactTarget(s string) string {
+	i := strings.Index(s, "://")
+	if i < 0 {
+		return s
+	}
+	rest := s[i+3:]
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	at := strings.LastIndexByte(rest[:end], '@')
+	if at < 0 {
+		return s
+	}
+	colon := strings.IndexByte(rest[:at], ':')
+	if colon < 0 {
+		return s
+	}
+	return s[:i+3] + rest[:colon+1] + "xxxxx" + rest[at:]
 }
 
 // defaultPorts are the well-known ports of URL schemes, used when a URL
@@ -283,7 +320,15 @@ func (r Result) MarshalJSON() ([]byte, error) {
 	if r.Err != nil {
 		j.Error = r.Err.Error()
 	}
-	return json.Marshal(j)
+	// Evidence reads "10.0.0.2:1 -> 10.96.0.10:80": no HTML escaping of
+	// "<", ">" and "&", which only make the JSON harder to read.
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(j); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(b.Bytes(), "\n"), nil
 }
 
 // Round rounds d for evidence: milliseconds above a second, 10 µs above a

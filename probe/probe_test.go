@@ -146,3 +146,39 @@ func TestResultFail(t *testing.T) {
 		t.Errorf("evidence = %q, want the errno named", r.Evidence)
 	}
 }
+
+func TestParseTargetErrorsNeverCarryThePassword(t *testing.T) {
+	for _, in := range []string{
+		"postgres://u:s3cret@h:99999/x",
+		"postgres://u:s3cret@h:0/x",
+		"mysql://u:s3cret@/x",
+		"redis://u:s3cret@h:x%zz",
+		"gopher://u:s3cret@h",
+		"mysql://u:s3cret@h:3306:1/x",
+		"mysql://u:s3cret@[::1/x",
+		"://u:s3cret@h:1",
+	} {
+		_, err := ParseTarget(in)
+		if err == nil {
+			t.Errorf("ParseTarget(%q) = nil error, want one", in)
+			continue
+		}
+		if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("ParseTarget(%q) error shows the password: %v", in, err)
+		}
+	}
+}
+
+func TestRedactTarget(t *testing.T) {
+	for in, want := range map[string]string{
+		"mysql://u:p@h:1/x":         "mysql://u:xxxxx@h:1/x",
+		"mysql://u@h:1/x":           "mysql://u@h:1/x",
+		"mysql://u:p:q@r@h:1/x?a@b": "mysql://u:xxxxx@h:1/x?a@b",
+		"h:1":                       "h:1",
+		"http://h:1/a:b@c":          "http://h:1/a:b@c",
+	} {
+		if got := RedactTarget(in); got != want {
+			t.Errorf("RedactTarget(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -91,7 +91,7 @@ func lintNode(w io.Writer, f lintNodeFlags) error {
 	if err != nil {
 		fmt.Fprintf(w, "conntrack: %v\n", err)
 	} else {
-		fmt.Fprintf(w, "conntrack: %d/%d entries, insert_failed %d, drop %d, early_drop %d\n", ct.Entries, ct.Max, ct.InsertFailed, ct.Drop, ct.EarlyDrop)
+		fmt.Fprintf(w, "conntrack: %d/%d entries, insert_failed %d, drop %d, early_drop %d, invalid %d\n", ct.Entries, ct.Max, ct.InsertFailed, ct.Drop, ct.EarlyDrop, ct.Invalid)
 		if ct.Max > 0 && uint64(ct.Entries)*10 >= uint64(ct.Max)*9 {
 			fmt.Fprintf(w, "warning: conntrack table %d%% full: new connections are dropped when it fills (raise net.netfilter.nf_conntrack_max)\n", uint64(ct.Entries)*100/uint64(ct.Max))
 			problems++
@@ -99,6 +99,12 @@ func lintNode(w io.Writer, f lintNodeFlags) error {
 		if ct.InsertFailed > 0 || ct.Drop > 0 {
 			fmt.Fprintf(w, "warning: conntrack dropped packets (insert_failed %d, drop %d): SYNs lost to NAT races or a full table look like syn_retransmitted on clients\n", ct.InsertFailed, ct.Drop)
 			problems++
+		}
+		if ct.Invalid > 0 {
+			// Not a problem by itself (stray packets of closed flows are
+			// invalid too), but a rising count with nf_conntrack_tcp_loose=0
+			// is how a forgotten session shows: its packets are dropped.
+			fmt.Fprintf(w, "notice: conntrack saw %d invalid packets (no tracked flow matched): if it rises while idle connections hang, a session was forgotten (stale NAT)\n", ct.Invalid)
 		}
 	}
 	if problems > 0 {

@@ -72,6 +72,7 @@ func newRootCmd() *cobra.Command {
 		newResponderCmd(),
 		newServeCmd(),
 		newLintCmd(),
+		newVersionCmd(),
 	)
 	return root
 }

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +19,8 @@ import (
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/probe/app"
 	"github.com/connprobe/connprobe/probe/connect"
+	"github.com/connprobe/connprobe/probe/idle"
+	"github.com/connprobe/connprobe/probe/keepalive"
 	"github.com/connprobe/connprobe/probe/netns"
 	"github.com/connprobe/connprobe/probe/syn"
 )
@@ -39,6 +44,22 @@ type runFlags struct {
 	explainF    explainFlags           // --explain (run_explain.go)
 	kaF         keepaliveFlags         // kind keepalive (run_keepalive.go)
 	changed     func(name string) bool // whether a flag was given
+	stdout      io.Writer              // nil: os.Stdout
+	stderr      io.Writer              // nil: os.Stderr
+}
+
+func (f runFlags) stdoutW() io.Writer {
+	if f.stdout == nil {
+		return os.Stdout
+	}
+	return f.stdout
+}
+
+func (f runFlags) stderrW() io.Writer {
+	if f.stderr == nil {
+		return os.Stderr
+	}
+	return f.stderr
 }
 
 func newRunCmd() *cobra.Command {
@@ -66,6 +87,7 @@ Exit status: 0 when every attempt succeeded, 1 when any failed, 2 on bad usage.`
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.kindSet = cmd.Flags().Changed("kind")
 			f.changed = cmd.Flags().Changed
+			f.stdout, f.stderr = cmd.OutOrStdout(), cmd.ErrOrStderr()
 			return runProbes(cmd.Context(), f, args)
 		},
 	}
@@ -105,7 +127,7 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 	if f.timeout <= 0 {
 		errs = append(errs, fmt.Errorf("--timeout %s must be positive", f.timeout))
 	}
-	out, err := report.New(f.output, os.Stdout)
+	out, err := report.New(f.output, f.stdoutW())
 	if err != nil {
 		errs = append(errs, fmt.Errorf("--output: %w", err))
 	}
@@ -140,6 +162,7 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 		errs = append(errs, fmt.Errorf("--syn-rate: %w", err))
 	}
 	errs = append(errs, checkIdleFlags(f, kind, f.changed)...)
+	errs = append(errs, checkKindFlags(kind, f.changed)...)
 	if len(errs) > 0 {
 		return nil, usageError{errors.Join(errs...)}
 	}
@@ -184,6 +207,46 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 		plan.probers = append(plan.probers, p)
 	}
 	return plan, nil
+}
+
+// kindFlags are the flags that only some kinds take. A flag given with a
+// kind that would ignore it is a usage error naming the flag and the kinds
+// that take it: nothing given on the command line is silently dropped.
+var kindFlags = []struct {
+	flags []string
+	kinds []string
+}{
+	{[]string{"syn-rate"}, []string{syn.Kind}},
+	{[]string{"idle", "idle-mode", "reply-timeout", "find-idle-timeout", "max-idle", "min-idle", "find-repeats"}, []string{idle.Kind}},
+	{[]string{"ka-idle", "ka-interval", "ka-count"}, []string{keepalive.Kind}},
+	{[]string{"user-timeout"}, []string{connect.Kind, app.Kind, keepalive.Kind}},
+}
+
+// checkKindFlags reports each given flag that kind does not take.
+func checkKindFlags(kind string, changed func(string) bool) []error {
+	if changed == nil {
+		return nil
+	}
+	var errs []error
+	for _, kf := range kindFlags {
+		if slices.Contains(kf.kinds, kind) {
+			continue
+		}
+		for _, n := range kf.flags {
+			if changed(n) {
+				errs = append(errs, fmt.Errorf("--%s needs --kind %s, not %s", n, orList(kf.kinds), kind))
+			}
+		}
+	}
+	return errs
+}
+
+// orList is "a", "a or b", "a, b or c".
+func orList(s []string) string {
+	if len(s) < 2 {
+		return strings.Join(s, "")
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " or " + s[len(s)-1]
 }
 
 // checkRunTarget rejects flags that do not apply to a target of kind k.
@@ -231,6 +294,14 @@ func runProbes(ctx context.Context, f runFlags, args []string) error {
 	}
 	failed := false
 	var mu sync.Mutex
+	stderr := &lineWriter{w: f.stderrW()}
+	idleDone := make([]func(), len(plan.probers))
+	for pi, p := range plan.probers {
+		idleDone[pi] = func() {}
+		if ip, ok := p.(*idle.Prober); ok {
+			idleDone[pi] = watchIdle(ctx, ip, stderr)
+		}
+	}
 	ticker := time.NewTicker(f.interval)
 	defer ticker.Stop()
 	for i := 0; f.count == 0 || i < f.count; i++ {
@@ -248,6 +319,7 @@ func runProbes(ctx context.Context, f runFlags, args []string) error {
 			wg.Go(func() {
 				snap := ex.take(pi)
 				r := p.Probe(ctx)
+				idleDone[pi]()
 				ex.add(pi, snap, &r)
 				if r.Reason == probe.ReasonCanceled {
 					return
@@ -256,7 +328,7 @@ func runProbes(ctx context.Context, f runFlags, args []string) error {
 				failed = failed || !r.Success
 				mu.Unlock()
 				if err := plan.out.Result(r); err != nil {
-					fmt.Fprintln(os.Stderr, "probe: write:", err)
+					stderr.printf("probe: write: %v", err)
 				}
 			})
 		}

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"net/netip"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -27,6 +29,8 @@ func addExplainFlags(fl *pflag.FlagSet, f *explainFlags) {
 // --explain compares.
 type explainer struct {
 	ends [][]kernel.End
+	// why says, per target, why no far end is shown ("" when one is).
+	why []string
 }
 
 // newExplainer finds the ends of each target: the local namespace, and the
@@ -69,19 +73,41 @@ func newExplainer(f runFlags, args []string) (*explainer, error) {
 	ex := &explainer{}
 	for _, a := range args {
 		ends := []kernel.End{local}
+		why := "far end's namespace is not on this machine: only local counters shown"
 		switch {
 		case fixed != nil:
 			ends = append(ends, *fixed)
 		default:
-			if t, err := probe.ParseTarget(a); err == nil {
-				if addr, err := netip.ParseAddr(t.Host); err == nil {
-					if peer, ok := kernel.FindPeer(addr, candidates); ok && !samePath(peer.NetNS, local.NetNS) {
-						ends = append(ends, peer)
-					}
+			t, err := probe.ParseTarget(a)
+			if err != nil {
+				break
+			}
+			addr, err := netip.ParseAddr(t.Host)
+			if err != nil {
+				why = "far end unknown (a name, not an address): only local counters shown"
+				break
+			}
+			if addr.Unmap().IsLoopback() {
+				why = "a loopback target's far end is this same namespace: the local counters are both ends'"
+				break
+			}
+			peer, ok, ambiguous := kernel.FindPeer(addr, candidates)
+			switch {
+			case ok && !samePath(peer.NetNS, local.NetNS):
+				ends = append(ends, peer)
+				why = ""
+			case ok:
+				why = "the target's address is this namespace's own: the local counters are both ends'"
+			case len(ambiguous) > 0:
+				names := make([]string, len(ambiguous))
+				for i, e := range ambiguous {
+					names[i] = e.Name
 				}
+				why = fmt.Sprintf("far end not shown: %d namespaces on this machine have %s (%s); name it with --peer-netns", len(ambiguous), addr, strings.Join(names, ", "))
 			}
 		}
 		ex.ends = append(ex.ends, ends)
+		ex.why = append(ex.why, why)
 	}
 	return ex, nil
 }
@@ -109,9 +135,9 @@ func (e *explainer) add(i int, snap *kernel.Snapshot, r *probe.Result) {
 	if snap == nil || (r.Success && r.Reason == probe.ReasonOK) || r.Reason == probe.ReasonCanceled {
 		return
 	}
-	r.Evidence = append(r.Evidence, snap.Evidence()...)
-	if len(e.ends[i]) == 1 {
-		r.Evidence = append(r.Evidence, "far end's namespace is not on this machine: only local counters shown")
+	r.Evidence = append(r.Evidence, snap.Evidence(kernel.Own{SynRetrans: r.Retransmits})...)
+	if e.why[i] != "" {
+		r.Evidence = append(r.Evidence, e.why[i])
 	}
 }
 

@@ -5,7 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
+	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +24,7 @@ type idleFlags struct {
 	find         bool
 	maxIdle      time.Duration
 	minIdle      time.Duration
+	repeats      int
 }
 
 func addIdleFlags(fl *pflag.FlagSet, f *idleFlags) {
@@ -32,6 +34,7 @@ func addIdleFlags(fl *pflag.FlagSet, f *idleFlags) {
 	fl.BoolVar(&f.find, "find-idle-timeout", false, "kind idle: search the idle time the path survives (parallel connections, narrowing down) and report it")
 	fl.DurationVar(&f.maxIdle, "max-idle", 20*time.Minute, "kind idle: longest idle time --find-idle-timeout tries")
 	fl.DurationVar(&f.minIdle, "min-idle", time.Second, "kind idle: shortest idle time --find-idle-timeout tries")
+	fl.IntVar(&f.repeats, "find-repeats", 0, fmt.Sprintf("kind idle: connections per idle time in --find-idle-timeout, a loss on any counts (0: 1 with a responder, %d in plain mode, where a VIP may re-DNAT a forgotten session to the backend that holds it)", idle.DefaultRepeats))
 }
 
 // idleConfig is kind idle's Config from `probe run` flags; --timeout
@@ -55,11 +58,14 @@ func (c runConfigs) idleConfig() (idle.Config, error) {
 type findResult struct {
 	Target          string       `json:"target"`
 	Found           bool         `json:"found"`
+	Trustworthy     bool         `json:"trustworthy"`
 	Verdict         string       `json:"verdict"`
 	SurvivedSeconds float64      `json:"survived_seconds"`
 	LostSeconds     float64      `json:"lost_seconds,omitempty"`
 	LostReason      probe.Reason `json:"lost_reason,omitempty"`
 	ClosedAtSeconds float64      `json:"closed_at_seconds,omitempty"`
+	Untrusted       string       `json:"untrusted,omitempty"`
+	Repeats         int          `json:"repeats"`
 	Rounds          int          `json:"rounds"`
 	Connections     int          `json:"connections"`
 	ElapsedSeconds  float64      `json:"elapsed_seconds"`
@@ -67,12 +73,39 @@ type findResult struct {
 	Error           string       `json:"error,omitempty"`
 }
 
-// runFindIdle searches every target's idle timeout at once and prints one
-// verdict per target. Exit status 1 when a search could not run (path down).
+// heartbeatEvery is how often a long idle time or search says it is still
+// running (on stderr); idleNotice is the shortest idle time that gets a
+// line when it starts. Variables for tests.
+var (
+	heartbeatEvery = time.Minute
+	idleNotice     = 10 * time.Second
+)
+
+// lineWriter serializes whole lines from several goroutines.
+type lineWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lineWriter) printf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fmt.Fprintf(l.w, format+"\n", args...)
+}
+
+// runFindIdle searches every target's idle timeout at once. Each round is
+// printed as it starts and ends (stdout in text mode, stderr with -o json),
+// a heartbeat goes to stderr every heartbeatEvery, and one verdict per
+// target ends it. Exit status 1 when a loss was found or a search could not
+// run (path down, server fault).
 func runFindIdle(ctx context.Context, plan *runPlan, f runFlags) error {
+	stdout, stderr := &lineWriter{w: f.stdoutW()}, &lineWriter{w: f.stderrW()}
+	progress := stdout
+	if f.output == "json" {
+		progress = stderr
+	}
 	var mu sync.Mutex
 	failed := false
-	enc := json.NewEncoder(os.Stdout)
 	var wg sync.WaitGroup
 	for _, p := range plan.probers {
 		ip, ok := p.(*idle.Prober)
@@ -80,35 +113,54 @@ func runFindIdle(ctx context.Context, plan *runPlan, f runFlags) error {
 			return usagef("--find-idle-timeout needs --kind idle")
 		}
 		wg.Go(func() {
-			b, err := ip.Find(ctx, idle.FindOptions{MaxIdle: f.idleF.maxIdle, MinIdle: f.idleF.minIdle})
+			name := ip.Target().Name
+			var (
+				rmu   sync.Mutex
+				round string
+			)
+			start := time.Now()
+			o := idle.FindOptions{MaxIdle: f.idleF.maxIdle, MinIdle: f.idleF.minIdle, Repeats: f.idleF.repeats,
+				Progress: func(line string) {
+					rmu.Lock()
+					round, _, _ = strings.Cut(line, ":")
+					rmu.Unlock()
+					progress.printf("%s: %s", name, line)
+				}}
+			stop := heartbeat(ctx, func(elapsed time.Duration) {
+				rmu.Lock()
+				defer rmu.Unlock()
+				stderr.printf("%s: idle-timeout search still running: %s, %s elapsed", name, round, beatRound(elapsed))
+			}, start)
+			b, err := ip.Find(ctx, o)
+			stop()
 			if ctx.Err() != nil {
 				return
 			}
-			name := ip.Target().Name
 			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				failed = true
-			}
+			failed = failed || err != nil || b.Found()
+			mu.Unlock()
 			if f.output == "json" {
-				fr := findResult{Target: name, Found: b.Found(), Verdict: b.String(), SurvivedSeconds: b.Survived.Seconds(),
-					LostSeconds: b.Lost.Seconds(), LostReason: b.LostReason, ClosedAtSeconds: b.ClosedAt.Seconds(),
+				fr := findResult{Target: name, Found: b.Found(), Trustworthy: err == nil && b.Untrusted == "", Verdict: b.String(),
+					SurvivedSeconds: b.Survived.Seconds(), LostSeconds: b.Lost.Seconds(), LostReason: b.LostReason,
+					ClosedAtSeconds: b.ClosedAt.Seconds(), Untrusted: b.Untrusted, Repeats: b.Repeats,
 					Rounds: b.Rounds, Connections: b.Attempts, ElapsedSeconds: b.Elapsed.Seconds(), Evidence: b.Evidence}
 				if err != nil {
 					fr.Verdict, fr.Error = "", err.Error()
 				}
-				_ = enc.Encode(fr)
+				out, _ := json.Marshal(fr)
+				stdout.printf("%s", out)
 				return
 			}
 			if err != nil {
-				fmt.Printf("%s: idle timeout search failed: %v\n", name, err)
+				stdout.printf("%s: idle timeout search failed: %v", name, err)
 				return
 			}
-			fmt.Printf("%s: %s\n", name, b)
-			for _, e := range b.Evidence {
-				fmt.Printf("  %s\n", e)
+			stdout.printf("%s: %s", name, b)
+			tries := ""
+			if b.Repeats > 1 {
+				tries = fmt.Sprintf(", each idle time tried %d times (a loss on any counts)", b.Repeats)
 			}
-			fmt.Printf("  %d round(s), %d connection(s), %s\n", b.Rounds, b.Attempts, b.Elapsed.Round(100*time.Millisecond))
+			stdout.printf("  %d round(s), %d connection(s)%s, %s", b.Rounds, b.Attempts, tries, b.Elapsed.Round(100*time.Millisecond))
 		})
 	}
 	wg.Wait()
@@ -121,6 +173,60 @@ func runFindIdle(ctx context.Context, plan *runPlan, f runFlags) error {
 	return nil
 }
 
+// heartbeat calls beat with the time since start every heartbeatEvery
+// until the returned stop is called (stop waits for it).
+func heartbeat(ctx context.Context, beat func(elapsed time.Duration), start time.Time) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(heartbeatEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				beat(time.Since(start))
+			}
+		}
+	})
+	return func() { cancel(); wg.Wait() }
+}
+
+// watchIdle makes p announce, on stderr, each idle time of at least
+// idleNotice when it starts, and heartbeat every heartbeatEvery while it
+// lasts; the returned stop ends the heartbeats of a finished attempt.
+func watchIdle(ctx context.Context, p *idle.Prober, stderr *lineWriter) (stop func()) {
+	var mu sync.Mutex
+	var stopBeat func()
+	end := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopBeat != nil {
+			stopBeat()
+			stopBeat = nil
+		}
+	}
+	p.OnIdle(func(e idle.IdleStarted) {
+		if e.Idle < idleNotice {
+			return
+		}
+		name := p.Target().Name
+		via := ""
+		if e.Server.IsValid() && e.Server != e.Remote {
+			via = " (responder " + e.Server.String() + ")"
+		}
+		stderr.printf("%s: connection %s -> %s%s idle for %s, until %s", name, e.Local, e.Remote, via, e.Idle, e.At.Add(e.Idle).Format("15:04:05"))
+		end()
+		mu.Lock()
+		stopBeat = heartbeat(ctx, func(elapsed time.Duration) {
+			stderr.printf("%s: idle %s of %s", name, beatRound(min(elapsed, e.Idle)), e.Idle)
+		}, e.At)
+		mu.Unlock()
+	})
+	return end
+}
+
 // checkIdleFlags reports problems of the idle flags; --find-idle-timeout
 // and the idle-only flags need --kind idle.
 func checkIdleFlags(f runFlags, kind string, changed func(string) bool) []error {
@@ -129,18 +235,24 @@ func checkIdleFlags(f runFlags, kind string, changed func(string) bool) []error 
 		changed = func(string) bool { return false }
 	}
 	if kind != idle.Kind {
-		for _, n := range []string{"idle", "idle-mode", "reply-timeout", "find-idle-timeout", "max-idle", "min-idle"} {
-			if changed(n) {
-				errs = append(errs, fmt.Errorf("--%s needs --kind idle", n))
-			}
-		}
-		return errs
+		return errs // checkKindFlags names the idle flags given with another kind
 	}
 	if f.idleF.find && f.idleF.maxIdle <= f.idleF.minIdle {
 		errs = append(errs, fmt.Errorf("--max-idle %s must be longer than --min-idle %s", f.idleF.maxIdle, f.idleF.minIdle))
+	}
+	if f.idleF.repeats < 0 {
+		errs = append(errs, fmt.Errorf("--find-repeats %d must not be negative", f.idleF.repeats))
 	}
 	if f.idleF.idle <= 0 {
 		errs = append(errs, errors.New("--idle must be positive"))
 	}
 	return errs
+}
+
+// beatRound rounds a heartbeat's elapsed time to the heartbeat's own scale.
+func beatRound(d time.Duration) time.Duration {
+	if heartbeatEvery >= time.Second {
+		return d.Round(time.Second)
+	}
+	return d.Round(10 * time.Millisecond)
 }

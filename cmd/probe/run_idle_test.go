@@ -1,6 +1,8 @@
 package main
 
 import (
+	"io"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -45,5 +47,41 @@ func TestIdleFlagsChecked(t *testing.T) {
 	f := base()
 	if _, err := planRun(f, []string{"127.0.0.1:1"}); err != nil {
 		t.Fatalf("good idle flags: %v", err)
+	}
+}
+
+// TestKindFlagsRefused (issue 21 item 12): a kind-specific flag given with a
+// kind that ignores it is a usage error (exit 2) naming the flag and the
+// kinds that take it, as --idle always was.
+func TestKindFlagsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--ka-idle", "3s"}, "--ka-idle needs --kind keepalive, not connect"},
+		{[]string{"--kind", "idle", "--ka-count", "2"}, "--ka-count needs --kind keepalive, not idle"},
+		{[]string{"--kind", "keepalive", "--idle", "3s"}, "--idle needs --kind idle, not keepalive"},
+		{[]string{"--kind", "syn", "--user-timeout", "3s"}, "--user-timeout needs --kind connect, app or keepalive, not syn"},
+		{[]string{"--syn-rate", "10"}, "--syn-rate needs --kind syn, not connect"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			args := append(append([]string{"run"}, tc.args...), "127.0.0.1:1")
+			old := os.Stderr
+			r, w, _ := os.Pipe()
+			os.Stderr = w
+			code := run(t.Context(), args)
+			w.Close()
+			os.Stderr = old
+			msg, _ := io.ReadAll(r)
+			if code != exitUsage || !strings.Contains(string(msg), tc.want) {
+				t.Errorf("exit %d, stderr %q; want exit 2 and %q", code, msg, tc.want)
+			}
+		})
+	}
+	// Flags with the kind that takes them pass the check.
+	for _, tc := range []struct{ kind, flag string }{{"keepalive", "ka-idle"}, {"connect", "user-timeout"}, {"idle", "find-repeats"}, {"syn", "syn-rate"}} {
+		if errs := checkKindFlags(tc.kind, func(n string) bool { return n == tc.flag }); len(errs) > 0 {
+			t.Errorf("--%s with kind %s: %v", tc.flag, tc.kind, errs)
+		}
 	}
 }

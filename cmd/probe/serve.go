@@ -143,7 +143,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 	s := &server{
 		flags:   f,
 		log:     log,
-		exp:     promexp.New(promexp.Options{Version: version}),
+		exp:     promexp.New(promexp.Options{Version: version, Revision: buildRevision()}),
 		reloads: make(chan chan error),
 	}
 	s.healthy.Store(true)

@@ -64,9 +64,14 @@ func jobBackground(j *configs.Job, log *slog.Logger) (func(context.Context, prob
 			if ctx.Err() != nil {
 				return // reload or shutdown: no result
 			}
-			if err != nil {
+			switch {
+			case err != nil:
 				log.Warn("idle-timeout search failed; the last boundary stays", "err", err, "elapsed", time.Since(start).Round(time.Millisecond))
-			} else {
+			case b.Untrusted != "":
+				// The shortest loss is still a loss: export it, and say why
+				// the boundary may be off.
+				log.Warn("idle-timeout search: results contradict each other", "verdict", b.String(), "rounds", b.Rounds, "connections", b.Attempts, "elapsed", b.Elapsed.Round(time.Millisecond))
+			default:
 				log.Info("idle-timeout search", "verdict", b.String(), "rounds", b.Rounds, "connections", b.Attempts, "elapsed", b.Elapsed.Round(time.Millisecond))
 			}
 			rec.IdleTimeout(b.Survived, b.Lost, err != nil)

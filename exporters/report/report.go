@@ -27,7 +27,9 @@ func New(format string, w io.Writer) (Writer, error) {
 	case "text", "":
 		return &Text{w: w, stats: map[string]*Stats{}}, nil
 	case "json":
-		return &JSON{enc: json.NewEncoder(w)}, nil
+		enc := json.NewEncoder(w)
+		enc.SetEscapeHTML(false) // evidence says "a -> b", not "a -\u003e b"
+		return &JSON{enc: enc}, nil
 	}
 	return nil, fmt.Errorf("output %q: want text or json", format)
 }
@@ -68,16 +70,25 @@ func (t *Text) Result(r probe.Result) error {
 		t.order = append(t.order, r.Target)
 	}
 	s.Add(r)
-	hs := "-"
-	if r.Timings.Handshake > 0 {
-		hs = FormatDuration(r.Timings.Handshake)
+	// The time column is the attempt's duration; the handshake's is added
+	// where it differs (a 5 s reply_timeout after a 0.1 ms handshake).
+	d, hs := r.Duration, ""
+	if d <= 0 {
+		d = r.Timings.Handshake
+	}
+	if h := r.Timings.Handshake; h > 0 && d-h > d/10 {
+		hs = "  hs=" + FormatDuration(h)
+	}
+	col := "-"
+	if d > 0 {
+		col = FormatDuration(d)
 	}
 	app := ""
 	if r.Timings.App > 0 {
 		app = "  app=" + FormatDuration(r.Timings.App)
 	}
-	_, err := fmt.Fprintf(t.w, "%s  %-22s %-18s %9s  retx=%d%s  %s\n",
-		r.Start.Format("15:04:05.000"), r.Target, r.Reason, hs, r.Retransmits, app, note(r))
+	_, err := fmt.Fprintf(t.w, "%s  %-22s %-18s %9s  retx=%d%s%s  %s\n",
+		r.Start.Format("15:04:05.000"), r.Target, r.Reason, col, r.Retransmits, hs, app, note(r))
 	return err
 }
 
@@ -93,15 +104,9 @@ func (t *Text) Summary() error {
 	return nil
 }
 
-// note picks the evidence worth a line: for failures the line that explains
-// the reason, for successes the last one (the reply, or the handshake).
+// note is the attempt's evidence on one line: every item, for successes
+// too (a --paws check's verdict and the SYN/ACK's RTT are both decisive).
 func note(r probe.Result) string {
-	if len(r.Evidence) == 0 {
-		return ""
-	}
-	if r.Success {
-		return r.Evidence[len(r.Evidence)-1]
-	}
 	return strings.Join(r.Evidence, "; ")
 }
 

@@ -94,3 +94,36 @@ func TestQuantile(t *testing.T) {
 		}
 	}
 }
+
+func TestJSONDoesNotEscapeArrows(t *testing.T) {
+	var buf bytes.Buffer
+	w, _ := New("json", &buf)
+	w.Result(result(probe.ReasonOK, time.Millisecond, 0, "established 10.0.0.2:1 -> 10.96.0.10:80 in 1ms", "a < b & c"))
+	if got := buf.String(); !strings.Contains(got, `"established 10.0.0.2:1 -> 10.96.0.10:80 in 1ms","a < b & c"`) {
+		t.Errorf("JSON escapes evidence: %s", got)
+	}
+}
+
+func TestTextShowsAttemptDurationAndEveryEvidenceItem(t *testing.T) {
+	var buf bytes.Buffer
+	w, _ := New("text", &buf)
+	hung := result(probe.ReasonReplyTimeout, 112*time.Microsecond, 0, "sent 5 bytes, no reply in 5s")
+	hung.Duration = 5 * time.Second
+	w.Result(hung)
+	paws := result(probe.ReasonOK, 0, 0, "SYN/ACK in 61µs", "fresh and older TSval both answered: no PAWS drop")
+	paws.Kind, paws.Duration = "syn", 2*time.Millisecond
+	w.Result(paws)
+	conn := result(probe.ReasonOK, 450*time.Microsecond, 0, "established")
+	conn.Duration = 470 * time.Microsecond
+	w.Result(conn)
+	lines := strings.Split(buf.String(), "\n")
+	for i, want := range []string{
+		"reply_timeout         5.000s  retx=0  hs=0.112ms  sent 5 bytes, no reply in 5s",
+		"ok                   2.000ms  retx=0  SYN/ACK in 61µs; fresh and older TSval both answered: no PAWS drop",
+		"ok                   0.470ms  retx=0  established", // no hs= when it is the attempt
+	} {
+		if !strings.Contains(lines[i], want) {
+			t.Errorf("line %d = %q, want it to contain %q", i, lines[i], want)
+		}
+	}
+}

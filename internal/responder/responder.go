@@ -229,7 +229,11 @@ func (s *Server) release(src netip.Addr) {
 // connections costs no goroutine.
 func (s *Server) refuse(c net.Conn, code idle.ErrCode) {
 	_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	_, _ = io.WriteString(c, idle.Reply{Verb: idle.VerbErr, Code: code, Text: "connection limit reached"}.String())
+	text := "connection limit reached"
+	if code == idle.ErrSourceBusy {
+		text = "per-source connection limit reached"
+	}
+	_, _ = io.WriteString(c, idle.Reply{Verb: idle.VerbErr, Code: code, Text: text}.String())
 	c.Close()
 }
 

@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -231,7 +233,11 @@ func (p *Prober) establish(a *attempt, r *probe.Result) (c *sock, stop func() bo
 		return nil, nil
 	}
 	r.Local = inet.LocalAddr(c.rc)
-	if ierr == nil {
+	if ierr == nil && r.Retransmits == 0 {
+		// After a retransmitted SYN, Karn's rule leaves the kernel only a
+		// TCP-timestamp sample, whose clock ticks in milliseconds: tcpi_rtt
+		// then says 1 ms for a 60 µs path. Only a clean handshake's
+		// figure is the path's RTT.
 		r.Timings.RTT = time.Duration(info.Rtt) * time.Microsecond
 	}
 	r.Phase = probe.PhaseHandshake
@@ -531,11 +537,22 @@ func setup(rc syscall.RawConn, family int, source netip.Addr, userTimeout time.D
 }
 
 // handshakeFailed classifies a failed connect and adds what the kernel knows.
+// An ICMP error leads: the errno connect() returns is the kernel's
+// translation of it (ICMPv6 admin-prohibited becomes EACCES, which read
+// first looks like a local permission problem).
 func (p *Prober) handshakeFailed(c *sock, r *probe.Result, err error) {
+	n := len(r.Evidence)
 	r.Fail(probe.PhaseHandshake, err)
 	icmp := readICMP(c.rc)
 	if icmp != "" {
-		r.Evidence = append(r.Evidence, icmp)
+		errno := slices.Clone(r.Evidence[n:])
+		r.Evidence = append(r.Evidence[:n], icmp)
+		for _, e := range errno {
+			if i := strings.Index(e, "): "); i > 0 {
+				e = e[:i+1] // the errno's generic hint: the ICMP line says which
+			}
+			r.Evidencef("connect() failed with %s, the kernel's errno for that ICMP error", e)
+		}
 	}
 	switch r.Reason {
 	case probe.ReasonSynTimeout:

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -188,7 +189,11 @@ func TestLabScenarios(t *testing.T) {
 			if r.Remote != vip {
 				t.Errorf("remote %s, want %s", r.Remote, vip)
 			}
-			t.Logf("%s: %s retx=%d %s", tc.name, r.Reason, r.Retransmits, ev)
+			if r.Retransmits > 0 && r.Timings.RTT != 0 {
+				// Karn's rule: no clean sample, only a 1 ms-granular timestamp one.
+				t.Errorf("rtt %s reported after %d SYN retransmit(s): not the path's RTT", r.Timings.RTT, r.Retransmits)
+			}
+			t.Logf("%s: %s retx=%d rtt=%s %s", tc.name, r.Reason, r.Retransmits, r.Timings.RTT, ev)
 		})
 	}
 }
@@ -263,5 +268,59 @@ func TestLabDNS(t *testing.T) {
 	}
 	if r.Timings.Resolve <= 0 {
 		t.Error("no resolve timing")
+	}
+}
+
+// TestICMPEvidenceLeads: when an ICMP error ended the handshake, the
+// evidence opens with the ICMP fact, not with the errno the kernel made of
+// it: ICMPv6 admin-prohibited is EACCES (permission denied), which read
+// first sends a user looking for a local permission problem. A bare
+// namespace with only lo, an nft reject on input.
+func TestICMPEvidenceLeads(t *testing.T) {
+	lab.RequirePriv(t)
+	name := "cpc" + strconv.FormatInt(time.Now().UnixNano()%1e9, 10)
+	for _, argv := range [][]string{
+		{"ip", "netns", "add", name},
+		{"ip", "-n", name, "link", "set", "lo", "up"},
+	} {
+		if out, err := exec.CommandContext(t.Context(), argv[0], argv[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v: %s", argv, err, out)
+		}
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	cmd := exec.CommandContext(t.Context(), "ip", "netns", "exec", name, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(`table inet f {
+	chain in {
+		type filter hook input priority filter; policy accept;
+		tcp dport 9999 tcp flags & (syn|ack) == syn reject with icmpx type admin-prohibited
+		ip daddr 127.0.0.1 tcp dport 9998 tcp flags & (syn|ack) == syn reject with icmp type host-prohibited
+	}
+}`)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v: %s", err, out)
+	}
+	for _, tc := range []struct{ target, first, errno string }{
+		{"[::1]:9999", "ICMP admin-prohibited (type 1 code 1) from ::1", "connect() failed with EACCES (permission denied), the kernel's errno for that ICMP error"},
+		{"127.0.0.1:9999", "ICMP admin-prohibited (type 3 code 13) from 127.0.0.1", "connect() failed with EHOSTUNREACH (no route to host), the kernel's errno for that ICMP error"},
+		{"127.0.0.1:9998", "ICMP host-prohibited (type 3 code 10) from 127.0.0.1", "EHOSTUNREACH"},
+	} {
+		tg, err := probe.ParseTarget(tc.target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tg.NetNS = "/run/netns/" + name
+		p, err := connect.New(tg, connect.Config{Timeout: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := p.Probe(t.Context())
+		p.Close()
+		t.Logf("%s: %s %q", tc.target, r.Reason, r.Evidence)
+		if r.Reason != probe.ReasonUnreachable {
+			t.Errorf("%s: got %s, want unreachable", tc.target, r.Reason)
+		}
+		if len(r.Evidence) < 2 || r.Evidence[0] != tc.first || !strings.Contains(r.Evidence[1], tc.errno) {
+			t.Errorf("%s: evidence %q: want it to open with %q, then %q", tc.target, r.Evidence, tc.first, tc.errno)
+		}
 	}
 }

@@ -128,6 +128,14 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// IdleStarted says that an attempt's connection went idle.
+type IdleStarted struct {
+	Local, Remote netip.AddrPort
+	Server        netip.AddrPort // the responder's own address (invalid in plain mode)
+	Idle          time.Duration  // how long it will be held idle
+	At            time.Time
+}
+
 // AttemptDuration is the longest one attempt with idle time d can take:
 // handshake and hello, idle, reply, and a control connection.
 func (c Config) AttemptDuration(d time.Duration) time.Duration {

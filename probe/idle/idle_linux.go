@@ -27,6 +27,18 @@ type Prober struct {
 	target   probe.Target
 	cfg      Config
 	resolver *net.Resolver
+	onIdle   func(IdleStarted)
+}
+
+// OnIdle sets fn to be called, from the attempt's goroutine, each time an
+// attempt's connection goes idle (`probe run` prints a line and heartbeats
+// during long idle times). Set it before the first Probe.
+func (p *Prober) OnIdle(fn func(IdleStarted)) { p.onIdle = fn }
+
+func (p *Prober) idleStarted(s *session, d time.Duration) {
+	if p.onIdle != nil {
+		p.onIdle(IdleStarted{Local: s.local, Remote: s.remote, Server: s.server, Idle: d, At: time.Now()})
+	}
 }
 
 // New returns a Prober for t.
@@ -87,10 +99,14 @@ type session struct {
 
 func (s *session) Close() error { return s.c.Close() }
 
-// brokeErr describes how the idle connection broke after the idle time.
+// broke describes how the idle connection broke after the idle time.
 type broke struct {
 	err  error  // what the read or write returned
 	what string // one line of evidence: "RST (ECONNRESET) from 10.96.0.10:80 ..."
+	// acked: the server's kernel ACKed what we sent after the idle time (no
+	// reply though). A session the path forgot cannot ACK data, so this is
+	// a hung server, whatever a control connection does.
+	acked bool
 }
 
 func (p *Prober) attempt(ctx context.Context, r *probe.Result, d time.Duration) {
@@ -140,6 +156,23 @@ func (p *Prober) judge(ctx context.Context, r *probe.Result, addr netip.AddrPort
 		cs.Close()
 	}
 	if ctx.Err() != nil {
+		return
+	}
+	if b.acked {
+		// The server's kernel took our request: the session was alive on the
+		// path. The control connection is only context (through a VIP it may
+		// well land on a healthy backend).
+		r.Reason, r.Phase = probe.ReasonReplyTimeout, probe.PhaseReply
+		for _, e := range ctl.Evidence {
+			if !strings.HasPrefix(e, "control: ") {
+				e = "control: " + e
+			}
+			r.Evidence = append(r.Evidence, e)
+		}
+		if !ok {
+			r.Evidencef("control connection failed too (%s)", ctl.Reason)
+		}
+		r.Evidencef("the server's kernel took the request but no answer came: a hung server (or a proxy in front of it), not a forgotten session (a session the path forgot cannot ACK data)")
 		return
 	}
 	if !ok {
@@ -224,6 +257,11 @@ func (p *Prober) open(ctx context.Context, r *probe.Result, addr netip.AddrPort,
 	}
 	t1 := time.Now()
 	rep, err := s.exchange(ctx, Request{Verb: VerbEcho, Nonce: nonce()}, VerbOK)
+	if re, ok := errors.AsType[*RefusedError](err); ok {
+		refused(r, probe.PhaseReply, err, re, fmt.Sprintf("%sestablished %s -> %s in %s; ", label, s.local, addr, probe.Round(hs)))
+		s.Close()
+		return nil, false
+	}
 	if err != nil {
 		r.Fail(probe.PhaseReply, err)
 		r.Evidencef("%sestablished %s -> %s but the responder did not echo: is a connprobe responder listening there?", label, s.local, addr)
@@ -257,7 +295,7 @@ func (s *session) expect(ctx context.Context, nonce string, want Verb) (Reply, e
 			return Reply{}, fmt.Errorf("idle: reply: %w", err)
 		}
 		if rep.Verb == VerbErr {
-			return rep, fmt.Errorf("idle: responder refused: ERR %s %s: %w", rep.Code, rep.Text, ErrProto)
+			return rep, fmt.Errorf("idle: %w", &RefusedError{Code: rep.Code, Text: rep.Text})
 		}
 		if rep.Verb == want && rep.Nonce == nonce {
 			return rep, nil
@@ -317,6 +355,7 @@ func (s *session) watch(ctx context.Context) ([]byte, error) {
 // when the connection ended during the idle time (FIN: peer_closed; RST:
 // reset) or the attempt was canceled.
 func (p *Prober) idleFor(ctx context.Context, r *probe.Result, s *session, d time.Duration, expectData bool) bool {
+	p.idleStarted(s, d)
 	t0 := time.Now()
 	ictx, cancel := context.WithTimeout(ctx, d)
 	got, err := s.watch(ictx)
@@ -352,13 +391,12 @@ func (p *Prober) idleFor(ctx context.Context, r *probe.Result, s *session, d tim
 
 // clientFirst: idle, then ECHO and expect the echo within the reply timeout.
 func (p *Prober) clientFirst(ctx context.Context, r *probe.Result, s *session, d time.Duration) *broke {
-	base := tcpInfo(s.c)
 	if !p.idleFor(ctx, r, s, d, false) {
 		return nil
 	}
-	quiet := segsIn(s.c) - base.segsIn
 	rctx, cancel := context.WithTimeout(ctx, p.cfg.ReplyTimeout)
 	defer cancel()
+	sent := tcpInfo(s.c)
 	t0 := time.Now()
 	rep, err := s.exchange(rctx, Request{Verb: VerbEcho, Nonce: nonce()}, VerbOK)
 	r.Timings.Reply = time.Since(t0)
@@ -370,7 +408,11 @@ func (p *Prober) clientFirst(ctx context.Context, r *probe.Result, s *session, d
 	if ctx.Err() != nil {
 		return nil
 	}
-	return &broke{err: err, what: p.describeBroke(s, err, r.Timings.Idle, r.Timings.Reply, quiet, "sent ECHO")}
+	if re, ok := errors.AsType[*RefusedError](err); ok {
+		refused(r, probe.PhaseReply, err, re, fmt.Sprintf("after %s idle we sent ECHO and ", probe.Round(r.Timings.Idle)))
+		return nil
+	}
+	return p.describeBroke(s, err, r.Timings.Idle, r.Timings.Reply, &sent, "sent ECHO")
 }
 
 // serverAfterDelay: ask the responder to reply after d, wait d + reply timeout.
@@ -379,6 +421,10 @@ func (p *Prober) serverAfterDelay(ctx context.Context, r *probe.Result, s *sessi
 	req := Request{Verb: VerbDelay, Delay: d.Round(time.Millisecond), Nonce: nonce()}
 	_, err := s.exchange(hctx, req, VerbWait)
 	cancel()
+	if re, ok := errors.AsType[*RefusedError](err); ok {
+		refused(r, probe.PhaseSend, err, re, fmt.Sprintf("we asked for a reply after %s and ", req.Delay))
+		return nil
+	}
 	if err != nil {
 		r.Fail(probe.PhaseSend, err)
 		r.Evidencef("the responder did not accept DELAY %s", req.Delay)
@@ -387,6 +433,7 @@ func (p *Prober) serverAfterDelay(ctx context.Context, r *probe.Result, s *sessi
 	// The WAIT line is the last thing the server should send for d: any
 	// segment after it (other than the reply) is news.
 	base := tcpInfo(s.c)
+	p.idleStarted(s, d)
 	t0 := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, d+p.cfg.ReplyTimeout)
 	defer cancel()
@@ -415,8 +462,14 @@ func (p *Prober) serverAfterDelay(ctx context.Context, r *probe.Result, s *sessi
 		r.Evidencef("peer aborted the connection (RST, not FIN) after %s idle, before its delayed reply was due", probe.Round(waited))
 		return nil
 	}
-	quiet := segsIn(s.c) - base.segsIn
-	return &broke{err: err, what: p.describeBroke(s, err, d, waited-min(waited, d), quiet, fmt.Sprintf("asked for a reply after %s", req.Delay))}
+	if re, ok := errors.AsType[*RefusedError](err); ok {
+		refused(r, probe.PhaseIdle, err, re, fmt.Sprintf("after %s idle, waiting for the reply we asked for, ", probe.Round(waited)))
+		return nil
+	}
+	// Nothing was sent since the WAIT: "acked" cannot be proven here, and
+	// a responder that hung looks like incident 003 from this side (its
+	// delayed_replies_total{outcome="reset"} tells them apart).
+	return p.describeBroke(s, err, d, waited-min(waited, d), &base, fmt.Sprintf("asked for a reply after %s", req.Delay))
 }
 
 // plain: idle (reading whatever the server volunteers), then Send, then
@@ -427,9 +480,10 @@ func (p *Prober) plain(ctx context.Context, r *probe.Result, s *session, d time.
 	}
 	rctx, cancel := context.WithTimeout(ctx, p.cfg.ReplyTimeout)
 	defer cancel()
+	sent := tcpInfo(s.c)
 	t0 := time.Now()
 	if _, err := s.c.WriteContext(rctx, p.cfg.Send); err != nil {
-		return &broke{err: err, what: p.describeBroke(s, err, r.Timings.Idle, time.Since(t0), -1, "wrote the payload")}
+		return p.describeBroke(s, err, r.Timings.Idle, time.Since(t0), &sent, "wrote the payload")
 	}
 	var got []byte
 	chunk := make([]byte, 4096)
@@ -454,57 +508,87 @@ func (p *Prober) plain(ctx context.Context, r *probe.Result, s *session, d time.
 				return nil
 			}
 			r.Timings.Reply = time.Since(t0)
-			what := p.describeBroke(s, err, r.Timings.Idle, r.Timings.Reply, -1, "wrote the payload")
+			b := p.describeBroke(s, err, r.Timings.Idle, r.Timings.Reply, &sent, "wrote the payload")
 			if len(got) > 0 {
-				what += fmt.Sprintf("; got %q without the expected %q", inet.Snippet(got), p.cfg.Expect)
+				b.what += fmt.Sprintf("; got %q without the expected %q", inet.Snippet(got), p.cfg.Expect)
 			}
-			return &broke{err: err, what: what}
+			return b
 		}
 	}
 }
 
 // describeBroke says what the idle connection saw after the idle time:
-// which address reset it, or that nothing came back at all.
-func (p *Prober) describeBroke(s *session, err error, idle, waited time.Duration, quiet int64, did string) string {
+// which address reset it, or, when nothing came back, whether the server's
+// kernel at least ACKed what we sent (sent: TCP_INFO just before the send;
+// for server-after-delay, just after the WAIT). Packets are counted only
+// from then: what came during the idle time says nothing about the send.
+func (p *Prober) describeBroke(s *session, err error, idle, waited time.Duration, sent *info, did string) *broke {
 	via := ""
 	if s.server.IsValid() && s.server != s.remote {
 		via = fmt.Sprintf("; the idle connection had reached responder %s through %s", s.server, s.remote)
 	}
+	b := &broke{err: err}
 	switch {
 	case isReset(err):
-		return fmt.Sprintf("after %s idle we %s and got RST (%s) from %s %s later%s",
+		b.what = fmt.Sprintf("after %s idle we %s and got RST (%s) from %s %s later%s",
 			probe.Round(idle), did, errnoName(err), s.remote, probe.Round(waited), via)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return fmt.Sprintf("after %s idle we %s and got EOF (FIN) from %s %s later%s", probe.Round(idle), did, s.remote, probe.Round(waited), via)
+		b.what = fmt.Sprintf("after %s idle we %s and got EOF (FIN) from %s %s later%s", probe.Round(idle), did, s.remote, probe.Round(waited), via)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, syscall.ETIMEDOUT):
+		b.what = fmt.Sprintf("after %s idle we %s and got no reply in %s", probe.Round(idle), did, probe.Round(waited))
 		ti := tcpInfo(s.c)
-		what := fmt.Sprintf("after %s idle we %s and got no reply in %s", probe.Round(idle), did, probe.Round(waited))
-		if quiet == 0 {
-			what += ": no packet at all from the server"
+		if sent == nil || !sent.ok || !ti.ok {
+			b.what += fmt.Sprintf("; socket %s, %d unacked, %d retransmit(s)%s", ti.state, ti.unacked, ti.retrans, via)
+			return b
 		}
-		what += fmt.Sprintf("; socket %s, %d unacked, %d retransmit(s)%s", ti.state, ti.unacked, ti.retrans, via)
-		return what
+		segs, retrans := ti.segsIn-sent.segsIn, ti.retrans-sent.retrans
+		switch {
+		case ti.bytesAcked > sent.bytesAcked && ti.unacked == 0 && retrans == 0:
+			// tcpi_last_ack_recv: milliseconds since the last ACK came.
+			b.acked = true
+			b.what += fmt.Sprintf(": the server's kernel ACKed our request %s after the send, but no answer came",
+				probe.Round(max(0, ti.at.Add(-ti.lastAck).Sub(sent.at))))
+		case segs == 0:
+			b.what += ": no packet at all from the server since then"
+		}
+		b.what += fmt.Sprintf("; socket %s, %d unacked, %d retransmit(s) since the send, %d segment(s) in from the server%s",
+			ti.state, ti.unacked, retrans, segs, via)
+		return b
+	default:
+		b.what = fmt.Sprintf("after %s idle we %s and it failed: %s%s", probe.Round(idle), did, probe.Describe(err), via)
 	}
-	return fmt.Sprintf("after %s idle we %s and it failed: %s%s", probe.Round(idle), did, probe.Describe(err), via)
+	return b
+}
+
+// refused records a responder's ERR reply: the responder answered, so the
+// network is fine and the fault is the responder's limit or our request —
+// app_error, with what the refusal means (not "not a CPR1 line").
+func refused(r *probe.Result, phase probe.Phase, err error, re *RefusedError, prefix string) {
+	r.Phase, r.Err, r.Success, r.Reason = phase, err, false, probe.ReasonAppError
+	r.Evidencef("%sthe responder answered ERR %s (%s): %s", prefix, re.Code, re.Text, re.Meaning())
 }
 
 // info is the part of TCP_INFO the idle probe reports.
 type info struct {
-	state   string
-	unacked uint32
-	retrans uint32
-	segsIn  int64
+	ok         bool
+	at         time.Time // when it was read
+	state      string
+	unacked    uint32
+	retrans    uint32        // tcpi_total_retrans
+	segsIn     int64         // tcpi_segs_in
+	bytesAcked uint64        // tcpi_bytes_acked
+	lastAck    time.Duration // tcpi_last_ack_recv: since the last ACK came
 }
 
 func tcpInfo(c *socket.Conn) info {
 	ti, err := connect.TCPInfo(c)
+	now := time.Now()
 	if err != nil {
-		return info{state: "unknown", segsIn: -1}
+		return info{state: "unknown", at: now}
 	}
-	return info{state: inet.TCPState(ti.State), unacked: ti.Unacked, retrans: ti.Total_retrans, segsIn: int64(ti.Segs_in)}
+	return info{ok: true, at: now, state: inet.TCPState(ti.State), unacked: ti.Unacked, retrans: ti.Total_retrans,
+		segsIn: int64(ti.Segs_in), bytesAcked: ti.Bytes_acked, lastAck: time.Duration(ti.Last_ack_recv) * time.Millisecond}
 }
-
-func segsIn(c *socket.Conn) int64 { return tcpInfo(c).segsIn }
 
 func isReset(err error) bool {
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNABORTED)

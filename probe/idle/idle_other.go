@@ -32,3 +32,6 @@ func (p *Prober) Probe(ctx context.Context) probe.Result { return p.ProbeIdle(ct
 func (p *Prober) ProbeIdle(ctx context.Context, d time.Duration) probe.Result {
 	return probe.Result{Kind: Kind, Reason: probe.ReasonLocalError, Err: errors.ErrUnsupported}
 }
+
+// OnIdle does nothing: New fails off Linux.
+func (p *Prober) OnIdle(fn func(IdleStarted)) {}

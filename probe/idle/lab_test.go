@@ -525,3 +525,38 @@ func TestFindIdleTimeoutServerClose(t *testing.T) {
 		t.Fatalf("got %+v, want peer_closed at ~1.5s", b)
 	}
 }
+
+// TestFindIdleTimeoutPlainTwoBackends (issue 21 item 11): in plain mode
+// through the VIP with two backends, a segment sent after the conntrack
+// entry expired is re-DNATed at random and survives by chance when it lands
+// on the backend that holds the session. One connection per idle time gave
+// a different wrong answer each run; repeated connections per idle time (a
+// loss on any is a loss) find the true 5s, and each round is reported as it
+// finishes.
+func TestFindIdleTimeoutPlainTwoBackends(t *testing.T) {
+	l := lab.New(t)
+	startResponders(t, l, responder.Config{})
+	ctx := t.Context()
+	if err := l.Fault(ctx, lab.Fault{Kind: lab.ConntrackTimeout, Timeout: 5 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	p := newProber(t, vipTarget(t, l), idle.Config{Mode: idle.ModePlain, Send: []byte("CPR1 ECHO x\n"), Expect: []byte("CPR1 OK x "), ReplyTimeout: time.Second})
+	var progress []string
+	b, err := p.Find(ctx, idle.FindOptions{MinIdle: time.Second, MaxIdle: 12 * time.Second, Progress: func(s string) { progress = append(progress, s) }})
+	t.Logf("%s\n  %s\n  %d rounds, %d connections, %s", b, strings.Join(b.Evidence, "\n  "), b.Rounds, b.Attempts, b.Elapsed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !b.Found() || b.LostReason != probe.ReasonStaleSession || b.Untrusted != "" {
+		t.Fatalf("want a trustworthy stale-session boundary: %+v", b)
+	}
+	if b.Survived < 4*time.Second || b.Lost > 6*time.Second {
+		t.Errorf("boundary %s–%s, want within 4s–6s (conntrack timeout 5s)", b.Survived, b.Lost)
+	}
+	if b.Repeats != idle.DefaultRepeats {
+		t.Errorf("repeats %d, want %d in plain mode", b.Repeats, idle.DefaultRepeats)
+	}
+	if len(progress) != 2*b.Rounds || !strings.HasPrefix(progress[0], "round 1: trying 1s 2s 4s 8s 12s") || progress[1] != b.Evidence[0] {
+		t.Errorf("progress %q: want a start and an end line per round", progress)
+	}
+}

@@ -106,6 +106,7 @@ func (p *Prober) mysqlIdle(ctx context.Context, r *probe.Result, s *session, mc 
 	}
 	pctx, cancel := context.WithTimeout(ctx, p.cfg.ReplyTimeout)
 	defer cancel()
+	sent := tcpInfo(s.c)
 	t1 := time.Now()
 	err = dc.(driver.Pinger).Ping(pctx)
 	r.Timings.Reply = time.Since(t1)
@@ -121,7 +122,7 @@ func (p *Prober) mysqlIdle(ctx context.Context, r *probe.Result, s *session, mc 
 	if serr := sockErr(s); serr != nil {
 		err = serr
 	}
-	return &broke{err: err, what: p.describeBroke(s, err, r.Timings.Idle, r.Timings.Reply, -1, "sent COM_PING")}
+	return p.describeBroke(s, err, r.Timings.Idle, r.Timings.Reply, &sent, "sent COM_PING")
 }
 
 // sockErr reads the socket's pending state without blocking: an RST's

@@ -108,6 +108,35 @@ func (r Reply) String() string {
 // ErrProto marks a line that does not follow the protocol.
 var ErrProto = errors.New("not a CPR1 line")
 
+// RefusedError is a responder's ERR reply: a well-formed refusal by the
+// responder itself (a limit, or a request it rejects), not a protocol error.
+type RefusedError struct {
+	Code ErrCode
+	Text string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("responder refused: ERR %s %s", e.Code, e.Text)
+}
+
+// Meaning says what the refusal means for the operator: which side of the
+// responder to look at.
+func (e *RefusedError) Meaning() string {
+	switch e.Code {
+	case ErrBusy:
+		return "responder at its connection limit (probe responder --max-conns)"
+	case ErrSourceBusy:
+		return "responder refuses more connections from this source (probe responder --max-per-source; clients behind one SNAT address share it)"
+	case ErrDelayTooLong:
+		return "the idle time is above the responder's cap (probe responder --max-delay)"
+	case ErrIdle:
+		return "the responder closed the connection idle past its limit (probe responder --max-idle must exceed the probe's idle time)"
+	case ErrEarlyData:
+		return "the responder got bytes while a delayed reply was pending"
+	}
+	return "the responder rejected our request"
+}
+
 // ParseRequest parses one request line (with or without its "\n"). It never
 // panics; errors wrap ErrProto.
 func ParseRequest(line string) (Request, error) {

@@ -15,7 +15,11 @@
 //     expired) → keepalive_timeout;
 //   - read returns 0 (FIN): the peer closed, e.g. its idle timeout →
 //     peer_closed; a write would now draw an RST and then EPIPE;
-//   - read returns ECONNRESET (or EPIPE) → reset.
+//   - read returns ECONNRESET (or EPIPE) in answer to a keep-alive probe
+//     (tcpi_probes > 0) → reset: the peer no longer knows the connection;
+//     an RST with no probe out answers nothing we sent → peer_closed, like
+//     a FIN (the same rule as kind idle: the peer ended the connection on
+//     its own).
 //
 // The connection persists across Probe calls as a plain field; after it
 // ended, the next call opens a new one. When the probing namespace is gone

@@ -239,8 +239,40 @@ func (p *Prober) watch(ctx context.Context, r *probe.Result, fresh bool) {
 		r.Evidencef("peer closed (FIN) after %s idle: a write now would draw an RST, then EPIPE (broken pipe, incident 001)", probe.Round(age))
 	case errors.Is(err, syscall.ETIMEDOUT):
 		r.Reason = probe.ReasonKeepaliveTimeout
-		r.Evidencef("kernel gave up after %s: %d keep-alive probe(s) %s apart after %s idle went unanswered (ETIMEDOUT)",
-			probe.Round(age), p.cfg.Count, p.cfg.Interval, p.cfg.Idle)
+		sent := "keep-alive probe(s)"
+		if ierr == nil {
+			sent = fmt.Sprintf("%d keep-alive probe(s)", info.Probes)
+		}
+		if p.cfg.UserTimeout > 0 {
+			// tcp_keepalive_timer: with TCP_USER_TIMEOUT set, the kernel
+			// gives up once the user timeout has passed since the last
+			// ACK and at least one probe is out; TCP_KEEPCNT is ignored.
+			r.Evidencef("TCP_USER_TIMEOUT %s ended the connection after %s: %s %s apart after %s idle went unanswered (ETIMEDOUT; with a user timeout the kernel does not wait for TCP_KEEPCNT %d)",
+				p.cfg.UserTimeout, probe.Round(age), sent, p.cfg.Interval, p.cfg.Idle, p.cfg.Count)
+			break
+		}
+		if ierr != nil {
+			sent = fmt.Sprintf("%d keep-alive probe(s)", p.cfg.Count)
+		}
+		r.Evidencef("TCP_KEEPCNT reached: the kernel gave up after %s: %s %s apart after %s idle went unanswered (ETIMEDOUT)",
+			probe.Round(age), sent, p.cfg.Interval, p.cfg.Idle)
+	case isReset(err) && ierr == nil && info.Probes == 0:
+		// An RST that answers nothing we sent (no keep-alive probe was
+		// out): the peer or a middlebox ended the idle connection on its
+		// own, as a FIN would — the rule kind idle follows too.
+		r.Reason = probe.ReasonPeerClosed
+		r.Evidencef("peer aborted the connection (RST, not FIN) after %s idle, with no keep-alive probe out: a server or middlebox idle timeout", probe.Round(age))
+	case isReset(err):
+		// The RST answered a keep-alive probe (tcpi_probes counts probes
+		// sent and not yet ACKed): a segment of ours was rejected — a NAT
+		// entry re-balanced to another backend, a restarted peer.
+		r.Reason = probe.ReasonReset
+		what := "RST"
+		if ierr == nil {
+			what = fmt.Sprintf("RST in answer to keep-alive probe %d", info.Probes)
+		}
+		r.Evidencef("%s after %s idle (%s): the peer no longer knows the connection (restarted, or a NAT/IPVS entry expired and the probe reached another backend)",
+			what, probe.Round(age), probe.Describe(err))
 	default:
 		r.Reason = probe.Classify(probe.InPhase(probe.PhaseKeepalive, err))
 		if d := probe.Describe(err); d != "" {
@@ -256,4 +288,8 @@ func (p *Prober) watch(ctx context.Context, r *probe.Result, fresh bool) {
 		r.Evidencef("server had sent %d byte(s) on the connection", p.got)
 	}
 	p.Close()
+}
+
+func isReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNABORTED)
 }

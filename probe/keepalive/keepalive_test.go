@@ -62,6 +62,12 @@ var labCfg = Config{Idle: 2 * time.Second, Interval: time.Second, Count: 3, Watc
 // onAccept on each), and a prober from the client namespace.
 func setup(t *testing.T, onAccept func(net.Conn)) (*nstest.Pair, *Prober) {
 	t.Helper()
+	return setupCfg(t, labCfg, onAccept)
+}
+
+// setupCfg is setup with the prober's Config.
+func setupCfg(t *testing.T, cfg Config, onAccept func(net.Conn)) (*nstest.Pair, *Prober) {
+	t.Helper()
 	p := nstest.NewPair(t)
 	ln := nstest.Listen(t, p.Server, p.ServerIP.String()+":9000")
 	go func() {
@@ -81,7 +87,7 @@ func setup(t *testing.T, onAccept func(net.Conn)) (*nstest.Pair, *Prober) {
 		t.Fatal(err)
 	}
 	tgt.NetNS = nstest.Path(p.Client)
-	pr, err := New(tgt, labCfg)
+	pr, err := New(tgt, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,6 +201,9 @@ func TestInjectedRSTIsReset(t *testing.T) {
 	if last.Reason != probe.ReasonReset {
 		t.Fatalf("reason = %s %q, want reset", last.Reason, last.Evidence)
 	}
+	if ev := strings.Join(last.Evidence, " "); !strings.Contains(ev, "RST in answer to keep-alive probe 1") {
+		t.Errorf("evidence %q does not tie the RST to the keep-alive probe", last.Evidence)
+	}
 	if age := last.Timings.Idle; age < 1500*time.Millisecond || age > 3500*time.Millisecond {
 		t.Errorf("reset after %s, want ~2s (first keep-alive probe)", age)
 	}
@@ -224,5 +233,58 @@ func TestNetNSGoneClosesConnection(t *testing.T) {
 	}
 	if after := nstest.FDs(t); after != before-1 {
 		t.Errorf("fds after a second probe %d, want %d", after, before-1)
+	}
+}
+
+// TestUserTimeoutSaysWhatEndedIt (issue 21 item 12): with TCP_USER_TIMEOUT
+// 3s the kernel gives up after one unanswered keep-alive probe, not after
+// TCP_KEEPCNT 5: the evidence says the user timeout ended the connection
+// and how many probes went out, not "5 keep-alive probes went unanswered".
+func TestUserTimeoutSaysWhatEndedIt(t *testing.T) {
+	cfg := labCfg
+	cfg.Count, cfg.UserTimeout = 5, 3*time.Second
+	p, pr := setupCfg(t, cfg, nil)
+	if r := pr.Probe(context.Background()); r.Reason != probe.ReasonOK {
+		t.Fatalf("first Probe() = %s %q, want ok", r.Reason, r.Evidence)
+	}
+	nstest.Exec(t, p.Server, "nft", "add table inet ka; add chain inet ka in { type filter hook input priority 0; }; add rule inet ka in tcp dport 9000 drop")
+	rs := untilEnd(t, pr, 12*time.Second)
+	last := rs[len(rs)-1]
+	if last.Reason != probe.ReasonKeepaliveTimeout {
+		t.Fatalf("reason = %s %q, want keepalive_timeout", last.Reason, last.Evidence)
+	}
+	ev := strings.Join(last.Evidence, "\n")
+	if !strings.Contains(ev, "TCP_USER_TIMEOUT 3s ended the connection") || !strings.Contains(ev, "1 keep-alive probe(s) 1s apart") {
+		t.Errorf("evidence %q does not say the user timeout ended it after 1 probe", last.Evidence)
+	}
+	if strings.Contains(ev, "5 keep-alive probe(s)") {
+		t.Errorf("evidence %q claims the 5 probes of TCP_KEEPCNT", last.Evidence)
+	}
+	if age := last.Timings.Idle; age < 2500*time.Millisecond || age > 4500*time.Millisecond {
+		t.Errorf("died after %s, want ~3s (the user timeout)", age)
+	}
+}
+
+// TestServerRSTWhileIdleIsPeerClosed (issue 21 item 13): the server aborts
+// the idle connection (SO_LINGER 0: RST) before any keep-alive probe went
+// out. The RST answers nothing we sent: peer_closed, as kind idle says for
+// the same event; an RST to a keep-alive probe stays reset
+// (TestInjectedRSTIsReset).
+func TestServerRSTWhileIdleIsPeerClosed(t *testing.T) {
+	_, pr := setup(t, func(c net.Conn) {
+		time.Sleep(time.Second)
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close()
+	})
+	rs := untilEnd(t, pr, 6*time.Second)
+	last := rs[len(rs)-1]
+	if last.Reason != probe.ReasonPeerClosed {
+		t.Fatalf("reason = %s %q, want peer_closed", last.Reason, last.Evidence)
+	}
+	if ev := strings.Join(last.Evidence, " "); !strings.Contains(ev, "RST, not FIN") || !strings.Contains(ev, "no keep-alive probe out") {
+		t.Errorf("evidence %q does not say an unsolicited RST ended it", last.Evidence)
+	}
+	if age := last.Timings.Idle; age < 800*time.Millisecond || age > 1800*time.Millisecond {
+		t.Errorf("aborted after %s, want ~1s", age)
 	}
 }

@@ -120,7 +120,7 @@ func (c *Collector) collect(ch chan<- prometheus.Metric, e End) {
 		for _, ev := range []struct {
 			name string
 			v    uint64
-		}{{"insert_failed", ct.InsertFailed}, {"drop", ct.Drop}, {"early_drop", ct.EarlyDrop}} {
+		}{{"insert_failed", ct.InsertFailed}, {"drop", ct.Drop}, {"early_drop", ct.EarlyDrop}, {"invalid", ct.Invalid}} {
 			ch <- prometheus.MustNewConstMetric(descCtEvents, prometheus.CounterValue, float64(ev.v), ns, ev.name)
 		}
 	}

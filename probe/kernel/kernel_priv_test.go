@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -110,19 +111,37 @@ func TestSynFloodShowsListenDropsInEvidence(t *testing.T) {
 		t.Fatal(err)
 	}
 	local := End{Role: "local", Name: p.Client, NetNS: nstest.Path(p.Client)}
-	peer, ok := FindPeer(p.ServerIP, []End{local, {Role: "peer", Name: p.Server, NetNS: nstest.Path(p.Server)}})
+	peer, ok, _ := FindPeer(p.ServerIP, []End{local, {Role: "peer", Name: p.Server, NetNS: nstest.Path(p.Server)}})
 	if !ok || peer.Name != p.Server {
 		t.Fatalf("FindPeer(%s) = %+v, %v; want the server namespace", p.ServerIP, peer, ok)
 	}
 	snap := Take(local, peer)
+	// Another client in the same namespace retries at the same time: the
+	// namespace-wide TCPSynRetrans counts its SYNs too, and says so.
+	other := make(chan struct{})
+	go func() {
+		defer close(other)
+		_ = netns.Do(nstest.Path(p.Client), func() error {
+			c, err := (&net.Dialer{Timeout: 2500 * time.Millisecond, KeepAlive: -1}).Dial("tcp", p.Addr(9000).String())
+			if err == nil {
+				c.Close()
+			}
+			return nil
+		})
+	}()
 	r := pr.Probe(context.Background())
-	r.Evidence = append(r.Evidence, snap.Evidence()...)
+	<-other
+	r.Evidence = append(r.Evidence, snap.Evidence(Own{SynRetrans: r.Retransmits})...)
 	t.Logf("%s %q", r.Reason, r.Evidence)
 	if r.Success {
 		t.Fatalf("probe succeeded (%s) against a full accept queue", r.Reason)
 	}
 	ev := strings.Join(r.Evidence, "\n")
-	for _, want := range []string{"kernel peer " + p.Server + ": ListenOverflows +", "ListenDrops +", "kernel local " + p.Client + ": "} {
+	for _, want := range []string{
+		"kernel peer " + p.Server + " (namespace-wide, every socket in it): ListenOverflows +", "ListenDrops +",
+		"kernel local " + p.Client + " (namespace-wide, every socket in it): ",
+		fmt.Sprintf("this probe retransmitted %d SYN(s) of the ", r.Retransmits), "other sockets account for the rest",
+	} {
 		if !strings.Contains(ev, want) {
 			t.Errorf("evidence lacks %q:\n%s", want, ev)
 		}

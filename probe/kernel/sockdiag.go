@@ -126,22 +126,51 @@ func ParseDiagMsg(b []byte) (Socket, error) {
 }
 
 // Stuck groups sockets that sat too long in CLOSE-WAIT or SYN-RECV toward
-// one remote endpoint.
+// one remote endpoint. A server's sockets (their local port is one the
+// namespace listens on) are grouped by the local endpoint and the peer's
+// address, since each client connects from its own port; a client's
+// sockets by the remote endpoint, address and port, since the local
+// ephemeral port is the one that varies.
 type Stuck struct {
 	State State
-	Local netip.AddrPort // the local endpoint (the server's listening address, usually)
-	Peer  netip.Addr     // the remote address; remote ports vary per connection
-	Count int
+	// Local is the server's listening endpoint for server-side sockets;
+	// zero for client-side ones.
+	Local netip.AddrPort
+	Peer  netip.Addr // the remote address
+	// Remote is the remote endpoint of client-side sockets (the server
+	// they connected to); zero for server-side ones.
+	Remote netip.AddrPort
+	Count  int
 	// Age is how long the oldest of them has been in the state, as a lower
-	// bound: the time since an audit first saw it (see Auditor).
-	Age time.Duration
-	// Idle is the longest time since one of them last received data, from
-	// tcp_info: an upper bound of the time in CLOSE-WAIT, known at once.
+	// bound: the time since an audit first saw it (see Auditor). AgeKnown
+	// is false on the first audit, which cannot know it.
+	Age      time.Duration
+	AgeKnown bool
+	// Idle is, for CLOSE-WAIT, the longest time since one of them last
+	// received data, from tcp_info: an upper bound of the time in
+	// CLOSE-WAIT, known at once; for SYN-RECV, the least age its SYN/ACK
+	// retransmissions imply.
 	Idle time.Duration
 }
 
 func (s Stuck) String() string {
-	return fmt.Sprintf("%d socket(s) in %s %s <- %s: oldest seen %s ago, idle %s", s.Count, s.State, s.Local, s.Peer, s.Age.Round(time.Second), s.Idle.Round(time.Second))
+	var b strings.Builder
+	if s.Remote.IsValid() {
+		fmt.Fprintf(&b, "%d socket(s) in %s -> %s (this side is the client)", s.Count, s.State, s.Remote)
+	} else {
+		fmt.Fprintf(&b, "%d socket(s) in %s %s <- %s", s.Count, s.State, s.Local, s.Peer)
+	}
+	if s.AgeKnown {
+		fmt.Fprintf(&b, ": oldest in the state for at least %s (seen by earlier audits)", s.Age.Round(time.Second))
+	} else {
+		b.WriteString(": time in the state unknown (first audit)")
+	}
+	if s.State == CloseWait {
+		fmt.Fprintf(&b, ", last data received %s ago", s.Idle.Round(time.Second))
+	} else {
+		fmt.Fprintf(&b, ", at least %s old by its SYN/ACK retransmissions", s.Idle.Round(time.Second))
+	}
+	return b.String()
 }
 
 // Audit is one socket-state audit of a namespace.
@@ -176,16 +205,23 @@ func NewAuditor(threshold time.Duration) *Auditor {
 func (a *Auditor) Observe(socks []Socket, now time.Time) Audit {
 	out := Audit{At: now, ByState: map[State]int{}}
 	type key struct {
-		state State
-		local netip.AddrPort
-		peer  netip.Addr
+		state  State
+		local  netip.AddrPort
+		peer   netip.Addr
+		remote netip.AddrPort
+	}
+	listening := map[uint16]bool{}
+	for _, s := range socks {
+		if s.State == Listen {
+			listening[s.Local.Port()] = true
+		}
 	}
 	groups := map[key]*Stuck{}
 	live := make(map[uint64]time.Time, len(socks))
 	for _, s := range socks {
 		out.ByState[s.State]++
-		first, ok := a.seen[s.Cookie]
-		if !ok {
+		first, known := a.seen[s.Cookie]
+		if !known {
 			first = now
 		}
 		live[s.Cookie] = first
@@ -200,14 +236,19 @@ func (a *Auditor) Observe(socks []Socket, now time.Time) Audit {
 		if max(age, idle) < a.Threshold {
 			continue
 		}
-		k := key{s.State, s.Local, s.Remote.Addr()}
+		k := key{state: s.State, local: s.Local, peer: s.Remote.Addr()}
+		if s.State == CloseWait && !listening[s.Local.Port()] {
+			k = key{state: s.State, peer: s.Remote.Addr(), remote: s.Remote}
+		}
 		g, ok := groups[k]
 		if !ok {
-			g = &Stuck{State: s.State, Local: s.Local, Peer: s.Remote.Addr()}
+			g = &Stuck{State: s.State, Local: k.local, Peer: k.peer, Remote: k.remote}
 			groups[k] = g
 		}
 		g.Count++
-		g.Age = max(g.Age, age)
+		if known && (!g.AgeKnown || age > g.Age) {
+			g.Age, g.AgeKnown = age, true
+		}
 		g.Idle = max(g.Idle, idle)
 	}
 	a.seen = live

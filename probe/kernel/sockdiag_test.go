@@ -3,6 +3,7 @@ package kernel
 import (
 	"encoding/binary"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,17 +81,21 @@ func TestAuditorAges(t *testing.T) {
 	a := NewAuditor(30 * time.Second)
 	t0 := time.Unix(1000, 0)
 	// First audit: nothing old by first-seen, but one socket idle for 40 s.
-	au := a.Observe([]Socket{cw(1, 1, 40*time.Second), cw(2, 2, time.Second), {State: Established, Cookie: 3}}, t0)
-	if got, want := au.ByState, map[State]int{CloseWait: 2, Established: 1}; !cmp.Equal(got, want) {
+	listen := Socket{State: Listen, Local: netip.AddrPortFrom(netip.IPv4Unspecified(), 9092), Cookie: 9}
+	au := a.Observe([]Socket{listen, cw(1, 1, 40*time.Second), cw(2, 2, time.Second), {State: Established, Cookie: 3}}, t0)
+	if got, want := au.ByState, map[State]int{CloseWait: 2, Established: 1, Listen: 1}; !cmp.Equal(got, want) {
 		t.Errorf("ByState = %v, want %v", got, want)
 	}
-	if len(au.Stuck) != 1 || au.Stuck[0].Count != 1 || au.Stuck[0].Idle != 40*time.Second {
-		t.Fatalf("first audit stuck = %v, want one idle 40s", au.Stuck)
+	if len(au.Stuck) != 1 || au.Stuck[0].Count != 1 || au.Stuck[0].Idle != 40*time.Second || au.Stuck[0].AgeKnown {
+		t.Fatalf("first audit stuck = %v, want one idle 40s of unknown age", au.Stuck)
+	}
+	if got := au.Stuck[0].String(); !strings.Contains(got, "time in the state unknown (first audit)") || strings.Contains(got, "seen 0s ago") {
+		t.Errorf("first audit says %q, want the age unknown, not 0s", got)
 	}
 	// 31 s later both are still there: first-seen age makes both stuck,
 	// grouped by endpoint; socket 3 went away and is forgotten.
-	au = a.Observe([]Socket{cw(1, 1, 71*time.Second), cw(2, 2, 32*time.Second)}, t0.Add(31*time.Second))
-	want := []Stuck{{State: CloseWait, Local: srv, Peer: peer(0).Addr(), Count: 2, Age: 31 * time.Second, Idle: 71 * time.Second}}
+	au = a.Observe([]Socket{listen, cw(1, 1, 71*time.Second), cw(2, 2, 32*time.Second)}, t0.Add(31*time.Second))
+	want := []Stuck{{State: CloseWait, Local: srv, Peer: peer(0).Addr(), Count: 2, Age: 31 * time.Second, AgeKnown: true, Idle: 71 * time.Second}}
 	if diff := cmp.Diff(want, au.Stuck, netipOpt); diff != "" {
 		t.Errorf("second audit (-want +got):\n%s", diff)
 	}
@@ -100,3 +105,26 @@ func TestAuditorAges(t *testing.T) {
 }
 
 var netipOpt = cmpopts.EquateComparable(netip.Addr{}, netip.AddrPort{})
+
+// A client whose server closed and that never closes its side keeps
+// CLOSE-WAIT sockets from varying ephemeral ports to one server endpoint:
+// they group by that endpoint, port included.
+func TestAuditorGroupsClientSocketsByRemoteEndpoint(t *testing.T) {
+	broker := netip.MustParseAddrPort("10.244.2.11:9092")
+	other := netip.MustParseAddrPort("10.244.2.11:9093")
+	cw := func(cookie uint64, local uint16, remote netip.AddrPort) Socket {
+		return Socket{State: CloseWait, Local: netip.AddrPortFrom(netip.MustParseAddr("10.244.1.2"), local), Remote: remote, Cookie: cookie, LastDataRecv: time.Minute}
+	}
+	a := NewAuditor(time.Second)
+	au := a.Observe([]Socket{cw(1, 34140, broker), cw(2, 34141, broker), cw(3, 40000, other)}, time.Unix(0, 0))
+	want := []Stuck{
+		{State: CloseWait, Peer: broker.Addr(), Remote: broker, Count: 2, Idle: time.Minute},
+		{State: CloseWait, Peer: other.Addr(), Remote: other, Count: 1, Idle: time.Minute},
+	}
+	if diff := cmp.Diff(want, au.Stuck, netipOpt); diff != "" {
+		t.Errorf("client-side groups (-want +got):\n%s", diff)
+	}
+	if got := au.Stuck[0].String(); !strings.Contains(got, "2 socket(s) in CLOSE-WAIT -> 10.244.2.11:9092 (this side is the client)") {
+		t.Errorf("String() = %q", got)
+	}
+}

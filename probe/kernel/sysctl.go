@@ -18,6 +18,7 @@ type Sysctls map[string]string
 // LintKeys are the sysctls ReadSysctls reads.
 var LintKeys = []string{
 	"net.ipv4.ip_local_port_range",
+	"net.ipv4.ip_local_reserved_ports",
 	"net.ipv4.tcp_syn_retries",
 	"net.ipv4.tcp_synack_retries",
 	"net.ipv4.tcp_syn_linear_timeouts",
@@ -136,15 +137,28 @@ func Lint(s Sysctls, cfg LintConfig) []Finding {
 
 	if v, ok := s["net.ipv4.ip_local_port_range"]; ok {
 		lo, hi, err := parseRange(v)
+		reserved, rerr := parsePortList(s["net.ipv4.ip_local_reserved_ports"])
 		switch {
 		case err != nil:
 			bad("net.ipv4.ip_local_port_range", v)
+		case rerr != nil:
+			bad("net.ipv4.ip_local_reserved_ports", s["net.ipv4.ip_local_reserved_ports"])
 		case lo <= cfg.NodePortHigh && hi >= cfg.NodePortLow:
+			// The kernel never picks a reserved port as an ephemeral one
+			// (ip_local_reserved_ports): only the part left over overlaps.
+			left := subtract(portRange{max(lo, cfg.NodePortLow), min(hi, cfg.NodePortHigh)}, reserved)
+			if len(left) == 0 {
+				break
+			}
+			problem := fmt.Sprintf("ephemeral ports %d-%d overlap the NodePort range %d-%d", lo, hi, cfg.NodePortLow, cfg.NodePortHigh)
+			if len(reserved) > 0 {
+				problem += fmt.Sprintf("; ip_local_reserved_ports leaves %s of it unreserved", formatRanges(left))
+			}
 			out = append(out, Finding{
 				Key: "net.ipv4.ip_local_port_range", Value: v, Severity: Warning,
-				Problem: fmt.Sprintf("ephemeral ports %d-%d overlap the NodePort range %d-%d", lo, hi, cfg.NodePortLow, cfg.NodePortHigh),
+				Problem: problem,
 				Why: "a connection can get a source port that is also a NodePort; since Kubernetes 1.24 kube-proxy no longer holds NodePorts open, " +
-					"so replies to that port can be caught by the NodePort rule and the handshake hangs in SYN/ACK retransmission (incident 002)",
+					"so replies to that port can be caught by the NodePort rule and the handshake hangs in SYN/ACK retransmission (30 s requests, then a 502)",
 				Fix: fmt.Sprintf("sysctl -w net.ipv4.ip_local_port_range=\"32768 60999\" (the kernel default), or reserve the range with net.ipv4.ip_local_reserved_ports=%d-%d", cfg.NodePortLow, cfg.NodePortHigh),
 			})
 		}
@@ -173,17 +187,19 @@ func Lint(s Sysctls, cfg LintConfig) []Finding {
 			budget = SynAckBudget // the linear phase applies to active opens only
 		}
 		if d := budget(n); d > cfg.MaxConnect {
-			side, who := "a connect() to a dead or blackholed peer hangs", "clients"
-			if k == "net.ipv4.tcp_synack_retries" {
-				side, who = "a server keeps retransmitting an unacknowledged SYN/ACK", "clients whose ACK was lost"
-			}
 			want := retriesFor(budget, cfg.MaxConnect)
-			out = append(out, Finding{
-				Key: k, Value: v, Severity: Warning,
-				Problem: fmt.Sprintf("%s %s before the kernel gives up (over %s)", side, d.Round(time.Second), cfg.MaxConnect),
-				Why:     fmt.Sprintf("%s wait that long on a lost SYN or SYN/ACK: tcp_syn_retries=6 is 1+2+4+8+16+32+64 = 127 s (incidents 000 and 002: an 85 s connect, 30 s requests)", who),
-				Fix:     fmt.Sprintf("sysctl -w %s=%d (gives up after %s) and use application connect timeouts", k, want, budget(want).Round(time.Second)),
-			})
+			f := Finding{Key: k, Value: v, Severity: Warning,
+				Fix: fmt.Sprintf("sysctl -w %s=%d (gives up after %s) and use application connect timeouts", k, want, budget(want).Round(time.Second))}
+			if k == "net.ipv4.tcp_synack_retries" {
+				f.Problem = fmt.Sprintf("a server keeps retransmitting an unacknowledged SYN/ACK for %s before the kernel gives up (over %s)", d.Round(time.Second), cfg.MaxConnect)
+				f.Why = fmt.Sprintf("a client whose ACK (or the SYN/ACK itself) was lost only gets a connection when a retransmitted SYN/ACK gets through: "+
+					"tcp_synack_retries=%d retransmits at %s after the first SYN/ACK, so such a handshake takes up to %s", n, ladder(n, 0), d.Round(time.Second))
+			} else {
+				f.Problem = fmt.Sprintf("a connect() to a dead or blackholed peer hangs %s before the kernel gives up (over %s)", d.Round(time.Second), cfg.MaxConnect)
+				f.Why = fmt.Sprintf("clients wait that long on a lost SYN or SYN/ACK: tcp_syn_retries=%d sends SYNs at %s and gives up at %s; "+
+					"an application with no connect timeout of its own hangs as long (an 85 s connect, 30 s requests)", n, ladder(n, linear), d.Round(time.Second))
+			}
+			out = append(out, f)
 		}
 	}
 
@@ -201,7 +217,7 @@ func Lint(s Sysctls, cfg LintConfig) []Finding {
 				Key: "net.ipv4.tcp_keepalive_time", Value: v, Severity: Warning,
 				Problem: fmt.Sprintf("first keep-alive after %s idle, not shorter than the path's idle timeout %s", time.Duration(n)*time.Second, idle),
 				Why: "an idle connection's NAT/IPVS session expires before the first keep-alive could refresh it; the next packet is then " +
-					"dropped or reset and a client waiting for a reply hangs (incident 003: a 6 h hang after IPVS dropped the 900 s session)",
+					"dropped or reset and a client waiting for a reply hangs (a 6 h hang after IPVS dropped its 900 s session)",
 				Fix: fmt.Sprintf("sysctl -w net.ipv4.tcp_keepalive_time=%d (below the idle timeout), and SO_KEEPALIVE in the application", int((idle*2/3)/time.Second)),
 			})
 		}
@@ -212,7 +228,7 @@ func Lint(s Sysctls, cfg LintConfig) []Finding {
 			Key: "net.ipv4.tcp_tw_recycle", Value: v, Severity: Warning,
 			Problem: "TIME-WAIT recycling is on",
 			Why: "with tcp_timestamps it enforces per-host PAWS: SYNs from many clients behind one NAT address carry unordered timestamps " +
-				"and are silently dropped (incident 004: SYNs to LISTEN sockets dropped; removed from Linux in 4.12 for this reason)",
+				"and are silently dropped (netstat -s: SYNs to LISTEN sockets dropped; removed from Linux in 4.12 for this reason)",
 			Fix: "sysctl -w net.ipv4.tcp_tw_recycle=0",
 		})
 	}
@@ -233,7 +249,7 @@ func Lint(s Sysctls, cfg LintConfig) []Finding {
 				Key: "net.ipv4.tcp_timestamps", Value: v, Severity: Notice,
 				Problem: "timestamps on for connections that leave through a shared NAT address",
 				Why: "a server or middlebox that applies PAWS per address (tcp_tw_recycle on old kernels, some load balancers) drops SYNs " +
-					"from different pods behind the same NAT IP whose clocks differ (incident 004); check ListenDrops/PAWS* on the server",
+					"from different pods behind the same NAT IP whose clocks differ; check ListenDrops/PAWS* on the server",
 				Fix: "keep timestamps on (they protect against wrapped sequence numbers) and make sure no server on the path runs tcp_tw_recycle=1; " +
 					"tcp_timestamps=0 only as a last resort",
 			})
@@ -295,6 +311,77 @@ func parseRange(v string) (int, int, error) {
 		return 0, 0, fmt.Errorf("range %q: want low high", v)
 	}
 	return lo, hi, nil
+}
+
+// ladder lists when the SYNs (or SYN/ACKs) of a handshake with n
+// retransmissions go out: "0,1,2,3,4,5,7 s".
+func ladder(n, linear int) string {
+	var b strings.Builder
+	var at time.Duration
+	for i := 0; i <= n; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.Itoa(int(at / time.Second)))
+		at += synWait(i, linear)
+	}
+	return b.String() + " s"
+}
+
+type portRange struct{ lo, hi int }
+
+// parsePortList parses ip_local_reserved_ports: "" or "30000-32767,40000".
+func parsePortList(v string) ([]portRange, error) {
+	var out []portRange
+	for _, f := range strings.Split(strings.TrimSpace(v), ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		a, b, ok := strings.Cut(f, "-")
+		if !ok {
+			b = a
+		}
+		lo, hi, err := parseRange(a + " " + b)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, portRange{lo, hi})
+	}
+	return out, nil
+}
+
+// subtract returns the parts of r not covered by any of cut.
+func subtract(r portRange, cut []portRange) []portRange {
+	left := []portRange{r}
+	for _, c := range cut {
+		var next []portRange
+		for _, l := range left {
+			if c.hi < l.lo || c.lo > l.hi {
+				next = append(next, l)
+				continue
+			}
+			if c.lo > l.lo {
+				next = append(next, portRange{l.lo, c.lo - 1})
+			}
+			if c.hi < l.hi {
+				next = append(next, portRange{c.hi + 1, l.hi})
+			}
+		}
+		left = next
+	}
+	return left
+}
+
+func formatRanges(rs []portRange) string {
+	parts := make([]string, len(rs))
+	for i, r := range rs {
+		parts[i] = strconv.Itoa(r.lo)
+		if r.hi != r.lo {
+			parts[i] += "-" + strconv.Itoa(r.hi)
+		}
+	}
+	return strings.Join(parts, ",")
 }
 
 // ParsePortRange parses "30000-32767" (a flag value).

@@ -40,6 +40,12 @@ func TestLint(t *testing.T) {
 			[]string{"net.ipv4.ip_local_port_range: ephemeral ports 1024-65535 overlap the NodePort range 30000-32767"}},
 		{"range touching the NodePort range at one end", with("net.ipv4.ip_local_port_range", "32767 60999"), LintConfig{},
 			[]string{"net.ipv4.ip_local_port_range: overlap"}},
+		{"overlap fully reserved (the fix lint suggests)", with("net.ipv4.ip_local_port_range", "1024 65535", "net.ipv4.ip_local_reserved_ports", "30000-32767"), LintConfig{}, nil},
+		{"overlap reserved in pieces", with("net.ipv4.ip_local_port_range", "1024 65535", "net.ipv4.ip_local_reserved_ports", "8080,30000-31000,31001-32767"), LintConfig{}, nil},
+		{"overlap partly reserved", with("net.ipv4.ip_local_port_range", "1024 65535", "net.ipv4.ip_local_reserved_ports", "30000-31999,32500"), LintConfig{},
+			[]string{"net.ipv4.ip_local_port_range: leaves 32000-32499,32501-32767 unreserved"}},
+		{"malformed reserved ports", with("net.ipv4.ip_local_port_range", "1024 65535", "net.ipv4.ip_local_reserved_ports", "30000-x"), LintConfig{},
+			[]string{"net.ipv4.ip_local_reserved_ports: not understood"}},
 		{"custom NodePort range", with("net.ipv4.ip_local_port_range", "20000 25000"), LintConfig{NodePortLow: 24000, NodePortHigh: 24999},
 			[]string{"net.ipv4.ip_local_port_range: overlap the NodePort range 24000-24999"}},
 		{"127 s connect budget with classic backoff", with("net.ipv4.tcp_syn_linear_timeouts", "0"), LintConfig{},
@@ -118,5 +124,25 @@ func TestParsePortRange(t *testing.T) {
 		if _, _, err := ParsePortRange(bad); err == nil {
 			t.Errorf("ParsePortRange(%q) = nil error", bad)
 		}
+	}
+}
+
+func TestSynAckFindingExplainsTheSynAckBudget(t *testing.T) {
+	got := Lint(with("net.ipv4.tcp_synack_retries", "6"), LintConfig{})
+	if len(got) != 1 {
+		t.Fatalf("Lint() = %v, want one finding", got)
+	}
+	why := got[0].Why
+	for _, want := range []string{"tcp_synack_retries=6", "0,1,3,7,15,31,63 s", "1m3s"} {
+		if !strings.Contains(why, want) {
+			t.Errorf("why = %q, want it to contain %q", why, want)
+		}
+	}
+	if strings.Contains(why, "tcp_syn_retries") || strings.Contains(why, "127 s") {
+		t.Errorf("why = %q talks about the SYN retries, not the SYN/ACK retries", why)
+	}
+	syn := Lint(with("net.ipv4.tcp_syn_retries", "9"), LintConfig{})
+	if len(syn) != 1 || !strings.Contains(syn[0].Why, "tcp_syn_retries=9 sends SYNs at 0,1,2,3,4,5,7,11,19,35 s") {
+		t.Errorf("syn retries finding = %v, want the SYN ladder with linear timeouts", syn)
 	}
 }

@@ -36,7 +36,12 @@ type path struct {
 
 	mu      sync.Mutex
 	waiters map[waitKey]*waiter
-	refs    int // guarded by registry.mu
+	// byPort holds the same waiters by local port alone, to recognise a
+	// reply to our SYN from another address than the one probed (it acks
+	// our ISN): the un-NATed answer of a stale NAT/IPVS session. Slices
+	// keep their capacity, so the hot path does not allocate.
+	byPort [PortHi - PortLo + 1][]*waiter
+	refs   int // guarded by registry.mu
 
 	wg sync.WaitGroup // the two readers
 
@@ -59,8 +64,50 @@ type waitKey struct {
 }
 
 type waiter struct {
-	seq uint32
-	ch  chan arrival
+	seq    uint32
+	remote netip.AddrPort
+	port   uint16
+	ch     chan arrival
+	// Packets that named this SYN but did not answer it, kept as
+	// evidence; written under the path's mu, read after unregister.
+	strays  [maxStrays]stray
+	nstrays int
+}
+
+// stray is a packet that named one of our SYNs but does not answer it: from
+// another address than the one probed while acking our ISN (the reply was
+// not reverse-NATed), or from the probed address acking another sequence
+// number.
+type stray struct {
+	Reply
+	at       time.Time
+	wrongAck bool   // from the probed address, acking another sequence number
+	expect   uint32 // the ack an answer carries: our ISN+1
+	n        int    // how many such packets came
+}
+
+// maxStrays bounds the distinct strays kept per SYN exchange; more of the
+// same kind only count.
+const maxStrays = 4
+
+// note records a stray. Called with the path's mu held.
+func (w *waiter) note(r Reply, at time.Time, wrongAck bool) {
+	for i := range w.nstrays {
+		s := &w.strays[i]
+		if s.Kind == r.Kind && s.Remote == r.Remote && s.From == r.From && s.wrongAck == wrongAck && s.Ack == r.Ack {
+			s.n++
+			return
+		}
+	}
+	if w.nstrays < maxStrays {
+		w.strays[w.nstrays] = stray{Reply: r, at: at, wrongAck: wrongAck, expect: w.seq + 1, n: 1}
+		w.nstrays++
+	}
+}
+
+// takeStrays appends the strays to dst[:0]; only after unregister.
+func (w *waiter) takeStrays(dst []stray) []stray {
+	return append(dst[:0], w.strays[:w.nstrays]...)
 }
 
 // arrival is a matched reply and the kernel's receive timestamp.
@@ -330,18 +377,41 @@ func rawAddr(sa *unix.RawSockaddrInet6) netip.Addr {
 // dispatch hands r to the probe waiting for it and reports whether one was.
 // The hand-over happens under p.mu, so once unregister returns no reply can
 // reach the waiter any more (a prober reuses its waiter for the next SYN).
+//
+// A packet to a waiting SYN's port that does not answer it is kept as that
+// SYN's evidence (a stray), never as its answer: from the probed address but
+// acking another sequence number, or from another address but acking our
+// ISN+1 (32 random bits: no accident), which is a reply that was not
+// reverse-NATed.
 func (p *path) dispatch(r Reply, at time.Time) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	w, ok := p.waiters[waitKey{r.Remote, r.LocalPort}]
-	if !ok || !r.Match(r.Remote, r.LocalPort, w.seq) {
+	if r.Kind == ReplyNone {
 		return false
 	}
-	select {
-	case w.ch <- arrival{r, at}:
-	default: // the probe already has its answer; a retransmitted SYN/ACK
+	if w, ok := p.waiters[waitKey{r.Remote, r.LocalPort}]; ok {
+		if r.Ack == w.seq+1 {
+			select {
+			case w.ch <- arrival{r, at}:
+			default: // the probe already has its answer; a retransmitted SYN/ACK
+			}
+			return true
+		}
+		if r.Kind != ReplyICMP { // an ICMP error quoting another SYN of that port is old news
+			w.note(r, at, true)
+			return true
+		}
 	}
-	return true
+	if r.LocalPort < PortLo || r.LocalPort > PortHi {
+		return false
+	}
+	for _, w := range p.byPort[r.LocalPort-PortLo] {
+		if r.Ack == w.seq+1 {
+			w.note(r, at, false)
+			return true
+		}
+	}
+	return false
 }
 
 // register takes a free source port for a SYN to remote with sequence seq
@@ -361,8 +431,9 @@ func (p *path) register(remote netip.AddrPort, seq uint32, w *waiter) (uint16, e
 		case <-w.ch:
 		default:
 		}
-		w.seq = seq
+		w.seq, w.remote, w.port, w.nstrays = seq, remote, port, 0
 		p.waiters[k] = w
+		p.byPort[port-PortLo] = append(p.byPort[port-PortLo], w)
 		return port, nil
 	}
 	return 0, fmt.Errorf("syn: all %d source ports %d-%d busy towards %s: %w", n, PortLo, PortHi, remote, unix.EADDRNOTAVAIL)
@@ -370,7 +441,19 @@ func (p *path) register(remote netip.AddrPort, seq uint32, w *waiter) (uint16, e
 
 func (p *path) unregister(remote netip.AddrPort, port uint16) {
 	p.mu.Lock()
-	delete(p.waiters, waitKey{remote, port})
+	k := waitKey{remote, port}
+	if w, ok := p.waiters[k]; ok {
+		delete(p.waiters, k)
+		ws := p.byPort[port-PortLo]
+		for i, x := range ws {
+			if x == w {
+				ws[i] = ws[len(ws)-1]
+				ws[len(ws)-1] = nil
+				p.byPort[port-PortLo] = ws[:len(ws)-1]
+				break
+			}
+		}
+	}
 	p.mu.Unlock()
 }
 

@@ -46,14 +46,59 @@ func TestWaiterReuseNoStaleReply(t *testing.T) {
 		t.Fatalf("stale reply %+v delivered to the next SYN", a.Reply)
 	default:
 	}
-	if p.dispatch(Reply{Kind: ReplySynAck, Remote: remote, LocalPort: port2, Ack: 101}, time.Now()) {
-		t.Error("reply with the old sequence matched the new SYN")
+	// The old sequence is not an answer to the new SYN: only a stray
+	// (evidence: "SYN/ACK with ack 101, expected 201").
+	p.dispatch(Reply{Kind: ReplySynAck, Remote: remote, LocalPort: port2, Ack: 101}, time.Now())
+	select {
+	case a := <-w.ch:
+		t.Fatalf("reply with the old sequence matched the new SYN: %+v", a.Reply)
+	default:
+	}
+	if w.nstrays != 1 || !w.strays[0].wrongAck || w.strays[0].Ack != 101 || w.strays[0].expect != 201 {
+		t.Errorf("strays %+v: want the SYN/ACK acking 101, expected 201", w.strays[:w.nstrays])
 	}
 	if !p.dispatch(Reply{Kind: ReplyRST, Remote: remote, LocalPort: port2, Ack: 201}, time.Now()) {
 		t.Error("reply to the new SYN not dispatched")
 	}
 	if a := <-w.ch; a.Kind != ReplyRST || a.Ack != 201 {
 		t.Errorf("got %+v, want the RST acking 201", a.Reply)
+	}
+}
+
+// A reply from another address than the one probed that acks our ISN+1 is
+// ours, not reverse-NATed: a stray of that SYN, never its answer, and never
+// matched by a mere port. Strays stay bounded.
+func TestStrayFromOtherAddress(t *testing.T) {
+	p := &path{waiters: map[waitKey]*waiter{}}
+	w := &waiter{ch: make(chan arrival, 1)}
+	vip := netip.MustParseAddrPort("10.96.0.10:80")
+	backend := netip.MustParseAddrPort("10.244.2.11:8080")
+	port, err := p.register(vip, 41, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.dispatch(Reply{Kind: ReplySynAck, Remote: backend, LocalPort: port, Ack: 42}, time.Now()) {
+		t.Error("un-NATed SYN/ACK acking our ISN not recognised")
+	}
+	if p.dispatch(Reply{Kind: ReplySynAck, Remote: backend, LocalPort: port, Ack: 7}, time.Now()) {
+		t.Error("a SYN/ACK from elsewhere acking something else taken as ours")
+	}
+	for i := range 100 { // many distinct strays: bounded
+		p.dispatch(Reply{Kind: ReplyRST, Remote: vip, LocalPort: port, Ack: uint32(1000 + i)}, time.Now())
+	}
+	p.dispatch(Reply{Kind: ReplySynAck, Remote: backend, LocalPort: port, Ack: 42}, time.Now())
+	select {
+	case a := <-w.ch:
+		t.Fatalf("a stray was delivered as the answer: %+v", a.Reply)
+	default:
+	}
+	p.unregister(vip, port)
+	got := w.takeStrays(nil)
+	if len(got) != maxStrays || got[0].wrongAck || got[0].Remote != backend || got[0].n != 2 {
+		t.Errorf("strays %+v: want %d, the first the un-NATed SYN/ACK seen twice", got, maxStrays)
+	}
+	if n := len(p.byPort[port-PortLo]); n != 0 {
+		t.Errorf("%d waiters left on port %d after unregister", n, port)
 	}
 }
 

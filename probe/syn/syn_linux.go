@@ -34,6 +34,7 @@ type Prober struct {
 	w         waiter
 	sb        *sendBuf
 	timer     *time.Timer
+	ticket    *ticket   // this prober's place in the packet budget's queue
 	sentSYNs  []sentSYN // the normal exchange
 	sentCheck []sentSYN // the PAWS check
 }
@@ -58,6 +59,7 @@ func New(t probe.Target, cfg Config) (*Prober, error) {
 		lastTS:   map[netip.Addr]uint32{},
 		w:        waiter{ch: make(chan arrival, 1)},
 		sb:       newSendBuf(),
+		ticket:   newTicket(),
 	}, nil
 }
 
@@ -225,18 +227,42 @@ type outcome struct {
 	local    netip.AddrPort
 	sent     []sentSYN
 	reply    *arrival
-	answered int    // index into sent of the SYN the reply answers
+	answered int    // index into sent of the SYN the reply answers, as far as can be told
 	by       string // how answered was worked out
-	err      error  // a local failure (send, budget, ports)
+	last     int    // index into sent of the last SYN sent before the reply
+	err      error  // a local failure (send, ports)
 	timedOut bool
+	// budget: a SYN got no packet from the budget in time (the attempt is
+	// skipped); due is when that SYN was due, as an offset from the first.
+	budget   bool
+	due      time.Duration
+	waited   time.Duration // time spent waiting for packets from the budget
+	patience time.Duration // how long the first SYN might wait
+	strays   []stray       // packets that named our SYN but did not answer it
 }
+
+// firstSYNShare: the first SYN of an exchange waits for a packet from the
+// budget for at most 1/firstSYNShare of the time left, so an attempt that
+// does get its packet still has most of its time for the answer and its
+// retransmits.
+const firstSYNShare = 2
 
 // exchange sends a SYN from a fresh source port and retransmits it on
 // schedule until a reply matches, the deadline passes or ctx is done. Each
 // SYN gets a fresh TSval for dst (nextTS) or, for the PAWS check (paws),
 // old+attempt. sent is reused as the outcome's list of SYNs.
-func (p *Prober) exchange(ctx context.Context, deadline time.Time, pa *path, src netip.Addr, dst netip.AddrPort, sent []sentSYN, paws bool, old uint32) outcome {
-	o := outcome{sent: sent}
+//
+// Every SYN waits for a packet from the process-wide budget. The first SYN
+// waits at most 1/firstSYNShare of the time left; without a packet by then
+// the attempt is skipped (no SYN sent). A retransmit (or any SYN of the PAWS
+// check) is urgent, served before any first SYN, and waits up to the
+// deadline while still listening for the answer to the SYNs already sent; a
+// retransmit sent late moves the ones after it to their next slot, never
+// into a catch-up burst. A retransmit that gets no packet at all ends the
+// attempt as skipped too: the target was not given the SYNs the schedule
+// promises, so its silence proves nothing.
+func (p *Prober) exchange(ctx context.Context, deadline time.Time, pa *path, src netip.Addr, dst netip.AddrPort, sent []sentSYN, paws bool, old uint32) (o outcome) {
+	o.sent = sent
 	schedule := p.cfg.Schedule
 	seq := rand.Uint32()
 	w := &p.w
@@ -245,22 +271,49 @@ func (p *Prober) exchange(ctx context.Context, deadline time.Time, pa *path, src
 		o.err = err
 		return o
 	}
-	defer pa.unregister(dst, port)
+	defer func() {
+		pa.unregister(dst, port)
+		// No dispatch reaches w after unregister: its strays are settled.
+		o.strays = w.takeStrays(o.strays)
+	}()
 	o.local = netip.AddrPortFrom(src, port)
 	if p.timer == nil {
 		p.timer = time.NewTimer(time.Hour)
 	}
 	defer p.timer.Stop()
 
+	now := time.Now()
+	o.patience = deadline.Sub(now) / firstSYNShare
+	sendBy := now.Add(o.patience)
 	var first time.Time
+	next := 0 // index into schedule of the next retransmit
 	for i := 0; ; i++ {
-		if err := currentBudget().waitUntil(ctx, deadline); err != nil {
+		until := deadline
+		if i == 0 {
+			until = sendBy
+		}
+		a, waited, err := p.packet(ctx, until, paws || i > 0, i > 0)
+		o.waited += waited
+		if a != nil {
+			o.reply = a
+			o.attribute()
+			return o
+		}
+		if err != nil {
+			if errors.Is(err, ErrBudget) {
+				o.budget = true
+				if i > 0 {
+					o.due = schedule[next-1]
+				} else {
+					o.err = err
+				}
+				return o
+			}
 			if i == 0 {
 				o.err = err
-			} else {
-				o.timedOut = true
+				return o
 			}
-			return o
+			return o.late(w)
 		}
 		ts := old + uint32(i)
 		if !paws {
@@ -284,9 +337,14 @@ func (p *Prober) exchange(ctx context.Context, deadline time.Time, pa *path, src
 		}
 		o.sent = append(o.sent, sentSYN{at: at, tsval: ts})
 
+		// The next retransmit is the first slot after this SYN: a SYN
+		// that waited for the budget past later slots skips them.
+		for next < len(schedule) && !first.Add(schedule[next]).After(at) {
+			next++
+		}
 		wake := deadline
-		if i < len(schedule) {
-			if t := first.Add(schedule[i]); t.Before(wake) {
+		if next < len(schedule) {
+			if t := first.Add(schedule[next]); t.Before(wake) {
 				wake = t
 			}
 		}
@@ -294,7 +352,7 @@ func (p *Prober) exchange(ctx context.Context, deadline time.Time, pa *path, src
 		select {
 		case a := <-w.ch:
 			o.reply = &a
-			o.answered, o.by = attribute(o.sent, a)
+			o.attribute()
 			return o
 		case <-ctx.Done():
 			return o.late(w)
@@ -302,8 +360,46 @@ func (p *Prober) exchange(ctx context.Context, deadline time.Time, pa *path, src
 			if !time.Now().Before(deadline) {
 				return o.late(w)
 			}
+			next++ // the slot the coming retransmit fills
 		}
 	}
+}
+
+// packet waits for one packet from the process-wide budget, until until.
+// urgent marks a SYN of an exchange under way (served first). With
+// listen, an answer to the SYNs already sent ends the wait: it is returned
+// and the place in the queue given up. A wait that ends without a packet
+// (until passed, or ctx's deadline) is ErrBudget; a canceled ctx is its
+// error.
+func (p *Prober) packet(ctx context.Context, until time.Time, urgent, listen bool) (*arrival, time.Duration, error) {
+	b := currentBudget()
+	t := p.ticket
+	t.urgent = urgent
+	if b.enqueue(t) {
+		return nil, 0, nil
+	}
+	t0 := time.Now()
+	p.timer.Reset(until.Sub(t0))
+	var replies <-chan arrival
+	if listen {
+		replies = p.w.ch
+	}
+	select {
+	case <-t.ch:
+		b.take(t)
+		return nil, time.Since(t0), nil
+	case a := <-replies:
+		b.cancel(t)
+		return &a, time.Since(t0), nil
+	case <-ctx.Done():
+		b.cancel(t)
+		if errors.Is(context.Cause(ctx), context.Canceled) {
+			return nil, time.Since(t0), ctx.Err()
+		}
+	case <-p.timer.C:
+		b.cancel(t)
+	}
+	return nil, time.Since(t0), fmt.Errorf("syn: %w (%d packets/s): no packet in %s", ErrBudget, b.Rate(), probe.Round(time.Since(t0)))
 }
 
 // late takes a reply that raced the deadline or the cancellation.
@@ -311,64 +407,110 @@ func (o outcome) late(w *waiter) outcome {
 	select {
 	case a := <-w.ch:
 		o.reply = &a
-		o.answered, o.by = attribute(o.sent, a)
+		o.attribute()
 	default:
 		o.timedOut = true
 	}
 	return o
 }
 
-// attribute works out which SYN a reply answers: the one whose TSval the
+// attribute works out which SYN the reply answers: the one whose TSval the
 // SYN/ACK echoes (TSecr), or, without timestamps (RST, ICMP, a target with
-// tcp_timestamps=0), the last one sent before the reply arrived.
-func attribute(sent []sentSYN, a arrival) (int, string) {
+// tcp_timestamps=0), the last one sent before the reply arrived. It also
+// finds that last one: a reply that arrives after a later SYN was sent than
+// the one it answers came too late to spare the retransmit.
+func (o *outcome) attribute() {
+	a := o.reply
+	o.last = 0
+	for i := len(o.sent) - 1; i > 0; i-- {
+		if !o.sent[i].at.After(a.at) {
+			o.last = i
+			break
+		}
+	}
+	o.answered, o.by = o.last, "timing"
 	if a.Kind == ReplySynAck && a.HasTS {
-		for i, s := range sent {
+		for i, s := range o.sent {
 			if s.tsval == a.TSecr {
-				return i, "TSecr"
+				o.answered, o.by = i, "TSecr"
+				return
 			}
 		}
 	}
-	for i := len(sent) - 1; i > 0; i-- {
-		if !sent[i].at.After(a.at) {
-			return i, "timing"
-		}
-	}
-	return 0, "timing"
 }
+
+// budgetKnob names the setting a user changes to give the budget more room.
+const budgetKnob = "--syn-rate / global.syn_rate"
 
 // classify sets the result of the normal exchange and reports whether it
 // was answered with a SYN/ACK (so the PAWS check may follow).
 func (p *Prober) classify(r *probe.Result, o outcome) bool {
+	defer func() {
+		if o.waited >= time.Millisecond && r.Reason != probe.ReasonProberBudget {
+			r.Evidencef("waited %s for packets from the SYN budget (%d packets/s, %s)", probe.Round(o.waited), currentBudget().Rate(), budgetKnob)
+		}
+	}()
 	switch {
-	case errors.Is(o.err, ErrBudget):
-		r.Phase, r.Err, r.Reason = probe.PhaseSetup, o.err, probe.ReasonLocalError
-		r.Evidencef("no SYN sent: the process-wide packet budget (%d packets/s, syn.SetRate) had no room before the timeout", currentBudget().Rate())
+	case o.budget && len(o.sent) == 0:
+		r.Phase, r.Err, r.Reason = probe.PhaseSetup, o.err, probe.ReasonProberBudget
+		waiting := ""
+		if n := currentBudget().Waiting(); n > 0 {
+			waiting = fmt.Sprintf("; %d more SYN(s) waiting", n)
+		}
+		r.Evidencef("attempt skipped, no SYN sent: the SYN packet budget (%d packets/s for every raw SYN of this prober, %s) had no packet for it within %s (1/%d of its time)%s", currentBudget().Rate(), budgetKnob, o.patience.Round(time.Millisecond), firstSYNShare, waiting)
 		return false
 	case o.err != nil:
 		r.Fail(probe.PhaseHandshake, o.err)
 		return false
+	case o.reply == nil && o.budget:
+		r.Phase, r.Reason = probe.PhaseHandshake, probe.ReasonProberBudget
+		r.Err = fmt.Errorf("syn: retransmit: %w", ErrBudget)
+		r.Evidencef("attempt skipped: %d SYN(s) sent at %s, no answer yet; SYN #%d (due at %s) got no packet from the SYN budget (%d packets/s, %s) before the timeout", len(o.sent), offsets(o.sent), len(o.sent)+1, o.due, currentBudget().Rate(), budgetKnob)
+		p.strayEvidence(r, o)
+		return false
 	case o.reply == nil:
 		r.Phase, r.Reason = probe.PhaseHandshake, probe.ReasonSynTimeout
 		r.Err = fmt.Errorf("syn: no answer: %w", context.DeadlineExceeded)
-		r.Evidencef("%d SYN(s) sent at %s: no SYN/ACK, no RST, no ICMP", len(o.sent), offsets(o.sent))
+		if len(o.strays) == 0 {
+			r.Evidencef("%d SYN(s) sent at %s: no SYN/ACK, no RST, no ICMP", len(o.sent), offsets(o.sent))
+		} else {
+			r.Evidencef("%d SYN(s) sent at %s: no answer from %s itself", len(o.sent), offsets(o.sent), r.Remote)
+		}
+		p.strayEvidence(r, o)
 		return false
 	}
+	defer p.strayEvidence(r, o)
 	a := o.reply
-	answered := o.sent[o.answered]
-	rtt := a.at.Sub(answered.at)
+	// The RTT is that of the last SYN sent before the answer: when the
+	// answer echoes an earlier SYN but came after a later one, the later
+	// SYN is what drew it (a listener in SYN-RECV re-sends its SYN/ACK on
+	// a retransmitted SYN).
+	rtt := a.at.Sub(o.sent[o.last].at)
 	r.Timings.Handshake = a.at.Sub(o.sent[0].at)
 	r.Phase = probe.PhaseHandshake
 	switch a.Kind {
 	case ReplySynAck:
 		r.Timings.SynRTT = rtt
 		r.Success = true
-		if o.answered == 0 {
+		switch {
+		case o.last == 0:
 			r.Reason = probe.ReasonOK
-			r.Evidencef("SYN/ACK from %s in %s (TSval %d)", a.Remote, probe.Round(rtt), answered.tsval)
-		} else {
+			r.Evidencef("SYN/ACK from %s in %s (TSval %d)", a.Remote, probe.Round(rtt), o.sent[0].tsval)
+		case o.by == "TSecr" && o.answered < o.last:
+			// Linux keeps the first SYN's TSval in its request sock and
+			// echoes it in every SYN/ACK it re-sends (tcp_check_req does
+			// not update ts_recent for a retransmitted SYN).
 			r.Reason = probe.ReasonSynRetransmitted
-			r.Evidencef("SYN/ACK answered SYN #%d of %d (matched by %s), %s after the first; SYNs at %s", o.answered+1, len(o.sent), o.by, probe.Round(r.Timings.Handshake), offsets(o.sent))
+			r.Evidencef("SYN/ACK echoes SYN #%d (TSecr) but came %s after SYN #%d of %d, %s after the first; SYNs at %s: the first SYN/ACK was probably lost on the return path (a listener re-sends it, echoing the first SYN, when the retransmit arrives)",
+				o.answered+1, probe.Round(rtt), o.last+1, len(o.sent), probe.Round(r.Timings.Handshake), offsets(o.sent))
+		case o.by == "TSecr":
+			r.Reason = probe.ReasonSynRetransmitted
+			r.Evidencef("SYN/ACK answered SYN #%d of %d (matched by TSecr), %s after the first; SYNs at %s: the earlier SYN(s) were probably lost on the way there",
+				o.answered+1, len(o.sent), probe.Round(r.Timings.Handshake), offsets(o.sent))
+		default:
+			r.Reason = probe.ReasonSynRetransmitted
+			r.Evidencef("SYN/ACK answered SYN #%d of %d (matched by timing: no timestamps, so the SYN/ACK of an earlier SYN may have been lost instead of the SYN), %s after the first; SYNs at %s",
+				o.answered+1, len(o.sent), probe.Round(r.Timings.Handshake), offsets(o.sent))
 		}
 		// No socket owns our source port, so the local kernel answers this
 		// SYN/ACK with a RST (tcp_v4_send_reset from tcp_v4_rcv's no-socket
@@ -394,6 +536,38 @@ func (p *Prober) classify(r *probe.Result, o outcome) bool {
 	return false
 }
 
+// strayEvidence describes the packets that named the exchange's SYN but did
+// not answer it: a reply from another address than the one probed (acking
+// our ISN, so it is ours: the reply was not reverse-NATed, the signature of
+// a stale NAT/IPVS session), or from the right address acking another
+// sequence number.
+func (p *Prober) strayEvidence(r *probe.Result, o outcome) {
+	for _, s := range o.strays {
+		after := ""
+		if len(o.sent) > 0 {
+			after = fmt.Sprintf(", %s after the first SYN", probe.Round(s.at.Sub(o.sent[0].at)))
+		}
+		times := ""
+		if s.n > 1 {
+			times = fmt.Sprintf(" (%d times)", s.n)
+		}
+		what := s.Kind.String()
+		from := s.Remote.String()
+		if s.Kind == ReplyICMP {
+			what = "ICMP " + inet.ICMPName(s.V6, s.ICMPType, s.ICMPCode)
+			from = s.From.String() + " quoting our SYN to " + s.Remote.String()
+		}
+		switch {
+		case s.wrongAck:
+			r.Evidencef("%s from %s with ack %d, expected %d%s%s: it does not answer this SYN (a half-open session of another connection on the target, or a box rewriting sequence numbers?)", what, from, s.Ack, s.expect, times, after)
+		case s.Kind == ReplyICMP:
+			r.Evidencef("%s from %s instead of %s%s%s: the error was not reverse-NATed (stale NAT/IPVS entry?)", what, from, r.Remote, times, after)
+		default:
+			r.Evidencef("%s from %s instead of %s%s%s: the reply was not reverse-NATed (stale NAT/IPVS entry?)", what, from, r.Remote, times, after)
+		}
+	}
+}
+
 // pawsCheck sends a SYN whose TSval is lower than the last one sent to the
 // destination, from a fresh port. A host doing per-peer PAWS on SYNs (the
 // old tcp_tw_recycle, or a box behind which several clients share one SNAT
@@ -407,8 +581,14 @@ func (p *Prober) pawsCheck(ctx context.Context, deadline time.Time, pa *path, sr
 	defer func() { p.sentCheck = o.sent[:0] }()
 	answeredTS := normal.sent[normal.answered].tsval
 	switch {
+	case o.budget && len(o.sent) == 0:
+		r.Evidencef("PAWS check not made: no packet from the SYN budget (%d packets/s, %s) within %s", currentBudget().Rate(), budgetKnob, o.patience.Round(time.Millisecond))
+		r.Phase = probe.PhaseDone
 	case o.err != nil:
 		r.Evidencef("PAWS check not made: %v", o.err)
+		r.Phase = probe.PhaseDone
+	case o.reply == nil && o.budget:
+		r.Evidencef("PAWS check inconclusive: %d SYN(s) with older TSval %d got no answer, and SYN #%d of the check got no packet from the SYN budget (%d packets/s, %s)", len(o.sent), old, len(o.sent)+1, currentBudget().Rate(), budgetKnob)
 		r.Phase = probe.PhaseDone
 	case o.reply == nil:
 		r.Success = false
@@ -416,7 +596,7 @@ func (p *Prober) pawsCheck(ctx context.Context, deadline time.Time, pa *path, sr
 		r.Err = errors.New("syn: SYN with an older TSval unanswered")
 		r.Evidencef("PAWS: SYN with TSval %d answered; %d SYN(s) with older TSval %d (-%d) from %s got no answer in %s", answeredTS, len(o.sent), old, p.cfg.PAWSRegress, o.local, probe.Round(time.Since(o.sent[0].at)))
 	case o.reply.Kind == ReplySynAck:
-		r.Evidencef("PAWS: SYN with older TSval %d (last %d) also answered after %s: no per-host timestamp check", old, fresh, probe.Round(o.reply.at.Sub(o.sent[o.answered].at)))
+		r.Evidencef("PAWS: SYN with older TSval %d (last %d) also answered after %s: no per-host timestamp check", old, fresh, probe.Round(o.reply.at.Sub(o.sent[o.last].at)))
 		r.Phase = probe.PhaseDone
 	default:
 		r.Evidencef("PAWS check inconclusive: SYN with older TSval %d got %s", old, o.reply.Kind)

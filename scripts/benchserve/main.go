@@ -17,14 +17,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log"
-	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -38,6 +36,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/connprobe/connprobe/scripts/internal/benchkit"
 )
 
 // alsoLabel and alsoNote name and explain the -also binary's rows.
@@ -71,7 +71,7 @@ func main() {
 	out := flag.String("out", "", "markdown file to write the results section into (replaces the section)")
 	flag.Parse()
 
-	load0 := loadavg()
+	load0 := benchkit.LoadAvg()
 	var results []result
 	for _, s := range strings.Split(*ns, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -116,7 +116,7 @@ func main() {
 	md := render(results, load0, *warmup, *window, *scrape)
 	fmt.Print(md)
 	if *out != "" {
-		if err := writeSection(*out, md); err != nil {
+		if err := benchkit.WriteSection(*out, sectionTitle, md); err != nil {
 			log.Fatal(err)
 		}
 	}
@@ -185,7 +185,7 @@ func benchServe(bin string, base, n int, warmup, window, scrapeEvery time.Durati
 			return nil, err
 		}
 		defer resp.Body.Close()
-		return parseMetrics(resp.Body)
+		return benchkit.ParseMetrics(resp.Body)
 	}
 	for i := 0; ; i++ {
 		if _, err := metrics(); err == nil {
@@ -206,7 +206,7 @@ func benchServe(bin string, base, n int, warmup, window, scrapeEvery time.Durati
 		return r, err
 	}
 	t0 := s0.Add(time.Since(s0) / 2)
-	cpu0, err := cpuSeconds(cmd.Process.Pid)
+	cpu0, err := benchkit.CPUSeconds(cmd.Process.Pid)
 	if err != nil {
 		return r, err
 	}
@@ -218,7 +218,7 @@ func benchServe(bin string, base, n int, warmup, window, scrapeEvery time.Durati
 		}
 	}
 	time.Sleep(time.Until(end))
-	cpu1, err := cpuSeconds(cmd.Process.Pid)
+	cpu1, err := benchkit.CPUSeconds(cmd.Process.Pid)
 	if err != nil {
 		return r, err
 	}
@@ -232,13 +232,13 @@ func benchServe(bin string, base, n int, warmup, window, scrapeEvery time.Durati
 	// fall between the two scrapes, so expected uses that time.
 	r.window = t1.Sub(t0)
 	r.cpu = cpu1 - cpu0
-	r.completed = int64(sumPrefix(m1, "connprobe_probe_results_total{") - sumPrefix(m0, "connprobe_probe_results_total{"))
-	r.succeeded = int64(sumPrefix(m1, `connprobe_probe_results_total{job="bench",kind="connect",reason="ok"`) -
-		sumPrefix(m0, `connprobe_probe_results_total{job="bench",kind="connect",reason="ok"`))
+	r.completed = int64(benchkit.SumPrefix(m1, "connprobe_probe_results_total{") - benchkit.SumPrefix(m0, "connprobe_probe_results_total{"))
+	r.succeeded = int64(benchkit.SumPrefix(m1, `connprobe_probe_results_total{job="bench",kind="connect",reason="ok"`) -
+		benchkit.SumPrefix(m0, `connprobe_probe_results_total{job="bench",kind="connect",reason="ok"`))
 	r.expected = int64(float64(n) * r.window.Seconds())
-	r.rssKiB, _ = procStatus(cmd.Process.Pid, "VmHWM:")
-	r.anonKiB, _ = procStatus(cmd.Process.Pid, "RssAnon:")
-	r.p99 = histQuantile(m0, m1, "connprobe_scheduler_lateness_seconds", 0.99)
+	r.rssKiB, _ = benchkit.ProcStatus(cmd.Process.Pid, "VmHWM:")
+	r.anonKiB, _ = benchkit.ProcStatus(cmd.Process.Pid, "RssAnon:")
+	r.p99 = benchkit.HistQuantile(m0, m1, "connprobe_scheduler_lateness_seconds", 0.99)
 	r.p99Note = "own histogram"
 	return r, nil
 }
@@ -332,7 +332,7 @@ func benchBlackbox(bin string, base, n int, warmup, window time.Duration) (resul
 		})
 	}
 	time.Sleep(warmup)
-	cpu0, err := cpuSeconds(cmd.Process.Pid)
+	cpu0, err := benchkit.CPUSeconds(cmd.Process.Pid)
 	if err != nil {
 		cancel()
 		wg.Wait()
@@ -342,7 +342,7 @@ func benchBlackbox(bin string, base, n int, warmup, window time.Duration) (resul
 	t0 := time.Now()
 	time.Sleep(window)
 	measuring.Store(false)
-	cpu1, err := cpuSeconds(cmd.Process.Pid)
+	cpu1, err := benchkit.CPUSeconds(cmd.Process.Pid)
 	r.window = time.Since(t0)
 	cancel()
 	wg.Wait()
@@ -353,126 +353,14 @@ func benchBlackbox(bin string, base, n int, warmup, window time.Duration) (resul
 	r.completed = completed.Load()
 	r.succeeded = succeeded.Load()
 	r.expected = int64(float64(n) * r.window.Seconds())
-	r.rssKiB, _ = procStatus(cmd.Process.Pid, "VmHWM:")
-	r.anonKiB, _ = procStatus(cmd.Process.Pid, "RssAnon:")
+	r.rssKiB, _ = benchkit.ProcStatus(cmd.Process.Pid, "VmHWM:")
+	r.anonKiB, _ = benchkit.ProcStatus(cmd.Process.Pid, "RssAnon:")
 	slices.Sort(late)
 	if len(late) > 0 {
 		r.p99 = late[len(late)*99/100]
 	}
 	r.p99Note = "driver dispatch"
 	return r, nil
-}
-
-var clkTck = 100.0 // sysconf(_SC_CLK_TCK) on Linux
-
-func cpuSeconds(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	f := strings.Fields(s[i+2:])
-	// Fields after the command: state is [0]; utime is field 14 overall ([11]), stime [12].
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / clkTck, nil
-}
-
-func procStatus(pid int, key string) (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), key); ok {
-			return strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-		}
-	}
-	return 0, errors.New("no " + key)
-}
-
-func parseMetrics(r io.Reader) (map[string]float64, error) {
-	m := map[string]float64{}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		l := sc.Text()
-		if l == "" || l[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(l, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(l[i+1:], 64)
-		if err != nil {
-			continue
-		}
-		m[l[:i]] = v
-	}
-	return m, sc.Err()
-}
-
-func sumPrefix(m map[string]float64, prefix string) float64 {
-	var s float64
-	for k, v := range m {
-		if strings.HasPrefix(k, prefix) {
-			s += v
-		}
-	}
-	return s
-}
-
-// histQuantile estimates a quantile of the observations between two
-// scrapes from a classic histogram's cumulative buckets (summed over labels).
-func histQuantile(m0, m1 map[string]float64, name string, q float64) time.Duration {
-	type bucket struct{ le, n float64 }
-	acc := map[float64]float64{}
-	for k, v := range m1 {
-		if !strings.HasPrefix(k, name+"_bucket{") {
-			continue
-		}
-		i := strings.Index(k, `le="`)
-		j := strings.Index(k[i+4:], `"`)
-		le, err := strconv.ParseFloat(k[i+4:i+4+j], 64)
-		if err != nil {
-			continue
-		}
-		acc[le] += v - m0[k]
-	}
-	var bs []bucket
-	for le, n := range acc {
-		bs = append(bs, bucket{le, n})
-	}
-	slices.SortFunc(bs, func(a, b bucket) int {
-		switch {
-		case a.le < b.le:
-			return -1
-		case a.le > b.le:
-			return 1
-		}
-		return 0
-	})
-	if len(bs) == 0 || bs[len(bs)-1].n == 0 {
-		return 0
-	}
-	total := bs[len(bs)-1].n
-	rank := q * total
-	prevLe, prevN := 0.0, 0.0
-	for _, b := range bs {
-		if b.n >= rank {
-			if math.IsInf(b.le, 1) {
-				return time.Duration(prevLe * float64(time.Second))
-			}
-			frac := (rank - prevN) / (b.n - prevN)
-			return time.Duration((prevLe + (b.le-prevLe)*frac) * float64(time.Second))
-		}
-		prevLe, prevN = b.le, b.n
-	}
-	return 0
 }
 
 const sectionTitle = "## probe serve vs blackbox_exporter"
@@ -483,7 +371,7 @@ func render(rs []result, load0 string, warmup, window, scrape time.Duration) str
 	_ = host
 	fmt.Fprintf(&b, "%s\n\n", sectionTitle)
 	fmt.Fprintf(&b, "Measured by `scripts/bench-serve.sh` on %s (%d CPUs, shared with other work), %s.\n",
-		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), kernel())
+		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), benchkit.Kernel())
 	fmt.Fprintf(&b, "N loopback listeners, each probed by TCP connect once per second; %s warm-up, then a %s window.\n", warmup, window)
 	fmt.Fprintf(&b, "probe serve: N static targets, interval 1s, timeout 800ms, /metrics scraped every %s during the window.\n", scrape)
 	b.WriteString("blackbox_exporter (Debian): driven by a per-target loop like a Prometheus scrape loop: `GET /probe?module=tcp_connect&target=...`\n")
@@ -495,7 +383,7 @@ func render(rs []result, load0 string, warmup, window, scrape time.Duration) str
 			break
 		}
 	}
-	fmt.Fprintf(&b, "Load average before the run: %s, after: %s (other work shares the machine).\n\n", load0, loadavg())
+	fmt.Fprintf(&b, "Load average before the run: %s, after: %s (other work shares the machine).\n\n", load0, benchkit.LoadAvg())
 	b.WriteString("| tool | N | CPU s / 1000 probes | CPU cores used | peak RSS | anon RSS at end | p99 lateness | completed / expected | ok |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rs {
@@ -524,47 +412,3 @@ const notes = `- CPU is utime+stime of the tool's process over the window, so it
 - blackbox_exporter has no scheduler: when it cannot answer within the 1s timeout, the request is
   abandoned and counts as not completed.
 `
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	return strings.Join(f[:3], " ")
-}
-
-func kernel() string {
-	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
-	if err != nil {
-		return "linux"
-	}
-	return "Linux " + strings.TrimSpace(string(b))
-}
-
-// writeSection replaces (or appends) this benchmark's section in path,
-// leaving other sections alone.
-func writeSection(path, section string) error {
-	old, err := os.ReadFile(path)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	s := string(old)
-	if s == "" {
-		s = "# Benchmarks\n\n"
-	}
-	if i := strings.Index(s, sectionTitle); i >= 0 {
-		rest := s[i+len(sectionTitle):]
-		end := len(s)
-		if j := strings.Index(rest, "\n## "); j >= 0 {
-			end = i + len(sectionTitle) + j + 1
-		}
-		s = s[:i] + section + s[end:]
-	} else {
-		if !strings.HasSuffix(s, "\n\n") {
-			s = strings.TrimRight(s, "\n") + "\n\n"
-		}
-		s += section
-	}
-	return os.WriteFile(path, []byte(s), 0o644)
-}
