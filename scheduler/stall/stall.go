@@ -32,6 +32,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/connprobe/connprobe/probe"
 )
 
 // Defaults of Options.
@@ -153,6 +155,9 @@ func New(o Options) *Detector {
 
 // CPUStatPath is the cpu.stat file the Detector watches ("" for none).
 func (d *Detector) CPUStatPath() string { return d.statPath }
+
+// Now reads the Detector's clock: attempts take their start and end from it.
+func (d *Detector) Now() time.Time { return d.now() }
 
 // Threshold is the shortest stall that spoils an attempt.
 func (d *Detector) Threshold() time.Duration { return d.threshold }
@@ -391,4 +396,18 @@ func findCPUStat(procCgroup []byte, root string) string {
 		}
 	}
 	return ""
+}
+
+// Mark turns r into a discarded attempt: reason prober_stalled, no timings,
+// with what was seen and what the verdict would have been as evidence. A
+// result that already is a prober fault keeps its reason.
+func Mark(r *probe.Result, s Stall) {
+	if r.Reason.ProberFault() {
+		return
+	}
+	r.Evidence = append(r.Evidence, fmt.Sprintf("%s (discarded: it would have read %s after %s)", s, r.Reason, round(r.Duration)))
+	r.Reason = probe.ReasonProberStalled
+	r.Success = false
+	r.Timings = probe.Timings{}
+	r.Retransmits = 0
 }
