@@ -325,7 +325,7 @@ func buildJobs(cfg *configs.Config, log *slog.Logger) ([]*scheduler.Job, error) 
 			Interval:    j.Interval.D,
 			Timeout:     j.Timeout.D,
 			Concurrency: j.Concurrency,
-			ExpectFail:  j.Expect == configs.ExpectFail,
+			Expect:      j.Expect.Expectation(),
 			Source:      source,
 			New:         newJobProber,
 			Fingerprint: j.Fingerprint(),
