@@ -14,6 +14,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/probe/netns"
 	"github.com/connprobe/connprobe/scheduler"
+	"github.com/connprobe/connprobe/scheduler/stall"
 	"github.com/connprobe/connprobe/scheduler/targets"
 )
 
@@ -47,7 +49,9 @@ func newServeCmd() *cobra.Command {
 		Use:   "serve --config FILE",
 		Short: "Probe configured targets forever and export Prometheus metrics",
 		Long: `Run every job of the config file on its interval and serve the results as
-Prometheus metrics on /metrics. /healthz answers 200 while serving; POST
+Prometheus metrics on /metrics. /healthz answers 200 while serving; /-/ready
+answers 503 with the reasons while a job cannot run (a capability it needs is
+missing), 200 otherwise; POST
 /-/reload or SIGHUP re-reads the config: a bad new config is logged with every
 problem and the old one keeps running.
 
@@ -109,6 +113,26 @@ type server struct {
 	mu      sync.Mutex // serialises reloads
 	current *configs.Config
 	kernel  *kernelMetrics // global.kernel (serve_kernel.go)
+	// notReady is what /-/ready answers 503 with ("" when ready): the jobs
+	// the running config has that cannot run (serve_preflight.go).
+	notReady atomic.Pointer[string]
+}
+
+// checkPreflight runs the preflight of cfg, logs its problems and sets
+// what /-/ready answers.
+func (s *server) checkPreflight(cfg *configs.Config) {
+	problems := preflight(cfg)
+	logPreflight(s.log, problems)
+	msg := notReady(problems)
+	s.notReady.Store(&msg)
+}
+
+func (s *server) handleReady(w http.ResponseWriter, _ *http.Request) {
+	if msg := s.notReady.Load(); msg != nil && *msg != "" {
+		http.Error(w, strings.TrimSuffix(*msg, "\n"), http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ready")
 }
 
 // serve runs until ctx is done. ready, when set, is called with the
@@ -120,6 +144,10 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 		exp:   promexp.New(promexp.Options{Version: version}),
 	}
 	s.sched = scheduler.New(s.exp, log)
+	// Attempts during which the prober itself did not run (stopped,
+	// CPU-throttled, paused) are discarded as prober_stalled.
+	stalls := stall.New(stall.Options{})
+	s.sched.DetectStalls(stalls)
 	s.kernel = newKernelMetrics()
 	if err := s.exp.Register(s.kernel.c); err != nil {
 		return fmt.Errorf("serve: kernel metrics: %w", err)
@@ -144,8 +172,9 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/-/reload", s.handleReload)
+	mux.HandleFunc("/-/ready", s.handleReady)
 	mux.HandleFunc("/{$}", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintf(w, "<html><body><h1>connprobe</h1><p><a href=\"/metrics\">/metrics</a> <a href=\"/healthz\">/healthz</a></p></body></html>\n")
+		fmt.Fprintf(w, "<html><body><h1>connprobe</h1><p><a href=\"/metrics\">/metrics</a> <a href=\"/healthz\">/healthz</a> <a href=\"/-/ready\">/-/ready</a></p></body></html>\n")
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	webFlags := &web.FlagConfig{
@@ -155,8 +184,11 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return stalls.Run(gctx) })
 	g.Go(func() error { return s.sched.Run(gctx) })
+	log.Info("stall detection", "threshold", stalls.Threshold(), "cpu_stat", stalls.CPUStatPath())
 	applySynRate(cfg, nil, log)
+	s.checkPreflight(cfg)
 	s.kernel.apply(cfg)
 	if err := s.sched.Update(gctx, jobs); err != nil {
 		ln.Close()
@@ -222,6 +254,7 @@ func (s *server) reload(ctx context.Context) error {
 		return fmt.Errorf("reload: %w", err)
 	}
 	applySynRate(cfg, s.current, s.log)
+	s.checkPreflight(cfg)
 	s.kernel.apply(cfg)
 	if err := s.sched.Update(ctx, jobs); err != nil {
 		return fmt.Errorf("reload: %w", err)
