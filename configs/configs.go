@@ -126,9 +126,10 @@ type Job struct {
 	// ceil(timeout/interval) of them, staggered one interval apart, so that
 	// a result still arrives every interval. Default 1.
 	Concurrency int `yaml:"concurrency"`
-	// Expect is "success" (default) or "fail": a job whose targets must be
-	// unreachable, where a successful attempt is the alarm.
-	Expect string `yaml:"expect"`
+	// Expect is success (default) or fail: a job whose targets must be
+	// unreachable, where a successful attempt is the alarm; {fail: [...]}
+	// names the reasons that count as blocked (expect.go).
+	Expect Expect `yaml:"expect"`
 	// NetNS is the network namespace the job probes from: a name under
 	// /run/netns, a path, or pid:N. Empty: the prober's own.
 	NetNS string `yaml:"netns"`
@@ -684,9 +685,6 @@ func (c *Config) ApplyDefaults() {
 		if j.Concurrency == 0 {
 			j.Concurrency = DefaultConcurrency
 		}
-		if j.Expect == "" {
-			j.Expect = ExpectSuccess
-		}
 		if v := j.Vantage; v != nil && !v.RefreshInterval.set() {
 			v.RefreshInterval.D = DefaultVantageRefresh
 		}
@@ -768,9 +766,7 @@ func (c *Config) Validate() error {
 		case okI && okT && j.Timeout.D >= j.Interval.D*time.Duration(j.Concurrency):
 			add(path, "timeout %s must be shorter than interval %s × concurrency %d = %s", j.Timeout.D, j.Interval.D, j.Concurrency, j.Interval.D*time.Duration(j.Concurrency))
 		}
-		if j.Expect != ExpectSuccess && j.Expect != ExpectFail {
-			add(path, "expect %q: want %q or %q", j.Expect, ExpectSuccess, ExpectFail)
-		}
+		j.Expect.validate(func(format string, args ...any) { add(path, format, args...) })
 		blocks := j.optionBlocks()
 		if _, known := blocks[j.Kind]; !known {
 			add(path, "kind %q: want one of %s", j.Kind, strings.Join(sortedKeys(blocks), ", "))

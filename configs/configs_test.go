@@ -3,6 +3,7 @@ package configs
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -60,10 +61,18 @@ func TestBadConfigs(t *testing.T) {
 			`probes[0] "selector": vantage.pods_selector.label_selector "app in (web": unable to parse requirement: found '', expected: ',' or ')'`,
 			`probes[0] "selector": vantage.pods_selector.namespaces[1]: empty`,
 		}, "\n")},
+		{"bad-expect.yaml", strings.Join([]string{
+			`probes[0] "deny-ok": expect.fail[1] "ok": is a success, not a verdict about the network; want one of syn_timeout, paws_rejected, refused, unreachable, dns_error, netns_gone, reset, peer_closed, keepalive_timeout, reply_timeout, app_timeout, app_error, stale_session, other`,
+			`probes[0] "deny-ok": expect.fail[2] "permission": is the prober's own fault, not a verdict about the network; want one of syn_timeout, paws_rejected, refused, unreachable, dns_error, netns_gone, reset, peer_closed, keepalive_timeout, reply_timeout, app_timeout, app_error, stale_session, other`,
+			`probes[0] "deny-ok": expect.fail[3] "nonsense": not a reason; want one of syn_timeout, paws_rejected, refused, unreachable, dns_error, netns_gone, reset, peer_closed, keepalive_timeout, reply_timeout, app_timeout, app_error, stale_session, other`,
+			`probes[1] "deny-typo": expect: line 6: unknown field "fial" (want fail: [reasons])`,
+			`probes[2] "deny-scalar": expect.fail: line 9: want a list of reasons such as [refused, unreachable]`,
+			`probes[3] "deny-empty": expect.fail: the list is empty: name the reasons that count as blocked, or write expect: fail`,
+		}, "\n")},
 		{"bad-many.yaml", strings.Join([]string{
 			`probes[0]: name is required`,
 			`probes[0]: concurrency -1 must be in 1-1000`,
-			`probes[0]: expect "maybe": want "success" or "fail"`,
+			`probes[0]: expect "maybe": want "success", "fail" or {fail: [reasons]}`,
 			`probes[0]: kind "smoke": want one of app, connect, idle, keepalive, syn`,
 			`probes[0]: targets: none (want static, file_sd, dns or kubernetes)`,
 			`probes[1] "dns": connect.source "nope": not an IP address`,
@@ -110,8 +119,8 @@ probes:
 	}
 	a := c.Probes[0]
 	if a.Kind != "connect" || a.Interval.D != time.Second || a.Timeout.D != 800*time.Millisecond ||
-		a.Concurrency != 1 || a.Expect != ExpectSuccess {
-		t.Errorf("defaults: got kind %q interval %s timeout %s concurrency %d expect %q",
+		a.Concurrency != 1 || a.Expect.Fail {
+		t.Errorf("defaults: got kind %q interval %s timeout %s concurrency %d expect %s",
 			a.Kind, a.Interval.D, a.Timeout.D, a.Concurrency, a.Expect)
 	}
 	if d := a.Targets.DNS[0]; d.Type != "A" || d.RefreshInterval.D != DefaultDNSRefresh {
@@ -152,4 +161,30 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, _ = Parse(b) // must not panic
 	})
+}
+
+func TestExpect(t *testing.T) {
+	c, err := Load("testdata/good-expect.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, j := range c.Probes {
+		got = append(got, j.Expect.String())
+	}
+	want := []string{"success", "fail", "fail: refused,unreachable"}
+	if !slices.Equal(got, want) {
+		t.Errorf("expectations %q, want %q", got, want)
+	}
+	// The list is part of the job's identity: changing it restarts the job.
+	fps := map[string]bool{}
+	for _, j := range c.Probes[1:] {
+		fps[j.Fingerprint()] = true
+	}
+	if len(fps) != 2 {
+		t.Error("expect: fail and expect: {fail: [...]} share a fingerprint")
+	}
+	if !strings.Contains(c.Probes[2].Fingerprint(), "refused") {
+		t.Errorf("fingerprint lacks the reasons:\n%s", c.Probes[2].Fingerprint())
+	}
 }

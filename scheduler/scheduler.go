@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/connprobe/connprobe/probe"
+	"github.com/connprobe/connprobe/scheduler/stall"
 	"github.com/connprobe/connprobe/scheduler/targets"
 )
 
@@ -37,8 +38,9 @@ type Job struct {
 	// Concurrency is how many attempts on one target may overlap (>= 1);
 	// each has its own Prober, so a Prober is never used concurrently.
 	Concurrency int
-	// ExpectFail marks a job whose targets must NOT answer.
-	ExpectFail bool
+	// Expect is what the job wants of its targets: that they answer, or
+	// that they are blocked (Expect.Fail).
+	Expect probe.Expectation
 	// Source yields the targets.
 	Source targets.Source
 	// New builds a Prober for one target.
@@ -76,13 +78,16 @@ type TargetSink interface {
 	// skipped because the process fell behind.
 	Overrun(n int)
 	// Result is called with the outcome of every attempt that was not cut
-	// short by the scheduler itself. r is only valid during the call.
+	// short by the scheduler itself; an attempt during which the prober
+	// stalled arrives as reason prober_stalled. r is only valid during the
+	// call.
 	Result(r *probe.Result)
 }
 
 // Scheduler runs the current set of jobs.
 type Scheduler struct {
 	sink    Sink
+	stall   *stall.Detector
 	log     *slog.Logger
 	updates chan update
 	stopped chan struct{} // closed when Run returns
@@ -115,6 +120,11 @@ func New(sink Sink, log *slog.Logger) *Scheduler {
 	}
 	return &Scheduler{sink: sink, log: log, updates: make(chan update), stopped: make(chan struct{}), base: time.Now()}
 }
+
+// DetectStalls makes every attempt check d (which the caller runs): an
+// attempt during which the prober was not running is reported as
+// prober_stalled, never as the target's. Call before Run.
+func (s *Scheduler) DetectStalls(d *stall.Detector) { s.stall = d }
 
 // Update replaces the set of jobs: removed jobs stop, changed jobs restart
 // (the series of both are forgotten first), unchanged jobs keep running. It
@@ -300,6 +310,7 @@ func (jr *jobRunner) apply(ctx context.Context, ts []probe.Target) {
 		}
 		l.sink = jr.s.sink.Target(jr.job, t)
 		l.progress = &jr.progress
+		l.stall = jr.s.stall
 		jr.loops[t.Name] = l
 		l.start(rand.N(jr.job.Interval))
 		started = true
@@ -324,6 +335,7 @@ type loop struct {
 	// their slots, and the Background through bgCancel.
 	ctx      context.Context
 	bgCancel context.CancelFunc
+	stall    *stall.Detector // nil: no stall detection
 
 	mu      sync.Mutex
 	timer   *time.Timer
@@ -425,8 +437,19 @@ func (l *loop) fire() {
 	}
 	sl.cancel = cancel
 	l.mu.Unlock()
+	var start time.Time
+	if l.stall != nil {
+		start = l.stall.Now()
+	}
 	sl.r = sl.p.Probe(ctx)
 	l.progress.mark(&l.progress.ended)
+	if l.stall != nil {
+		// The prober not running during the attempt (stopped, throttled,
+		// paused) spoils its timings and its verdict: discard it.
+		if st, stalled := l.stall.Check(start, l.stall.Now()); stalled {
+			stall.Mark(&sl.r, st)
+		}
+	}
 	l.mu.Lock()
 	sl.cancel = nil
 	halted := l.stopped

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/connprobe/connprobe/configs"
 	"github.com/connprobe/connprobe/exporters/report"
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/probe/app"
@@ -23,6 +24,7 @@ import (
 	"github.com/connprobe/connprobe/probe/keepalive"
 	"github.com/connprobe/connprobe/probe/netns"
 	"github.com/connprobe/connprobe/probe/syn"
+	"github.com/connprobe/connprobe/scheduler/stall"
 )
 
 // runFlags are `probe run`'s flags.
@@ -37,7 +39,8 @@ type runFlags struct {
 	expect      string
 	userTimeout time.Duration
 	output      string
-	kindSet     bool // --kind given explicitly: no fallback from syn to connect
+	expectFail  string // --expect-fail[=reasons]: "" off, "any" every failure reason
+	kindSet     bool   // --kind given explicitly: no fallback from syn to connect
 	paws        bool
 	synRate     int
 	idleF       idleFlags              // kind idle (run_idle.go)
@@ -73,11 +76,21 @@ URL: mysql://, postgres://, redis://, kafka://, http(s)://) --count times,
 Every attempt ends with a reason (ok, syn_retransmitted, syn_timeout, refused,
 unreachable, reset, peer_closed, ...) and the evidence behind it.
 
-Exit status: 0 when every attempt succeeded, 1 when any failed, 2 on bad usage.`,
+An attempt the prober itself could not make properly (permission,
+local_error, prober_stalled: the process was stopped or CPU-throttled during
+it) is no verdict on the target: it is shown, with a warning for a stall, and
+left out of the verdict. --expect-fail turns the verdict around: the targets
+must NOT answer (a NetworkPolicy that must block), and only verdicts about the
+network count as blocked (optionally only the reasons listed).
+
+Exit status: 0 when every attempt met the expectation (answered; with
+--expect-fail, was blocked), 1 when any did not or a target got no verdict at
+all, 2 on bad usage.`,
 		Example: `  probe run 10.96.0.10:80
   probe run -c 10 -i 200ms --netns pod-a db.internal:3306
   probe run --send 'PING\r\n' --expect '+PONG' -o json redis:6379
-  probe run -c 20 mysql://db:3306 'postgres://probe:secret@db:5432/app' http://web/healthz`,
+  probe run -c 20 mysql://db:3306 'postgres://probe:secret@db:5432/app' http://web/healthz
+  probe run --netns web-pod --expect-fail=refused,unreachable 10.96.0.20:5432`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usagef("run: at least one TARGET is required")
@@ -102,6 +115,8 @@ Exit status: 0 when every attempt succeeded, 1 when any failed, 2 on bad usage.`
 	fl.StringVar(&f.source, "source", "", "local source address")
 	fl.StringVar(&f.send, "send", "", `payload to send after the handshake (Go escapes: \r \n \x00)`)
 	fl.StringVar(&f.expect, "expect", "", "substring the reply must contain")
+	fl.StringVar(&f.expectFail, "expect-fail", "", "the targets must NOT answer: success is the failure; =REASON,... counts only those reasons as blocked (default: any verdict about the network)")
+	fl.Lookup("expect-fail").NoOptDefVal = "any"
 	fl.DurationVar(&f.userTimeout, "user-timeout", 0, "TCP_USER_TIMEOUT for the connection (0: kernel default)")
 	fl.StringVarP(&f.output, "output", "o", "text", "output format: text or json")
 	addIdleFlags(fl, &f.idleF)
@@ -114,6 +129,7 @@ Exit status: 0 when every attempt succeeded, 1 when any failed, 2 on bad usage.`
 type runPlan struct {
 	probers []probe.Prober
 	out     report.Writer
+	expect  probe.Expectation
 }
 
 func planRun(f runFlags, args []string) (*runPlan, error) {
@@ -163,6 +179,10 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 	}
 	errs = append(errs, checkIdleFlags(f, kind, f.changed)...)
 	errs = append(errs, checkKindFlags(kind, f.changed)...)
+	expect, err := parseExpectFail(f.expectFail)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 0 {
 		return nil, usageError{errors.Join(errs...)}
 	}
@@ -175,7 +195,7 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 	}
 	rc := runConfigs{f: f, conn: cfg, syn: syn.Config{Timeout: f.timeout, Source: cfg.Source, PAWS: f.paws && kind == syn.Kind}}
 	factories := map[string]func(probe.Target) (probe.Prober, error){}
-	plan := &runPlan{out: out}
+	plan := &runPlan{out: out, expect: expect}
 	for _, a := range args {
 		t, err := probe.ParseTarget(a)
 		if err != nil {
@@ -292,7 +312,19 @@ func runProbes(ctx context.Context, f runFlags, args []string) error {
 	if err != nil {
 		return err
 	}
+	// The stall detector sees the prober not running (stopped, throttled):
+	// such an attempt is discarded, with a warning, not blamed on a target.
+	det := stall.New(stall.Options{})
+	dctx, stopDet := context.WithCancel(ctx)
+	var detWG sync.WaitGroup
+	detWG.Go(func() { det.Run(dctx) })
+	defer func() { stopDet(); detWG.Wait() }()
+
 	failed := false
+	attempted := make([]bool, len(plan.probers)) // got a result that was not canceled
+	judged := make([]bool, len(plan.probers))    // got a verdict about the target
+	met := make([]int, len(plan.probers))        // verdicts that met the expectation
+	unmet := make([]int, len(plan.probers))
 	var mu sync.Mutex
 	stderr := &lineWriter{w: f.stderrW()}
 	idleDone := make([]func(), len(plan.probers))
@@ -318,14 +350,29 @@ func runProbes(ctx context.Context, f runFlags, args []string) error {
 		for pi, p := range plan.probers {
 			wg.Go(func() {
 				snap := ex.take(pi)
+				start := det.Now()
 				r := p.Probe(ctx)
 				idleDone[pi]()
+				if st, stalled := det.Check(start, det.Now()); stalled && r.Reason != probe.ReasonCanceled {
+					stall.Mark(&r, st)
+					stderr.printf("probe: warning: %s: the prober itself stalled during the attempt (%s, %s); attempt discarded as prober_stalled, not counted against the target",
+						r.Target, st.Cause(), st.To.Sub(st.From).Round(time.Millisecond))
+				}
 				ex.add(pi, snap, &r)
 				if r.Reason == probe.ReasonCanceled {
 					return
 				}
+				good, ok := plan.expect.Judge(&r)
 				mu.Lock()
-				failed = failed || !r.Success
+				attempted[pi] = true
+				judged[pi] = judged[pi] || ok
+				switch {
+				case ok && good:
+					met[pi]++
+				case ok:
+					unmet[pi]++
+					failed = true
+				}
 				mu.Unlock()
 				if err := plan.out.Result(r); err != nil {
 					stderr.printf("probe: write: %v", err)
@@ -337,10 +384,47 @@ func runProbes(ctx context.Context, f runFlags, args []string) error {
 	if err := plan.out.Summary(); err != nil {
 		return err
 	}
+	for pi := range plan.probers {
+		if plan.expect.Fail && f.output != "json" && judged[pi] {
+			verdict := "blocked as expected"
+			if unmet[pi] > 0 {
+				verdict = "NOT blocked as expected"
+			}
+			fmt.Printf("expect fail (%s): %s: %s; %d of %d judged attempt(s) met the expectation\n",
+				plan.expect, args[pi], verdict, met[pi], met[pi]+unmet[pi])
+		}
+		if attempted[pi] && !judged[pi] {
+			// Nothing was learnt about this target: not a success.
+			fmt.Fprintf(os.Stderr, "probe: no verdict on %s: every attempt was the prober's own fault (see the reasons above)\n", args[pi])
+			failed = true
+		}
+	}
 	if failed {
 		return errFailed
 	}
 	return nil
+}
+
+// parseExpectFail parses --expect-fail: "" (off), "any" (every failure
+// reason counts as blocked) or a comma-separated list of failure reasons.
+func parseExpectFail(v string) (probe.Expectation, error) {
+	switch v {
+	case "":
+		return probe.Expectation{}, nil
+	case "any":
+		return probe.Expectation{Fail: true}, nil
+	}
+	e := probe.Expectation{Fail: true}
+	var errs []error
+	for _, r := range strings.Split(v, ",") {
+		r = strings.TrimSpace(r)
+		if err := configs.CheckBlockedReason(r); err != nil {
+			errs = append(errs, fmt.Errorf("--expect-fail: %q %w", r, err))
+			continue
+		}
+		e.Blocked = append(e.Blocked, probe.Reason(r))
+	}
+	return e, errors.Join(errs...)
 }
 
 // unescape interprets Go string escapes (\r, \n, \x00) in a flag value.

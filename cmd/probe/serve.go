@@ -26,6 +26,7 @@ import (
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/probe/netns"
 	"github.com/connprobe/connprobe/scheduler"
+	"github.com/connprobe/connprobe/scheduler/stall"
 	"github.com/connprobe/connprobe/scheduler/targets"
 )
 
@@ -51,9 +52,11 @@ func newServeCmd() *cobra.Command {
 		Short: "Probe configured targets forever and export Prometheus metrics",
 		Long: `Run every job of the config file on its interval and serve the results as
 Prometheus metrics on /metrics. /healthz answers 200 while the scheduler makes
-progress and 503 with the reason when it is stuck. SIGHUP re-reads the config
-(and POST /-/reload, with --web.enable-lifecycle): a bad new config is logged
-with every problem and the old one keeps running.
+progress and 503 with the reason when it is stuck; /-/ready answers 503 with
+the reasons while a job cannot run (a capability it needs is missing), 200
+otherwise. SIGHUP re-reads the config (and POST /-/reload, with
+--web.enable-lifecycle): a bad new config is logged with every problem and the
+old one keeps running.
 
 Scrape with honor_labels: true, so the job label is the probe job's.`,
 		Example: `  probe serve --config configs/example.yaml
@@ -128,6 +131,26 @@ type server struct {
 	reloads chan chan error
 	ctx     context.Context // done when serve stops
 	healthy atomic.Bool     // last /healthz verdict, to log changes only
+	// notReady is what /-/ready answers 503 with ("" when ready): the jobs
+	// the running config has that cannot run (serve_preflight.go).
+	notReady atomic.Pointer[string]
+}
+
+// checkPreflight runs the preflight of cfg, logs its problems and sets
+// what /-/ready answers.
+func (s *server) checkPreflight(cfg *configs.Config) {
+	problems := preflight(cfg)
+	logPreflight(s.log, problems)
+	msg := notReady(problems)
+	s.notReady.Store(&msg)
+}
+
+func (s *server) handleReady(w http.ResponseWriter, _ *http.Request) {
+	if msg := s.notReady.Load(); msg != nil && *msg != "" {
+		http.Error(w, strings.TrimSuffix(*msg, "\n"), http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ready")
 }
 
 // serve runs until ctx is done. ready, when set, is called with the
@@ -148,6 +171,10 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 	}
 	s.healthy.Store(true)
 	s.sched = scheduler.New(s.exp, log)
+	// Attempts during which the prober itself did not run (stopped,
+	// CPU-throttled, paused) are discarded as prober_stalled.
+	stalls := stall.New(stall.Options{})
+	s.sched.DetectStalls(stalls)
 	s.kernel = newKernelMetrics()
 	if err := s.exp.Register(s.kernel.c); err != nil {
 		return fmt.Errorf("serve: kernel metrics: %w", err)
@@ -176,8 +203,11 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 
 	g, gctx := errgroup.WithContext(ctx)
 	s.ctx = gctx
+	g.Go(func() error { return stalls.Run(gctx) })
 	g.Go(func() error { return s.sched.Run(gctx) })
+	log.Info("stall detection", "threshold", stalls.Threshold(), "cpu_stat", stalls.CPUStatPath())
 	applySynRate(cfg, nil, log)
+	s.checkPreflight(cfg)
 	s.kernel.apply(cfg)
 	if err := s.sched.Update(gctx, jobs); err != nil {
 		ln.Close()
@@ -216,8 +246,9 @@ func (s *server) routes() http.Handler {
 	mux.Handle("/metrics", s.exp.Handler())
 	mux.HandleFunc("/healthz", s.handleHealth)
 	mux.HandleFunc("/-/reload", s.handleReload)
+	mux.HandleFunc("/-/ready", s.handleReady)
 	mux.HandleFunc("/{$}", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintf(w, "<html><body><h1>connprobe</h1><p><a href=\"/metrics\">/metrics</a> <a href=\"/healthz\">/healthz</a></p></body></html>\n")
+		fmt.Fprintf(w, "<html><body><h1>connprobe</h1><p><a href=\"/metrics\">/metrics</a> <a href=\"/healthz\">/healthz</a> <a href=\"/-/ready\">/-/ready</a></p></body></html>\n")
 	})
 	return mux
 }
@@ -319,6 +350,7 @@ func (s *server) reload(ctx context.Context) error {
 		return fmt.Errorf("reload: %w", err)
 	}
 	applySynRate(cfg, s.current, s.log)
+	s.checkPreflight(cfg)
 	s.kernel.apply(cfg)
 	if err := s.sched.Update(ctx, jobs); err != nil {
 		return fmt.Errorf("reload: %w", err) // shutting down
@@ -422,7 +454,7 @@ func buildJobs(cfg *configs.Config, log *slog.Logger) ([]*scheduler.Job, error) 
 			Interval:    j.Interval.D,
 			Timeout:     j.Timeout.D,
 			Concurrency: j.Concurrency,
-			ExpectFail:  j.Expect == configs.ExpectFail,
+			Expect:      j.Expect.Expectation(),
 			Source:      source,
 			New:         newJobProber,
 			Fingerprint: j.Fingerprint(),

@@ -62,11 +62,21 @@ type serveProc struct {
 // --web.listen-address 127.0.0.1:0 args...` until the test ends.
 func startServeProcess(t *testing.T, config string, args ...string) *serveProc {
 	t.Helper()
+	return startServeProcessIn(t, config, nil, args...)
+}
+
+// startServeProcessIn is startServeProcess behind the argv prefix wrap
+// (setpriv …, a shell that moves itself into a cgroup and execs "$0" "$@";
+// nil: none), so the process can be stopped, throttled or stripped of a
+// capability without touching the test. At the end of the test it is
+// continued (if stopped) and sent SIGTERM, and must exit within 15 s.
+func startServeProcessIn(t *testing.T, config string, wrap []string, args ...string) *serveProc {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	writeFile(t, path, config)
-	argv := append([]string{"-test.run=^TestServeProcess$", "--", "serve", "--config", path,
-		"--web.listen-address", "127.0.0.1:0"}, args...)
-	cmd := exec.Command(os.Args[0], argv...)
+	argv := append(append([]string{}, wrap...), os.Args[0], "-test.run=^TestServeProcess$", "--", "serve", "--config", path,
+		"--web.listen-address", "127.0.0.1:0")
+	cmd := exec.Command(argv[0], append(argv[1:], args...)...)
 	cmd.Env = append(os.Environ(), "CONNPROBE_TEST_MAIN=serve")
 	stderr, err := cmd.StdoutPipe()
 	if err != nil {
@@ -81,6 +91,7 @@ func startServeProcess(t *testing.T, config string, args ...string) *serveProc {
 	re := regexp.MustCompile(`msg=serving address=(\S+)`)
 	go func() {
 		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
 			p.logs.Write([]byte(sc.Text() + "\n"))
 			if m := re.FindStringSubmatch(sc.Text()); m != nil {
@@ -94,17 +105,56 @@ func startServeProcess(t *testing.T, config string, args ...string) *serveProc {
 		close(p.exited)
 	}()
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-p.exited
+		cmd.Process.Signal(syscall.SIGCONT)
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.exited:
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill()
+			<-p.exited
+			t.Error("probe serve did not stop within 15s of SIGTERM")
+		}
+		if t.Failed() {
+			t.Logf("probe serve logs:\n%s", p.logs.String())
+		}
 	})
 	select {
 	case p.addr = <-addr:
 	case <-p.exited:
 		t.Fatalf("probe serve exited: %v\n%s", p.err, p.logs)
-	case <-time.After(30 * time.Second):
-		t.Fatalf("probe serve did not start in 30s:\n%s", p.logs)
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("probe serve did not start in 2m:\n%s", p.logs)
 	}
 	return p
+}
+
+// get GETs path and returns the status and body.
+func (p *serveProc) get(t *testing.T, path string) (int, string) {
+	t.Helper()
+	c := http.Client{Timeout: 30 * time.Second}
+	resp, err := c.Get("http://" + p.addr + path)
+	if err != nil {
+		t.Fatalf("GET %s: %v\n%s", path, err, p.logs)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// waitForMetric polls /metrics until cond holds, for at most d.
+func (p *serveProc) waitForMetric(t *testing.T, what string, d time.Duration, cond func(body string) bool) string {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		body := p.metrics(t)
+		if cond(body) {
+			return body
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s; /metrics:\n%s", what, d, grepLines(body, "connprobe_prob"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func (p *serveProc) post(t *testing.T, path string) (int, string) {
@@ -121,14 +171,8 @@ func (p *serveProc) post(t *testing.T, path string) (int, string) {
 
 func (p *serveProc) metrics(t *testing.T) string {
 	t.Helper()
-	c := &http.Client{Timeout: 30 * time.Second}
-	resp, err := c.Get("http://" + p.addr + "/metrics")
-	if err != nil {
-		t.Fatalf("GET /metrics: %v\n%s", err, p.logs)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
+	_, body := p.get(t, "/metrics")
+	return body
 }
 
 // waitMetric polls /metrics until it contains line.

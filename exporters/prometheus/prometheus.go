@@ -7,6 +7,12 @@
 // lookups, no allocation. The per-target series are kept compactly and
 // streamed on scrape (see series.go): 10k targets fit in a few MiB.
 //
+// Prober-class results (permission, local_error, prober_stalled,
+// prober_budget: the prober's own faults) touch none of the results,
+// failures, success or duration series an SLI is built on: they count in
+// connprobe_prober_faults_total only. A probe that panicked (Err is
+// probe.ErrPanic) counts as reason other and as cause panic.
+//
 // Metrics (see docs/serve.md):
 //
 //	connprobe_probe_results_total{job,target,kind,reason}  every attempt, by reason
@@ -18,6 +24,7 @@
 //	connprobe_probe_syn_retransmits_total{job,target}      SYN retransmissions the handshakes needed
 //	connprobe_idle_timeout_boundary_seconds{job,target,bound} idle time survived / lost (idle find_timeout)
 //	connprobe_idle_timeout_searches_total{job,target,result}  idle-timeout searches: found, not_found, failed
+//	connprobe_prober_faults_total{job,cause}               attempts the prober could not make properly (never a target failure)
 //	connprobe_job_info{job,kind,expect}                    1 per job
 //	connprobe_job_targets{job}                             targets per job
 //	connprobe_scheduler_lateness_seconds{job}              how late attempts start
@@ -30,6 +37,7 @@ package prometheus
 import (
 	"compress/gzip"
 	"io"
+	"errors"
 	"math"
 	"net/http"
 	"runtime"
@@ -63,6 +71,7 @@ type Exporter struct {
 	targets  *prometheus.GaugeVec
 	lateness *prometheus.HistogramVec
 	overruns *prometheus.CounterVec
+	faults   *prometheus.CounterVec
 
 	reloadOK   prometheus.Gauge
 	reloadTime prometheus.Gauge
@@ -117,6 +126,10 @@ func New(o Options) *Exporter {
 			Namespace: ns, Name: "scheduler_overruns_total",
 			Help: "Scheduled attempts skipped because every prober of the target was still busy (counted, never queued).",
 		}, []string{"job"}),
+		faults: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "prober_faults_total",
+			Help: "Attempts the prober itself could not make properly, by cause (budget, stalled, permission, local_resource, panic): never counted as a target failure.",
+		}, []string{"job", "cause"}),
 		reloadOK: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: ns, Name: "config_last_reload_successful",
 			Help: "1 if the last configuration (re)load succeeded.",
@@ -146,7 +159,7 @@ func New(o Options) *Exporter {
 	}, []string{"version", "revision", "goversion"})
 	build.WithLabelValues(version, revision, runtime.Version()).Set(1)
 	e.newIdleMetrics()
-	reg.MustRegister(e.duration, e.jobInfo, e.targets, e.lateness, e.overruns, e.reloadOK, e.reloadTime, build,
+	reg.MustRegister(e.duration, e.jobInfo, e.targets, e.lateness, e.overruns, e.faults, e.reloadOK, e.reloadTime, build,
 		e.idleBoundary, e.idleSearches)
 	if !o.NoRuntimeMetrics {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -252,16 +265,34 @@ var reasonIndex = func() map[probe.Reason]int {
 	return m
 }()
 
+// Causes of connprobe_prober_faults_total: probe.Reason.ProberCause of the
+// prober-class reasons, and panic.
+const (
+	CauseBudget        = "budget"
+	CauseStalled       = "stalled"
+	CausePermission    = "permission"
+	CauseLocalResource = "local_resource"
+	CausePanic         = "panic"
+)
+
+// ProberFaultCauses are the cause label values, pre-created per job.
+var ProberFaultCauses = []string{CauseBudget, CauseStalled, CausePermission, CauseLocalResource, CausePanic}
+
 // Target implements scheduler.Sink: it creates the target's series.
 func (e *Exporter) Target(job *scheduler.Job, t probe.Target) scheduler.TargetSink {
-	return &recorder{
-		e:          e,
-		s:          e.series.add(job.Name, t.Name, job.Kind),
-		expectFail: job.ExpectFail,
-		duration:   e.duration.WithLabelValues(job.Name),
-		lateness:   e.lateness.WithLabelValues(job.Name),
-		overruns:   e.overruns.WithLabelValues(job.Name),
+	r := &recorder{
+		e:        e,
+		s:        e.series.add(job.Name, t.Name, job.Kind),
+		expect:   job.Expect,
+		duration: e.duration.WithLabelValues(job.Name),
+		lateness: e.lateness.WithLabelValues(job.Name),
+		overruns: e.overruns.WithLabelValues(job.Name),
+		faults:   make(map[string]prometheus.Counter, len(ProberFaultCauses)),
 	}
+	for _, c := range ProberFaultCauses {
+		r.faults[c] = e.faults.WithLabelValues(job.Name, c)
+	}
+	return r
 }
 
 // Forget implements scheduler.Sink: it deletes every series of the target.
@@ -279,12 +310,16 @@ func (e *Exporter) Targets(job *scheduler.Job, n int) {
 		e.jobInfo.DeletePartialMatch(l)
 		e.lateness.Delete(l)
 		e.overruns.Delete(l)
+		e.faults.DeletePartialMatch(l)
 		e.forgetIdle(l)
 		return
 	}
 	e.targets.With(l).Set(float64(n))
+	for _, c := range ProberFaultCauses {
+		e.faults.WithLabelValues(job.Name, c) // 0 until the first fault
+	}
 	expect := "success"
-	if job.ExpectFail {
+	if job.Expect.Fail {
 		expect = "fail"
 	}
 	info := prometheus.Labels{"job": job.Name, "kind": job.Kind, "expect": expect}
@@ -297,12 +332,13 @@ func (e *Exporter) Targets(job *scheduler.Job, n int) {
 
 // recorder records one (job, target): atomic adds, no lookups, no allocation.
 type recorder struct {
-	e          *Exporter
-	s          *series
-	expectFail bool
-	duration   prometheus.Observer // per job
-	lateness   prometheus.Observer // per job
-	overruns   prometheus.Counter  // per job
+	e        *Exporter
+	s        *series
+	expect   probe.Expectation
+	duration prometheus.Observer           // per job
+	lateness prometheus.Observer           // per job
+	overruns prometheus.Counter            // per job
+	faults   map[string]prometheus.Counter // per job, by cause
 }
 
 // Scheduled implements scheduler.TargetSink.
@@ -313,17 +349,30 @@ func (r *recorder) Overrun(n int) { r.overruns.Add(float64(n)) }
 
 // Result implements scheduler.TargetSink.
 func (r *recorder) Result(res *probe.Result) {
+	if res.Reason.ProberFault() {
+		// The prober's own fault: no verdict on the target, its timings
+		// are the prober's. Canceled has no cause and counts nowhere.
+		if c, ok := r.faults[res.Reason.ProberCause()]; ok {
+			c.Inc()
+		}
+		return
+	}
+	if res.Err != nil && errors.Is(res.Err, probe.ErrPanic) {
+		r.faults[CausePanic].Inc()
+	}
 	s := r.s
-	if i, ok := reasonIndex[res.Reason]; ok && res.Reason != probe.ReasonCanceled {
+	if i, ok := reasonIndex[res.Reason]; ok {
 		s.results[i].Add(1)
 	} else {
 		s.results[reasonIndex[probe.ReasonOther]].Add(1)
 	}
-	if res.Success != r.expectFail {
-		s.success.Store(1)
-	} else {
-		s.success.Store(0)
-		s.failures.Add(1)
+	if met, judged := r.expect.Judge(res); judged {
+		if met {
+			s.success.Store(1)
+		} else {
+			s.success.Store(0)
+			s.failures.Add(1)
+		}
 	}
 	r.duration.Observe(res.Duration.Seconds())
 	if res.Retransmits > 0 {

@@ -28,7 +28,7 @@ func okResult() *probe.Result {
 func TestExpositionResultsAndForget(t *testing.T) {
 	e := New(Options{Version: "v1.2.3", NoRuntimeMetrics: true})
 	web := &scheduler.Job{Name: "web", Kind: "connect"}
-	policy := &scheduler.Job{Name: "deny", Kind: "connect", ExpectFail: true}
+	policy := &scheduler.Job{Name: "deny", Kind: "connect", Expect: probe.Expectation{Fail: true}}
 	a := probe.Target{Name: "10.0.0.1:80"}
 	b := probe.Target{Name: "10.0.0.2:80"}
 	ra := e.Target(web, a)
@@ -89,9 +89,17 @@ connprobe_scheduler_overruns_total{job="web"} 1
 		t.Error(err)
 	}
 
-	// Every reason is pre-created at 0 for every target (canceled never is).
+	// Every reason about the target is pre-created at 0 for every target;
+	// the prober-class ones (canceled, permission, …) never are: they are
+	// counted in connprobe_prober_faults_total.
 	n := testutil.CollectAndCount(e.series, "connprobe_probe_results_total")
-	if want := 3 * (len(probe.Reasons) - 1); n != want {
+	verdicts := 0
+	for _, d := range probe.Reasons {
+		if d.Class != probe.ClassProber {
+			verdicts++
+		}
+	}
+	if want := 3 * verdicts; n != want {
 		t.Errorf("%d results series for 3 targets, want %d", n, want)
 	}
 	want = `

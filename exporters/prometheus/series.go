@@ -35,7 +35,7 @@ func newFamily(name, help, typ string, labels ...string) family {
 }
 
 var (
-	famResults    = newFamily("connprobe_probe_results_total", "Probe attempts by outcome reason (ok on success; see docs for the closed list).", "counter", "job", "target", "kind", "reason")
+	famResults    = newFamily("connprobe_probe_results_total", "Probe attempts by outcome reason (ok on success; see docs for the closed list); the prober's own faults are in connprobe_prober_faults_total.", "counter", "job", "target", "kind", "reason")
 	famFailures   = newFamily("connprobe_probe_failures_total", "Probe attempts whose outcome did not meet the job's expectation (a failure; for expect: fail jobs, a success).", "counter", "job", "target")
 	famSuccess    = newFamily("connprobe_probe_success", "1 if the last attempt met the job's expectation, else 0.", "gauge", "job", "target")
 	famSynRetrans = newFamily("connprobe_probe_syn_retransmits_total", "SYN retransmissions the handshakes needed.", "counter", "job", "target")
@@ -46,7 +46,7 @@ var (
 // series is one (job, target)'s state.
 type series struct {
 	job, target, kind string
-	results           []atomic.Uint64 // by index in probe.Reasons; canceled stays unused
+	results           []atomic.Uint64 // by index in probe.Reasons; prober-class ones stay unused
 	failures          atomic.Uint64
 	synRetrans        atomic.Uint64
 	success           atomic.Int32  // -1 until the first result
@@ -99,8 +99,8 @@ func (sr *series) each(f *family, fn func(v float64, labelValues ...string)) {
 	switch f {
 	case &famResults:
 		for i, d := range probe.Reasons {
-			if d.Reason == probe.ReasonCanceled {
-				continue
+			if d.Class == probe.ClassProber {
+				continue // counted in connprobe_prober_faults_total
 			}
 			fn(float64(sr.results[i].Load()), sr.job, sr.target, sr.kind, string(d.Reason))
 		}

@@ -116,6 +116,7 @@ type Stats struct {
 	Kind       string
 	Sent       int
 	OK         int // successes, degraded ones included
+	Prober     int // the prober's own faults: no verdict on the target
 	ByReason   map[probe.Reason]int
 	Handshakes []time.Duration // of attempts that completed a handshake
 	Apps       []time.Duration // application phase (kind app) of attempts that reached it
@@ -149,10 +150,14 @@ func Layer(r probe.Result) string {
 // Add counts one result.
 func (s *Stats) Add(r probe.Result) {
 	s.Sent++
+	s.ByReason[r.Reason]++
+	if r.Reason.ProberFault() {
+		s.Prober++ // neither success nor failure; its timings are the prober's
+		return
+	}
 	if r.Success {
 		s.OK++
 	}
-	s.ByReason[r.Reason]++
 	// Only completed handshakes: a timed-out one measures the timeout.
 	completed := r.Success || (r.Phase != probe.PhaseHandshake && r.Phase != probe.PhaseSetup && r.Phase != probe.PhaseResolve)
 	if r.Timings.Handshake > 0 && completed {
@@ -174,10 +179,13 @@ func (s *Stats) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "--- %s %s statistics ---\n", s.Target, s.Kind)
 	loss := 0.0
-	if s.Sent > 0 {
-		loss = 100 * float64(s.Sent-s.OK) / float64(s.Sent)
+	if judged := s.Sent - s.Prober; judged > 0 {
+		loss = 100 * float64(judged-s.OK) / float64(judged)
 	}
 	fmt.Fprintf(&b, "%d sent, %d ok, %.0f%% failed", s.Sent, s.OK, loss)
+	if s.Prober > 0 {
+		fmt.Fprintf(&b, " (%d not counted: the prober's own fault)", s.Prober)
+	}
 	reasons := make([]probe.Reason, 0, len(s.ByReason))
 	for r := range s.ByReason {
 		reasons = append(reasons, r)
@@ -221,7 +229,7 @@ func (s *Stats) writeWhere(b *strings.Builder) {
 				FormatDuration(hp), FormatDuration(ap), 100*float64(ap)/float64(hp+ap))
 		}
 	}
-	if s.Sent == s.OK {
+	if s.Sent-s.Prober == s.OK {
 		b.WriteString("failures: none\n")
 		return
 	}

@@ -127,3 +127,22 @@ func TestTextShowsAttemptDurationAndEveryEvidenceItem(t *testing.T) {
 		}
 	}
 }
+
+// The prober's own faults are not the target's failures: the summary counts
+// them apart and leaves them out of the failed share.
+func TestSummaryLeavesProberFaultsOut(t *testing.T) {
+	var buf bytes.Buffer
+	w, _ := New("text", &buf)
+	for _, r := range []probe.Result{
+		result(probe.ReasonOK, 200*time.Microsecond, 0),
+		result(probe.ReasonProberStalled, 0, 0, "the prober itself stalled during the attempt"),
+		result(probe.ReasonRefused, 0, 0),
+	} {
+		w.Result(r)
+	}
+	w.Summary()
+	want := "3 sent, 1 ok, 50% failed (1 not counted: the prober's own fault); by reason: ok=1 prober_stalled=1 refused=1\n"
+	if !strings.Contains(buf.String(), want) {
+		t.Errorf("summary:\n%s\nwant the line %q", buf.String(), want)
+	}
+}

@@ -1,0 +1,105 @@
+package scheduler
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/connprobe/connprobe/probe"
+	"github.com/connprobe/connprobe/scheduler/stall"
+	"github.com/connprobe/connprobe/scheduler/targets"
+)
+
+// stoppedClock is the clock of a process that gets stopped: stop makes it
+// jump, as the monotonic clock does across a SIGSTOP while no goroutine of
+// the process runs.
+type stoppedClock struct {
+	mu  sync.Mutex
+	off time.Duration
+}
+
+func (c *stoppedClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.off)
+}
+
+func (c *stoppedClock) stop(d time.Duration) {
+	c.mu.Lock()
+	c.off += d
+	c.mu.Unlock()
+}
+
+// stallingProber is a healthy target probed by a process that is stopped
+// for 3 s during its third attempt: that attempt "times out", as a real
+// one does when the deadline timer fires before the socket is read. The
+// heartbeat last beat up to one tick before the stop: a 2.95-3 s pause.
+type stallingProber struct {
+	clock *stoppedClock
+	n     int
+}
+
+func (p *stallingProber) Probe(ctx context.Context) probe.Result {
+	p.n++
+	r := probe.Result{Target: "a:1", Kind: "fake", Start: time.Now(), Success: true, Reason: probe.ReasonOK}
+	time.Sleep(10 * time.Millisecond)
+	if p.n == 3 {
+		p.clock.stop(3 * time.Second)
+		r.Success, r.Reason, r.Duration = false, probe.ReasonSynTimeout, 3*time.Second
+		r.Timings.Handshake = 2460 * time.Millisecond
+	}
+	return r
+}
+
+func (p *stallingProber) Close() error { return nil }
+
+func TestStalledAttemptIsDiscarded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		clock := &stoppedClock{}
+		d := stall.New(stall.Options{CPUStat: "none", Now: clock.now})
+		w := newWorld(0)
+		sp := &stallingProber{clock: clock}
+		j := job(w, "web", targets.Static(tgts("a:1")))
+		j.New = func(probe.Target) (probe.Prober, error) { return sp, nil }
+
+		s := New(w, nil)
+		s.DetectStalls(d)
+		ctx, cancel := context.WithCancel(t.Context())
+		var wg sync.WaitGroup
+		wg.Go(func() { d.Run(ctx) })
+		wg.Go(func() { s.Run(ctx) })
+		if err := s.Update(ctx, []*Job{j}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5500 * time.Millisecond)
+		cancel()
+		wg.Wait()
+
+		rs := w.results["a:1"]
+		if len(rs) < 5 {
+			t.Fatalf("%d results, want 5 or more", len(rs))
+		}
+		for i, r := range rs {
+			want := probe.ReasonOK
+			if i == 2 {
+				want = probe.ReasonProberStalled
+			}
+			if r.Reason != want {
+				t.Errorf("attempt %d: reason %s, want %s", i+1, r.Reason, want)
+			}
+		}
+		r := rs[2]
+		if r.Success || r.Timings != (probe.Timings{}) {
+			t.Errorf("stalled attempt: success %v timings %+v, want neither", r.Success, r.Timings)
+		}
+		ev := strings.Join(r.Evidence, "\n")
+		for _, want := range []string{"not scheduled for 2.9", "would have read syn_timeout after 3s"} {
+			if !strings.Contains(ev, want) {
+				t.Errorf("evidence %q lacks %q", ev, want)
+			}
+		}
+	})
+}
