@@ -369,7 +369,15 @@ func (l *loop) fire() {
 	}
 	sl.cancel = cancel
 	l.mu.Unlock()
-	sl.r = sl.p.Probe(ctx)
+	// A panicking probe (a library choking on a peer's bytes) is one
+	// failed attempt, never a dead agent.
+	sl.r = probe.SafeProbe(ctx, sl.p)
+	if sl.r.Target == "" {
+		sl.r.Target = l.target.Name
+	}
+	if sl.r.Kind == "" {
+		sl.r.Kind = l.job.Kind
+	}
 	l.mu.Lock()
 	sl.cancel = nil
 	halted := l.stopped

@@ -91,6 +91,8 @@ Exit status: 0 when every attempt succeeded, 1 when any failed, 2 on bad usage.`
 // runPlan is a validated `probe run`: probers built, output chosen.
 type runPlan struct {
 	probers []probe.Prober
+	targets []string // probers[i] probes targets[i] (Target.Name)
+	kinds   []string // and is of kind kinds[i]
 	out     report.Writer
 }
 
@@ -182,6 +184,8 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 			return nil, usageError{err}
 		}
 		plan.probers = append(plan.probers, p)
+		plan.targets = append(plan.targets, t.Name)
+		plan.kinds = append(plan.kinds, k)
 	}
 	return plan, nil
 }
@@ -247,7 +251,10 @@ func runProbes(ctx context.Context, f runFlags, args []string) error {
 		for pi, p := range plan.probers {
 			wg.Go(func() {
 				snap := ex.take(pi)
-				r := p.Probe(ctx)
+				r := probe.SafeProbe(ctx, p) // a panic is one failed attempt
+				if r.Target == "" {
+					r.Target, r.Kind = plan.targets[pi], plan.kinds[pi]
+				}
 				ex.add(pi, snap, &r)
 				if r.Reason == probe.ReasonCanceled {
 					return
