@@ -188,8 +188,15 @@ func appFailed(ctx context.Context, r *probe.Result, c *conn, scheme string, err
 	r.Phase = probe.PhaseApp
 	r.Err = err
 	var se *ServerError
+	var big *TooLargeError
 	ioErr, nread, nwritten, waiting := c.state()
 	switch {
+	case errors.As(ioErr, &big) || errors.As(err, &big):
+		// Checked first: a library that hit the budget reports it in its
+		// own words ("unexpected EOF", "bad conn").
+		r.Reason = probe.ReasonAppError
+		r.Evidencef("%v (while waiting for the %s; %d byte(s) received, %d sent)", big, waiting, nread, nwritten)
+		return
 	case errors.As(err, &se):
 		r.Reason = probe.ReasonAppError
 		r.Evidencef("server answered with an error: %s", se.Msg)
@@ -224,14 +231,52 @@ func appFailed(ctx context.Context, r *probe.Result, c *conn, scheme string, err
 	}
 }
 
+// MaxAnswer is the byte budget of one answer: what a peer may send between
+// two of our writes. A health check's answers (a greeting, an
+// authentication request, PONG and INFO, ApiVersions, an HTTP head and 4 KiB
+// of body) are a few KiB; a peer that sends more is hostile or broken, and
+// the connection fails its next read instead of letting a client library
+// buffer it. Kafka's Metadata of all topics gets maxKafkaMetadata instead.
+const MaxAnswer = 1 << 20
+
+// TooLargeError is a peer's answer that exceeds its byte budget, or that
+// declares a length or count larger than the budget allows (checked before
+// anything is allocated for it). It makes the attempt app_error.
+type TooLargeError struct {
+	Limit int64  // the budget, bytes
+	What  string // what was too large: "answer", "MySQL packet of 16777215 bytes"
+}
+
+func (e *TooLargeError) Error() string {
+	if e.What == "" || e.What == "answer" {
+		return "answer larger than " + byteSize(e.Limit)
+	}
+	return fmt.Sprintf("answer larger than %s: %s", byteSize(e.Limit), e.What)
+}
+
+func byteSize(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
 // conn is the established connection as the protocol code sees it. It
 // records what the socket saw (first I/O error, byte counts, the first bytes
 // received: the greeting) so failures are classified by facts rather than by
-// a library's error text, and it never lets a library move a deadline past
-// the attempt's own.
+// a library's error text, it never lets a library move a deadline past the
+// attempt's own, and it reads each answer under a byte budget: after
+// budget bytes without a write of ours in between, Read fails with a
+// *TooLargeError, so no library can buffer more than that of a peer's bytes.
 type conn struct {
 	net.Conn
 	limit time.Time
+	// budget bounds the bytes read since our last write (one answer).
+	budget   int64
+	answered int64
 
 	mu       sync.Mutex
 	ioErr    error
@@ -245,7 +290,7 @@ type conn struct {
 const headMax = 1024
 
 func newConn(nc net.Conn, limit time.Time) *conn {
-	c := &conn{Conn: nc, limit: limit, waiting: "answer"}
+	c := &conn{Conn: nc, limit: limit, waiting: "answer", budget: MaxAnswer}
 	if !limit.IsZero() {
 		_ = nc.SetDeadline(limit)
 	}
@@ -253,9 +298,25 @@ func newConn(nc net.Conn, limit time.Time) *conn {
 }
 
 func (c *conn) Read(b []byte) (int, error) {
+	c.mu.Lock()
+	left := c.budget - c.answered
+	c.mu.Unlock()
+	if left <= 0 {
+		err := &TooLargeError{Limit: c.budget, What: "answer"}
+		c.mu.Lock()
+		if c.ioErr == nil {
+			c.ioErr = err
+		}
+		c.mu.Unlock()
+		return 0, err
+	}
+	if int64(len(b)) > left {
+		b = b[:left]
+	}
 	n, err := c.Conn.Read(b)
 	c.mu.Lock()
 	c.nread += int64(n)
+	c.answered += int64(n)
 	if len(c.head) < headMax && n > 0 {
 		c.head = append(c.head, b[:min(n, headMax-len(c.head))]...)
 	}
@@ -270,6 +331,7 @@ func (c *conn) Write(b []byte) (int, error) {
 	n, err := c.Conn.Write(b)
 	c.mu.Lock()
 	c.nwritten += int64(n)
+	c.answered = 0 // a new request: a new answer
 	if err != nil && c.ioErr == nil {
 		c.ioErr = err
 	}
@@ -287,6 +349,28 @@ func (c *conn) clamp(t time.Time) time.Time {
 func (c *conn) SetDeadline(t time.Time) error      { return c.Conn.SetDeadline(c.clamp(t)) }
 func (c *conn) SetReadDeadline(t time.Time) error  { return c.Conn.SetReadDeadline(c.clamp(t)) }
 func (c *conn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(c.clamp(t)) }
+
+// setBudget sets the byte budget of the answers that follow.
+func (c *conn) setBudget(n int64) {
+	c.mu.Lock()
+	c.budget = n
+	c.mu.Unlock()
+}
+
+// left returns how many bytes the current answer may still take: a length
+// or count a peer declares is checked against it before allocating.
+func (c *conn) left() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.budget - c.answered
+}
+
+// tooLarge is the error for a declared size (what) beyond the budget.
+func (c *conn) tooLarge(what string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return &TooLargeError{Limit: c.budget, What: what}
+}
 
 // wait records what the protocol waits for next ("greeting", "PONG").
 func (c *conn) wait(what string) {

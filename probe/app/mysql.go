@@ -75,12 +75,18 @@ func (m *mysqlProbe) speak(ctx context.Context, c *conn, r *probe.Result) error 
 		if err != nil {
 			return err
 		}
-		r.Evidencef("greeting in %s: %s", probe.Round(time.Since(t0)), h)
+		// MariaDB and MySQL check max_connections at login, after the
+		// greeting (MariaDB's greeting comes even when every slot is
+		// taken): only a login proves the server accepts clients.
+		r.Evidencef("greeting in %s: %s; greeting only: a login (mysql://user:pass@…) proves the server accepts clients", probe.Round(time.Since(t0)), h)
 		return nil
 	}
 
 	cfg := m.cfg.Clone()
-	cfg.DialFunc = c.dial
+	// The driver reads the server's packets only through the guard, which
+	// checks each one first (see mysqlGuard).
+	g := newMySQLGuard(c)
+	cfg.DialFunc = g.dial
 	connector, err := mysql.NewConnector(cfg)
 	if err != nil {
 		return fmt.Errorf("mysql: %w", err)
@@ -89,7 +95,7 @@ func (m *mysqlProbe) speak(ctx context.Context, c *conn, r *probe.Result) error 
 	t0 := time.Now()
 	dc, err := connector.Connect(ctx)
 	if err != nil {
-		return mysqlErr(c, err)
+		return mysqlErr(g, err)
 	}
 	defer dc.Close() // COM_QUIT: a polite goodbye
 	login := time.Since(t0)
@@ -101,7 +107,7 @@ func (m *mysqlProbe) speak(ctx context.Context, c *conn, r *probe.Result) error 
 	t1 := time.Now()
 	v, err := mysqlSelect1(ctx, dc)
 	if err != nil {
-		return mysqlErr(c, err)
+		return mysqlErr(g, err)
 	}
 	r.Evidencef("%s; logged in as %s in %s; SELECT 1 = %v in %s", greet, cfg.User, probe.Round(login), v, probe.Round(time.Since(t1)))
 	return nil
@@ -130,9 +136,13 @@ func mysqlSelect1(ctx context.Context, dc driver.Conn) (driver.Value, error) {
 	return dest[0], nil
 }
 
-// mysqlErr turns the server's ERR packet into a ServerError; other errors
-// stay for appFailed to classify by what the socket saw.
-func mysqlErr(_ *conn, err error) error {
+// mysqlErr turns the server's ERR packet into a ServerError; a packet the
+// guard refused is that refusal; other errors stay for appFailed to
+// classify by what the socket saw.
+func mysqlErr(g *mysqlGuard, err error) error {
+	if gerr := g.failure(); gerr != nil {
+		return gerr
+	}
 	var me *mysql.MySQLError
 	if errors.As(err, &me) {
 		return &ServerError{Msg: mysqlErrorText(me.Number, string(me.SQLState[:]), me.Message)}
@@ -156,7 +166,7 @@ func readMySQLPacket(c *conn, maxLen int) ([]byte, error) {
 	}
 	n := int(hdr[0]) | int(hdr[1])<<8 | int(hdr[2])<<16
 	if n == 0 || n > maxLen {
-		return nil, serverErrorf("not a MySQL greeting: packet header %x", hdr)
+		return nil, serverErrorf("not a MySQL greeting: packet header %x (%q)", hdr, printable(hdr[:]))
 	}
 	b := make([]byte, n)
 	if err := readFull(c, b); err != nil {
