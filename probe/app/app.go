@@ -29,6 +29,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"sort"
@@ -408,7 +409,7 @@ func (c *conn) dial(context.Context, string, string) (net.Conn, error) {
 var errSecondDial = errors.New("app: the client library asked for a second connection")
 
 // readFull reads exactly len(b) bytes.
-func readFull(c net.Conn, b []byte) error {
+func readFull(c io.Reader, b []byte) error {
 	for off := 0; off < len(b); {
 		n, err := c.Read(b[off:])
 		off += n

@@ -42,15 +42,15 @@ type mysqlGuard struct {
 type mysqlState int
 
 const (
-	myGreeting mysqlState = iota // the server's first packet
-	myLogin                      // greeting read; the driver has not answered yet
-	myAuth                       // handshake response sent: auth packets until OK or ERR
-	myIdle                       // logged in, no command pending
-	myHeader                     // COM_QUERY sent: OK, ERR or a column count
-	myColumns                    // column definitions
-	myColumnsEOF                 // the EOF after them (without CLIENT_DEPRECATE_EOF)
-	myRows                       // rows until EOF/OK or ERR
-	myDone                       // an ERR ended the exchange
+	myGreeting   mysqlState = iota // the server's first packet
+	myLogin                        // greeting read; the driver has not answered yet
+	myAuth                         // handshake response sent: auth packets until OK or ERR
+	myIdle                         // logged in, no command pending
+	myHeader                       // COM_QUERY sent: OK, ERR or a column count
+	myColumns                      // column definitions
+	myColumnsEOF                   // the EOF after them (without CLIENT_DEPRECATE_EOF)
+	myRows                         // rows until EOF/OK or ERR
+	myDone                         // an ERR ended the exchange
 )
 
 // MySQL capability flags the guard needs to follow the driver.
@@ -83,12 +83,13 @@ func (g *mysqlGuard) dial(ctx context.Context, network, addr string) (net.Conn, 
 
 func (g *mysqlGuard) Read(b []byte) (int, error) {
 	g.mu.Lock()
+	if g.err == nil && len(g.out) == 0 && g.passthrough {
+		g.mu.Unlock()
+		return g.conn.Read(b)
+	}
 	defer g.mu.Unlock()
 	if g.err != nil {
 		return 0, g.err
-	}
-	if len(g.out) == 0 && g.passthrough {
-		return g.conn.Read(b)
 	}
 	if len(g.out) == 0 {
 		p, err := g.readPacket()

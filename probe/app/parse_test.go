@@ -70,7 +70,8 @@ func TestReadRESP(t *testing.T) {
 		{"-NOAUTH Authentication required.\r\n", "NOAUTH Authentication required.", '-', ""},
 		{"$11\r\nredis_versi\r\n", "redis_versi", '$', ""},
 		{"*2\r\n$1\r\na\r\n:1\r\n", "", '*', ""},
-		{"HTTP/1.1 400 Bad Request\r\n", "", 0, "not a Redis reply"},
+		{"HTTP/1.1 400 Bad Request\r\n", "", 0, "not a Redis server"},
+		{"\x4a\x00\x00\x00\x0a8.0.36", "", 0, "not a Redis server"}, // a MySQL greeting: no newline ever comes
 		{"$999999999\r\n", "", 0, "not a Redis reply"},
 		{"+PONG\n", "", 0, "not a Redis reply"},
 	}
@@ -105,13 +106,16 @@ func FuzzSkipTags(f *testing.F) {
 	})
 }
 
-func TestParsePgErrorFields(t *testing.T) {
-	b := []byte("\x00\x00\x00\x30SFATAL\x00C53300\x00Msorry, too many clients already\x00\x00")
-	if got, want := parsePgErrorFields(b), "FATAL 53300: sorry, too many clients already"; got != want {
-		t.Errorf("got %q, want %q", got, want)
+func TestParsePgError(t *testing.T) {
+	b := []byte("SFATAL\x00C53300\x00Msorry, too many clients already\x00\x00")
+	f := parsePgError(b)
+	if got, want := f.String(), "FATAL 53300: sorry, too many clients already"; got != want || !f.wellFormed {
+		t.Errorf("got %q (well-formed %v), want %q", got, f.wellFormed, want)
 	}
-	for _, b := range [][]byte{nil, {0}, []byte("\x00\x00\x00\x05M"), []byte("\x00\x00\x00\x05Mabc")} {
-		_ = parsePgErrorFields(b) // must not panic
+	for _, b := range [][]byte{nil, {0}, []byte("M"), []byte("Mabc"), []byte("Mabc\x00"), []byte("SSH-2.0-OpenSSH\r\n")} {
+		if f := parsePgError(b); f.wellFormed { // and no panic
+			t.Errorf("%q parsed as a well-formed error", b)
+		}
 	}
 }
 
