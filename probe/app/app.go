@@ -209,7 +209,7 @@ func appFailed(ctx context.Context, r *probe.Result, c *conn, scheme string, err
 	case nread > 0:
 		// The server sent something the client library could not accept.
 		r.Reason = probe.ReasonAppError
-		r.Evidencef("server answered something the %s client rejects: %v", scheme, err)
+		r.Evidencef("server answered something the %s client rejects: %s", scheme, clip(err.Error()))
 		return
 	default:
 		r.Fail(probe.PhaseApp, err)
@@ -421,6 +421,15 @@ func readFull(c io.Reader, b []byte) error {
 		}
 	}
 	return nil
+}
+
+// clip bounds a library's error text for evidence: it may quote what the
+// server sent.
+func clip(s string) string {
+	if len(s) > 300 {
+		return strings.ToValidUTF8(s[:300], "") + "…"
+	}
+	return s
 }
 
 // printable renders server bytes for evidence: at most 120 characters,

@@ -129,6 +129,13 @@ func readKafkaResponse(c *conn, corr int32, flexibleHeader bool) ([]byte, error)
 		return nil, fmt.Errorf("kafka: %w", err)
 	}
 	n := int32(binary.BigEndian.Uint32(hdr[:]))
+	if text(hdr[:]) {
+		// A size of half a GiB or more spelled in ASCII: a text protocol
+		// (an SSH banner, an HTTP status line), not a broker.
+		more := make([]byte, 60)
+		k, _ := c.Read(more)
+		return nil, serverErrorf("not a Kafka server: answered %q", printable(append(hdr[:], more[:k]...)))
+	}
 	if n < 4 {
 		return nil, serverErrorf("not a Kafka response: size %d (bytes %x, %q)", n, hdr, printable(hdr[:]))
 	}
@@ -151,6 +158,16 @@ func readKafkaResponse(c *conn, corr int32, flexibleHeader bool) ([]byte, error)
 		b = rest
 	}
 	return b, nil
+}
+
+// text reports whether b is printable ASCII.
+func text(b []byte) bool {
+	for _, x := range b {
+		if x < 0x20 || x > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // skipTags skips a tagged-field section: a count, then (tag, size, bytes).

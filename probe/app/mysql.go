@@ -67,7 +67,7 @@ func (m *mysqlProbe) speak(ctx context.Context, c *conn, r *probe.Result) error 
 	if m.cfg == nil {
 		t0 := time.Now()
 		c.wait("greeting")
-		g, err := readMySQLPacket(c, 64<<10)
+		g, err := readMySQLPacket(c, maxGreeting)
 		if err != nil {
 			return err
 		}
@@ -122,9 +122,13 @@ func mysqlSelect1(ctx context.Context, dc driver.Conn) (driver.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
 	dest := make([]driver.Value, len(rows.Columns()))
-	if err := rows.Next(dest); err != nil {
+	err = rows.Next(dest)
+	// Close reads the rest of the answer: what it finds counts too.
+	if cerr := rows.Close(); cerr != nil && err == nil {
+		return nil, fmt.Errorf("mysql: SELECT 1: %w", cerr)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("mysql: SELECT 1 returned no row: %w", err)
 	}
 	if len(dest) != 1 {
@@ -156,6 +160,9 @@ func mysqlErrorText(code uint16, state, msg string) string {
 	}
 	return fmt.Sprintf("ERROR %d (%s): %s", code, state, msg)
 }
+
+// maxGreeting bounds a greeting: a real one is under 128 bytes.
+const maxGreeting = 64 << 10
 
 // readMySQLPacket reads one packet: a 3-byte little-endian length, a
 // sequence byte, then the payload.

@@ -1,7 +1,10 @@
 package app
 
 import (
+	"bufio"
 	"context"
+	"errors"
+	"io"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -26,6 +29,7 @@ import (
 // budget applies, and probe.SafeProbe catches what the driver still trusts.
 type mysqlGuard struct {
 	*conn
+	br *bufio.Reader // over conn: a packet header is not a syscall
 
 	mu          sync.Mutex
 	st          mysqlState
@@ -62,9 +66,15 @@ const (
 	myCacheMetadata      = 1 << 4 // MariaDB extended capability MARIADB_CLIENT_CACHE_METADATA
 	myMoreResults        = 1 << 3 // SERVER_MORE_RESULTS_EXISTS
 	myMaxColumns         = 64     // SELECT 1 has one column
+	// myMaxMeta bounds a column definition or a row of SELECT 1's answer
+	// ("1"): the driver quotes a value it cannot parse whole into its
+	// error, so a large one would cost several times its size.
+	myMaxMeta = 4 << 10
 )
 
-func newMySQLGuard(c *conn) *mysqlGuard { return &mysqlGuard{conn: c} }
+func newMySQLGuard(c *conn) *mysqlGuard {
+	return &mysqlGuard{conn: c, br: bufio.NewReaderSize(c, 4096)}
+}
 
 // failure returns the check that failed, if any.
 func (g *mysqlGuard) failure() error {
@@ -85,7 +95,7 @@ func (g *mysqlGuard) Read(b []byte) (int, error) {
 	g.mu.Lock()
 	if g.err == nil && len(g.out) == 0 && g.passthrough {
 		g.mu.Unlock()
-		return g.conn.Read(b)
+		return g.br.Read(b)
 	}
 	defer g.mu.Unlock()
 	if g.err != nil {
@@ -107,6 +117,16 @@ func (g *mysqlGuard) Read(b []byte) (int, error) {
 	return n, nil
 }
 
+// readErr passes a socket error on as one (ioError), and the budget's
+// refusal as the check that failed.
+func (g *mysqlGuard) readErr(err error) error {
+	var big *TooLargeError
+	if errors.As(err, &big) {
+		return big
+	}
+	return ioError{err}
+}
+
 // ioError marks a socket error: the driver gets it as is, and appFailed
 // classifies it by the socket's own record.
 type ioError struct{ error }
@@ -114,11 +134,13 @@ type ioError struct{ error }
 // readPacket reads one packet (header and payload) and checks it.
 func (g *mysqlGuard) readPacket() ([]byte, error) {
 	var hdr [4]byte
-	if err := readFull(g.conn, hdr[:]); err != nil {
-		return nil, ioError{err}
+	if _, err := io.ReadFull(g.br, hdr[:]); err != nil {
+		return nil, g.readErr(err)
 	}
 	n := int(hdr[0]) | int(hdr[1])<<8 | int(hdr[2])<<16
 	switch {
+	case g.st == myGreeting && n > maxGreeting:
+		return nil, serverErrorf("not a MySQL greeting: packet header %x (%q)", hdr, printable(hdr[:]))
 	case n == 0xffffff:
 		return nil, g.conn.tooLarge("a MySQL packet continued in another (16 MiB or more)")
 	case int64(n) > g.conn.left():
@@ -128,8 +150,8 @@ func (g *mysqlGuard) readPacket() ([]byte, error) {
 	}
 	p := make([]byte, 4+n)
 	copy(p, hdr[:])
-	if err := readFull(g.conn, p[4:]); err != nil {
-		return nil, ioError{err}
+	if _, err := io.ReadFull(g.br, p[4:]); err != nil {
+		return nil, g.readErr(err)
 	}
 	if err := g.check(p[4:]); err != nil {
 		return nil, err
@@ -196,6 +218,9 @@ func (g *mysqlGuard) check(p []byte) error {
 			g.st = myColumns
 		}
 	case myColumns:
+		if len(p) > myMaxMeta {
+			return serverErrorf("not an answer to SELECT 1: column definition of %d bytes", len(p))
+		}
 		if !mysqlColumnOK(p) {
 			return serverErrorf("malformed MySQL column definition %x", p[:min(len(p), 32)])
 		}
@@ -227,6 +252,9 @@ func (g *mysqlGuard) check(p []byte) error {
 			}
 			g.afterResult(status)
 			return nil
+		}
+		if len(p) > myMaxMeta {
+			return serverErrorf("not an answer to SELECT 1: row of %d bytes", len(p))
 		}
 		rest := p
 		for range g.cols {
