@@ -26,6 +26,7 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -407,6 +408,29 @@ func (c *conn) dial(context.Context, string, string) (net.Conn, error) {
 }
 
 var errSecondDial = errors.New("app: the client library asked for a second connection")
+
+// readN reads the n bytes a peer declared (n already checked against the
+// answer's budget), allocating as they arrive: a peer that declares a
+// megabyte and sends five bytes costs five bytes and a small buffer, not
+// the megabyte.
+func readN(r io.Reader, n int64) ([]byte, error) {
+	if n <= 4<<10 {
+		b := make([]byte, n)
+		if err := readFull(r, b); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	var buf bytes.Buffer
+	m, err := io.CopyN(&buf, r, n)
+	if m == n {
+		return buf.Bytes(), nil
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return nil, fmt.Errorf("read: %w", err)
+}
 
 // readFull reads exactly len(b) bytes.
 func readFull(c io.Reader, b []byte) error {

@@ -142,8 +142,8 @@ func readKafkaResponse(c *conn, corr int32, flexibleHeader bool) ([]byte, error)
 	if int64(n) > c.left() {
 		return nil, c.tooLarge(fmt.Sprintf("a Kafka response of %d bytes (bytes %x, %q)", n, hdr, printable(hdr[:])))
 	}
-	b := make([]byte, n)
-	if err := readFull(c, b); err != nil {
+	b, err := readN(c, int64(n))
+	if err != nil {
 		return nil, fmt.Errorf("kafka: %w", err)
 	}
 	if got := int32(binary.BigEndian.Uint32(b)); got != corr {

@@ -175,8 +175,8 @@ func readMySQLPacket(c *conn, maxLen int) ([]byte, error) {
 	if n == 0 || n > maxLen {
 		return nil, serverErrorf("not a MySQL greeting: packet header %x (%q)", hdr, printable(hdr[:]))
 	}
-	b := make([]byte, n)
-	if err := readFull(c, b); err != nil {
+	b, err := readN(c, int64(n))
+	if err != nil {
 		return nil, fmt.Errorf("mysql: %w", err)
 	}
 	return b, nil

@@ -3,10 +3,10 @@ package app
 import (
 	"bufio"
 	"context"
-	"errors"
-	"io"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 )
@@ -148,15 +148,14 @@ func (g *mysqlGuard) readPacket() ([]byte, error) {
 	case n == 0:
 		return nil, serverErrorf("not a MySQL answer: empty packet")
 	}
-	p := make([]byte, 4+n)
-	copy(p, hdr[:])
-	if _, err := io.ReadFull(g.br, p[4:]); err != nil {
+	payload, err := readN(g.br, int64(n))
+	if err != nil {
 		return nil, g.readErr(err)
 	}
-	if err := g.check(p[4:]); err != nil {
+	if err := g.check(payload); err != nil {
 		return nil, err
 	}
-	return p, nil
+	return append(hdr[:], payload...), nil
 }
 
 // check validates payload p for the current state and moves the state on.
@@ -332,9 +331,8 @@ func checkMySQLGreeting(p []byte) (caps, ext uint32, err error) {
 		return caps, 0, nil // the driver refuses it with its own error
 	}
 	pos += 2
-	if len(p) == pos {
-		return caps, 0, nil
-	}
+	// The driver reads a 20-byte scramble for mysql_native_password from a
+	// greeting that ends here (pre-4.1 servers): it must go on.
 	// charset 1, status 2, caps upper 2, auth data length 1, reserved 6,
 	// MariaDB extended caps 4, scramble part 2 (12 + NUL).
 	if len(p) < pos+3+2+1+6+4+13 {

@@ -83,7 +83,10 @@ func (p *postgresProbe) speak(ctx context.Context, c *conn, r *probe.Result) err
 	cfg.DialFunc = g.dial
 	cfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
 		f := pgproto3.NewFrontend(r, w)
-		f.SetMaxBodyLen(MaxAnswer) // pgx's own limit is 1 GiB
+		// pgx allocates a message's declared length before reading it (its
+		// own limit is 1 GiB): the messages of a login and SELECT 1 are
+		// small.
+		f.SetMaxBodyLen(pgMaxMessage)
 		return f
 	}
 	host := cfg.Host
@@ -125,6 +128,9 @@ func (p *postgresProbe) speak(ctx context.Context, c *conn, r *probe.Result) err
 
 // sslRequestCode is the SSLRequest "protocol version" 1234.5679.
 const sslRequestCode = 80877103
+
+// pgMaxMessage bounds one message pgx reads.
+const pgMaxMessage = 64 << 10
 
 // pgProbeUser is the user the probe without credentials names in its startup
 // message; the server's answer (an authentication request, or "role does
@@ -271,8 +277,8 @@ func readPgBody(c *conn, rw io.Reader, typ byte) ([]byte, error) {
 	if n-4 > c.left() {
 		return nil, c.tooLarge(fmt.Sprintf("a PostgreSQL %q message of %d bytes", typ, n))
 	}
-	body := make([]byte, n-4)
-	if err := readFull(rw, body); err != nil {
+	body, err := readN(rw, n-4)
+	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	return body, nil
