@@ -8,7 +8,7 @@
 //
 //	mysql://[user[:pass]@]host:port[/db]  greeting (version); with a user: log in, SELECT 1
 //	postgres://[user[:pass]@]host:port[/db][?sslmode=disable|require]
-//	                                       SSLRequest answer; with a user: startup, SELECT 1
+//	                                       SSLRequest, startup answered by R or E; with a user: SELECT 1
 //	redis://[[user]:pass@]host:port[/db]   AUTH when a password is given, PING, INFO server
 //	kafka://host:port                      ApiVersions, Metadata (brokers, leaderless partitions)
 //	http://host:port/path, https://…       one GET with httptrace phases; 5xx is an error
@@ -20,9 +20,16 @@
 // everywhere else (reset, peer_closed).
 //
 // Every protocol runs over the one connection the TCP phase established: the
-// client libraries (go-sql-driver/mysql, pgx's pgconn, franz-go's kmsg) get a
-// dial function that hands them that connection, so a probe never opens a
-// second, unmeasured one.
+// client libraries (go-sql-driver/mysql, pgx's pgconn) get a dial function
+// that hands them that connection, so a probe never opens a second,
+// unmeasured one.
+//
+// Every byte a server sends is hostile: each answer is read under a byte
+// budget (MaxAnswer), declared lengths and counts are checked against it
+// before anything is allocated, and the libraries that trust the server's
+// bytes are fronted by our own parsers (mysqlGuard, pgGuard; Kafka answers
+// are decoded by our own decoders). probe.SafeProbe, around every probe,
+// turns what still panics into one failed attempt.
 package app
 
 import (
