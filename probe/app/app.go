@@ -33,7 +33,6 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -421,22 +420,25 @@ var errSecondDial = errors.New("app: the client library asked for a second conne
 // megabyte and sends five bytes costs five bytes and a small buffer, not
 // the megabyte.
 func readN(r io.Reader, n int64) ([]byte, error) {
-	if n <= 4<<10 {
-		b := make([]byte, n)
-		if err := readFull(r, b); err != nil {
-			return nil, err
+	// The buffer doubles as bytes arrive, up to exactly n: at most 2n
+	// allocated in all, and only for bytes the peer actually sent.
+	buf := make([]byte, 0, min(n, 4<<10))
+	for int64(len(buf)) < n {
+		if len(buf) == cap(buf) {
+			nb := make([]byte, len(buf), min(n, 2*int64(cap(buf))))
+			copy(nb, buf)
+			buf = nb
 		}
-		return b, nil
+		k, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+k]
+		if err != nil && int64(len(buf)) < n {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, fmt.Errorf("read: %w", err)
+		}
 	}
-	var buf bytes.Buffer
-	m, err := io.CopyN(&buf, r, n)
-	if m == n {
-		return buf.Bytes(), nil
-	}
-	if err == nil || errors.Is(err, io.EOF) {
-		err = io.ErrUnexpectedEOF
-	}
-	return nil, fmt.Errorf("read: %w", err)
+	return buf, nil
 }
 
 // readFull reads exactly len(b) bytes.
