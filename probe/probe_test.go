@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -181,4 +182,23 @@ func TestRedactTarget(t *testing.T) {
 			t.Errorf("RedactTarget(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// FuzzParseTarget: any string parses or fails without a panic, allocating
+// in proportion to its length (a target comes from a config file or the
+// Kubernetes API, not from a peer, but a bad one must not cost more).
+func FuzzParseTarget(f *testing.F) {
+	for _, s := range []string{"db:3306", "[::1]:80", "mysql://u:p@db/x", "postgres://[fe80::1%25eth0]:5432", "redis://:@h", "tcp://h:0", "http://h"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		_, _ = ParseTarget(s)
+		runtime.ReadMemStats(&after)
+		// The error text quotes the input: %q of invalid UTF-8 is 4 bytes a byte.
+		if d, limit := after.TotalAlloc-before.TotalAlloc, uint64(64*len(s)+8<<10); d > limit {
+			t.Fatalf("ParseTarget(%q) allocated %d bytes, want at most %d", s, d, limit)
+		}
+	})
 }

@@ -138,11 +138,6 @@ func (r Reason) Known() bool {
 	return false
 }
 
-// ErrPanic marks the Err of a result whose probe panicked: the panic was
-// recovered into one failed attempt (reason other) and is also counted as a
-// prober fault with cause "panic".
-var ErrPanic = errors.New("panic in probe")
-
 // ErrNetNSGone is returned (wrapped) when a network namespace to probe from
 // does not exist or vanished.
 var ErrNetNSGone = errors.New("network namespace gone")

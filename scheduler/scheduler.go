@@ -441,7 +441,15 @@ func (l *loop) fire() {
 	if l.stall != nil {
 		start = l.stall.Now()
 	}
-	sl.r = sl.p.Probe(ctx)
+	// A panicking probe (a library choking on a peer's bytes) is one
+	// failed attempt, never a dead agent.
+	sl.r = probe.SafeProbe(ctx, sl.p)
+	if sl.r.Target == "" {
+		sl.r.Target = l.target.Name
+	}
+	if sl.r.Kind == "" {
+		sl.r.Kind = l.job.Kind
+	}
 	l.progress.mark(&l.progress.ended)
 	if l.stall != nil {
 		// The prober not running during the attempt (stopped, throttled,

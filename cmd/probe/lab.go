@@ -562,7 +562,7 @@ func runDemo(ctx context.Context, w io.Writer, timeout time.Duration) (err error
 	results := make([]probe.Result, len(demoScenarios))
 	var pwg sync.WaitGroup
 	for i, p := range probers {
-		pwg.Go(func() { results[i] = p.Probe(ctx) })
+		pwg.Go(func() { results[i] = probe.SafeProbe(ctx, p) })
 	}
 	pwg.Wait()
 	if ctx.Err() != nil {

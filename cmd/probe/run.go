@@ -128,6 +128,8 @@ all, 2 on bad usage.`,
 // runPlan is a validated `probe run`: probers built, output chosen.
 type runPlan struct {
 	probers []probe.Prober
+	targets []string // probers[i] probes targets[i] (Target.Name)
+	kinds   []string // and is of kind kinds[i]
 	out     report.Writer
 	expect  probe.Expectation
 }
@@ -225,6 +227,8 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 			return nil, usageError{err}
 		}
 		plan.probers = append(plan.probers, p)
+		plan.targets = append(plan.targets, t.Name)
+		plan.kinds = append(plan.kinds, k)
 	}
 	return plan, nil
 }
@@ -351,7 +355,10 @@ func runProbes(ctx context.Context, f runFlags, args []string) error {
 			wg.Go(func() {
 				snap := ex.take(pi)
 				start := det.Now()
-				r := p.Probe(ctx)
+				r := probe.SafeProbe(ctx, p) // a panic is one failed attempt
+				if r.Target == "" {
+					r.Target, r.Kind = plan.targets[pi], plan.kinds[pi]
+				}
 				idleDone[pi]()
 				if st, stalled := det.Check(start, det.Now()); stalled && r.Reason != probe.ReasonCanceled {
 					stall.Mark(&r, st)

@@ -8,7 +8,7 @@
 //
 //	mysql://[user[:pass]@]host:port[/db]  greeting (version); with a user: log in, SELECT 1
 //	postgres://[user[:pass]@]host:port[/db][?sslmode=disable|require]
-//	                                       SSLRequest answer; with a user: startup, SELECT 1
+//	                                       SSLRequest, startup answered by R or E; with a user: SELECT 1
 //	redis://[[user]:pass@]host:port[/db]   AUTH when a password is given, PING, INFO server
 //	kafka://host:port                      ApiVersions, Metadata (brokers, leaderless partitions)
 //	http://host:port/path, https://…       one GET with httptrace phases; 5xx is an error
@@ -20,15 +20,23 @@
 // everywhere else (reset, peer_closed).
 //
 // Every protocol runs over the one connection the TCP phase established: the
-// client libraries (go-sql-driver/mysql, pgx's pgconn, franz-go's kmsg) get a
-// dial function that hands them that connection, so a probe never opens a
-// second, unmeasured one.
+// client libraries (go-sql-driver/mysql, pgx's pgconn) get a dial function
+// that hands them that connection, so a probe never opens a second,
+// unmeasured one.
+//
+// Every byte a server sends is hostile: each answer is read under a byte
+// budget (MaxAnswer), declared lengths and counts are checked against it
+// before anything is allocated, and the libraries that trust the server's
+// bytes are fronted by our own parsers (mysqlGuard, pgGuard; Kafka answers
+// are decoded by our own decoders). probe.SafeProbe, around every probe,
+// turns what still panics into one failed attempt.
 package app
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"sort"
@@ -188,8 +196,15 @@ func appFailed(ctx context.Context, r *probe.Result, c *conn, scheme string, err
 	r.Phase = probe.PhaseApp
 	r.Err = err
 	var se *ServerError
+	var big *TooLargeError
 	ioErr, nread, nwritten, waiting := c.state()
 	switch {
+	case errors.As(ioErr, &big) || errors.As(err, &big):
+		// Checked first: a library that hit the budget reports it in its
+		// own words ("unexpected EOF", "bad conn").
+		r.Reason = probe.ReasonAppError
+		r.Evidencef("%v (while waiting for the %s; %d byte(s) received, %d sent)", big, waiting, nread, nwritten)
+		return
 	case errors.As(err, &se):
 		r.Reason = probe.ReasonAppError
 		r.Evidencef("server answered with an error: %s", se.Msg)
@@ -201,7 +216,7 @@ func appFailed(ctx context.Context, r *probe.Result, c *conn, scheme string, err
 	case nread > 0:
 		// The server sent something the client library could not accept.
 		r.Reason = probe.ReasonAppError
-		r.Evidencef("server answered something the %s client rejects: %v", scheme, err)
+		r.Evidencef("server answered something the %s client rejects: %s", scheme, clip(err.Error()))
 		return
 	default:
 		r.Fail(probe.PhaseApp, err)
@@ -224,14 +239,52 @@ func appFailed(ctx context.Context, r *probe.Result, c *conn, scheme string, err
 	}
 }
 
+// MaxAnswer is the byte budget of one answer: what a peer may send between
+// two of our writes. A health check's answers (a greeting, an
+// authentication request, PONG and INFO, ApiVersions, an HTTP head and 4 KiB
+// of body) are a few KiB; a peer that sends more is hostile or broken, and
+// the connection fails its next read instead of letting a client library
+// buffer it. Kafka's Metadata of all topics gets maxKafkaMetadata instead.
+const MaxAnswer = 1 << 20
+
+// TooLargeError is a peer's answer that exceeds its byte budget, or that
+// declares a length or count larger than the budget allows (checked before
+// anything is allocated for it). It makes the attempt app_error.
+type TooLargeError struct {
+	Limit int64  // the budget, bytes
+	What  string // what was too large: "answer", "MySQL packet of 16777215 bytes"
+}
+
+func (e *TooLargeError) Error() string {
+	if e.What == "" || e.What == "answer" {
+		return "answer larger than " + byteSize(e.Limit)
+	}
+	return fmt.Sprintf("answer larger than %s: %s", byteSize(e.Limit), e.What)
+}
+
+func byteSize(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
 // conn is the established connection as the protocol code sees it. It
 // records what the socket saw (first I/O error, byte counts, the first bytes
 // received: the greeting) so failures are classified by facts rather than by
-// a library's error text, and it never lets a library move a deadline past
-// the attempt's own.
+// a library's error text, it never lets a library move a deadline past the
+// attempt's own, and it reads each answer under a byte budget: after
+// budget bytes without a write of ours in between, Read fails with a
+// *TooLargeError, so no library can buffer more than that of a peer's bytes.
 type conn struct {
 	net.Conn
 	limit time.Time
+	// budget bounds the bytes read since our last write (one answer).
+	budget   int64
+	answered int64
 
 	mu       sync.Mutex
 	ioErr    error
@@ -245,7 +298,7 @@ type conn struct {
 const headMax = 1024
 
 func newConn(nc net.Conn, limit time.Time) *conn {
-	c := &conn{Conn: nc, limit: limit, waiting: "answer"}
+	c := &conn{Conn: nc, limit: limit, waiting: "answer", budget: MaxAnswer}
 	if !limit.IsZero() {
 		_ = nc.SetDeadline(limit)
 	}
@@ -253,9 +306,25 @@ func newConn(nc net.Conn, limit time.Time) *conn {
 }
 
 func (c *conn) Read(b []byte) (int, error) {
+	c.mu.Lock()
+	left := c.budget - c.answered
+	c.mu.Unlock()
+	if left <= 0 {
+		err := &TooLargeError{Limit: c.budget, What: "answer"}
+		c.mu.Lock()
+		if c.ioErr == nil {
+			c.ioErr = err
+		}
+		c.mu.Unlock()
+		return 0, err
+	}
+	if int64(len(b)) > left {
+		b = b[:left]
+	}
 	n, err := c.Conn.Read(b)
 	c.mu.Lock()
 	c.nread += int64(n)
+	c.answered += int64(n)
 	if len(c.head) < headMax && n > 0 {
 		c.head = append(c.head, b[:min(n, headMax-len(c.head))]...)
 	}
@@ -270,6 +339,7 @@ func (c *conn) Write(b []byte) (int, error) {
 	n, err := c.Conn.Write(b)
 	c.mu.Lock()
 	c.nwritten += int64(n)
+	c.answered = 0 // a new request: a new answer
 	if err != nil && c.ioErr == nil {
 		c.ioErr = err
 	}
@@ -287,6 +357,28 @@ func (c *conn) clamp(t time.Time) time.Time {
 func (c *conn) SetDeadline(t time.Time) error      { return c.Conn.SetDeadline(c.clamp(t)) }
 func (c *conn) SetReadDeadline(t time.Time) error  { return c.Conn.SetReadDeadline(c.clamp(t)) }
 func (c *conn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(c.clamp(t)) }
+
+// setBudget sets the byte budget of the answers that follow.
+func (c *conn) setBudget(n int64) {
+	c.mu.Lock()
+	c.budget = n
+	c.mu.Unlock()
+}
+
+// left returns how many bytes the current answer may still take: a length
+// or count a peer declares is checked against it before allocating.
+func (c *conn) left() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.budget - c.answered
+}
+
+// tooLarge is the error for a declared size (what) beyond the budget.
+func (c *conn) tooLarge(what string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return &TooLargeError{Limit: c.budget, What: what}
+}
 
 // wait records what the protocol waits for next ("greeting", "PONG").
 func (c *conn) wait(what string) {
@@ -323,8 +415,34 @@ func (c *conn) dial(context.Context, string, string) (net.Conn, error) {
 
 var errSecondDial = errors.New("app: the client library asked for a second connection")
 
+// readN reads the n bytes a peer declared (n already checked against the
+// answer's budget), allocating as they arrive: a peer that declares a
+// megabyte and sends five bytes costs five bytes and a small buffer, not
+// the megabyte.
+func readN(r io.Reader, n int64) ([]byte, error) {
+	// The buffer doubles as bytes arrive, up to exactly n: at most 2n
+	// allocated in all, and only for bytes the peer actually sent.
+	buf := make([]byte, 0, min(n, 4<<10))
+	for int64(len(buf)) < n {
+		if len(buf) == cap(buf) {
+			nb := make([]byte, len(buf), min(n, 2*int64(cap(buf))))
+			copy(nb, buf)
+			buf = nb
+		}
+		k, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+k]
+		if err != nil && int64(len(buf)) < n {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, fmt.Errorf("read: %w", err)
+		}
+	}
+	return buf, nil
+}
+
 // readFull reads exactly len(b) bytes.
-func readFull(c net.Conn, b []byte) error {
+func readFull(c io.Reader, b []byte) error {
 	for off := 0; off < len(b); {
 		n, err := c.Read(b[off:])
 		off += n
@@ -336,6 +454,15 @@ func readFull(c net.Conn, b []byte) error {
 		}
 	}
 	return nil
+}
+
+// clip bounds a library's error text for evidence: it may quote what the
+// server sent.
+func clip(s string) string {
+	if len(s) > 300 {
+		return strings.ToValidUTF8(s[:300], "") + "…"
+	}
+	return s
 }
 
 // printable renders server bytes for evidence: at most 120 characters,

@@ -122,15 +122,23 @@ func TestMariaDB(t *testing.T) {
 		check(t, r, probe.ReasonAppError, "ERROR 1040", "Too many connections")
 
 		// With the SUPER slot taken too, the server sends the error instead
-		// of its greeting: even the probe without credentials sees it.
-		raw, err := net.Dial("tcp", addr.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer raw.Close()
-		buf := make([]byte, 256)
-		if _, err := raw.Read(buf); err != nil {
-			t.Fatal(err)
+		// of its greeting: even the probe without credentials sees it. The
+		// refused login above frees its slot asynchronously: hold raw
+		// connections until one gets the error instead of a greeting.
+		for range 5 {
+			raw, err := net.Dial("tcp", addr.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer raw.Close()
+			buf := make([]byte, 256)
+			n, err := raw.Read(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n > 4 && buf[4] == 0xff {
+				break
+			}
 		}
 		r = probeOnce(t, "mysql://"+addr.String(), "", cfg)
 		check(t, r, probe.ReasonAppError, "ERROR 1040", "Too many connections")

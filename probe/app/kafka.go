@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -35,28 +34,27 @@ func newKafka(t probe.Target, _ Config) (speaker, error) {
 	return kafkaProbe{}, nil
 }
 
-// maxKafkaResponse bounds a response we read (metadata of a large cluster is
-// a few MiB).
-const maxKafkaResponse = 64 << 20
+// maxKafkaMetadata is the byte budget of the Metadata answer: all topics of
+// a cluster, about 40 bytes a partition, so 4 MiB holds some 100,000
+// partitions. Every other answer has MaxAnswer.
+const maxKafkaMetadata = 4 << 20
 
 func (kafkaProbe) speak(ctx context.Context, c *conn, r *probe.Result) error {
 	f := kmsg.NewRequestFormatter(kmsg.FormatterClientID("connprobe"))
 	var corr int32
-	roundTrip := func(req kmsg.Request, resp kmsg.Response) error {
+	// roundTrip sends req and returns the body of its response. The body is
+	// decoded by our own decoders (decodeApiVersions, decodeMetadata), not
+	// by kmsg: kmsg allocates a slice for every array count a broker
+	// declares (up to one element per remaining byte, each element up to a
+	// hundred bytes), so a hostile broker could make it allocate a hundred
+	// times its answer.
+	roundTrip := func(req kmsg.Request) ([]byte, error) {
 		corr++
 		c.wait(fmt.Sprintf("answer to %s v%d", kmsg.NameForKey(req.Key()), req.GetVersion()))
 		if _, err := c.Write(f.AppendRequest(nil, req, corr)); err != nil {
-			return fmt.Errorf("kafka: write: %w", err)
+			return nil, fmt.Errorf("kafka: write: %w", err)
 		}
-		body, err := readKafkaResponse(c, corr, req.Key() != 18 && req.IsFlexible())
-		if err != nil {
-			return err
-		}
-		resp.SetVersion(req.GetVersion())
-		if err := resp.ReadFrom(body); err != nil {
-			return serverErrorf("malformed %s v%d response: %v", kmsg.NameForKey(req.Key()), req.GetVersion(), err)
-		}
-		return nil
+		return readKafkaResponse(c, corr, req.Key() != 18 && req.IsFlexible())
 	}
 
 	t0 := time.Now()
@@ -66,14 +64,20 @@ func (kafkaProbe) speak(ctx context.Context, c *conn, r *probe.Result) error {
 	av.Version = 3
 	av.ClientSoftwareName = "connprobe"
 	av.ClientSoftwareVersion = "1"
-	avr := kmsg.NewPtrApiVersionsResponse()
-	if err := roundTrip(av, avr); err != nil {
+	body, err := roundTrip(av)
+	if err != nil {
+		return err
+	}
+	avr, err := decodeApiVersions(body, av.Version)
+	if err != nil {
 		return err
 	}
 	if avr.ErrorCode == kerr.UnsupportedVersion.Code {
 		av.Version = 0
-		avr = kmsg.NewPtrApiVersionsResponse()
-		if err := roundTrip(av, avr); err != nil {
+		if body, err = roundTrip(av); err != nil {
+			return err
+		}
+		if avr, err = decodeApiVersions(body, av.Version); err != nil {
 			return err
 		}
 	}
@@ -82,52 +86,64 @@ func (kafkaProbe) speak(ctx context.Context, c *conn, r *probe.Result) error {
 	}
 	apiTime := time.Since(t0)
 	mdVersion := int16(-1)
-	for _, k := range avr.ApiKeys {
-		if k.ApiKey == 3 {
-			mdVersion = min(k.MaxVersion, kmsg.NewPtrMetadataRequest().MaxVersion())
-			if mdVersion < k.MinVersion {
-				return serverErrorf("broker's Metadata versions %d-%d are unknown to this client", k.MinVersion, k.MaxVersion)
-			}
+	if avr.HasMetadata {
+		mdVersion = min(avr.MetadataMax, kmsg.NewPtrMetadataRequest().MaxVersion())
+		if mdVersion < avr.MetadataMin || mdVersion < 0 {
+			return serverErrorf("broker's Metadata versions %d-%d are unknown to this client", avr.MetadataMin, avr.MetadataMax)
 		}
 	}
 	if mdVersion < 0 {
-		return serverErrorf("broker does not list the Metadata API among %d APIs", len(avr.ApiKeys))
+		return serverErrorf("broker does not list the Metadata API among %d APIs", avr.APIs)
 	}
 
 	t1 := time.Now()
 	md := kmsg.NewPtrMetadataRequest()
 	md.Version = mdVersion
 	md.Topics = nil // all topics
-	mdr := kmsg.NewPtrMetadataResponse()
-	if err := roundTrip(md, mdr); err != nil {
+	c.setBudget(maxKafkaMetadata)
+	if body, err = roundTrip(md); err != nil {
 		return err
 	}
-	if mdr.ErrorCode != 0 {
-		return serverErrorf("Metadata: %v", kerr.ErrorForCode(mdr.ErrorCode))
+	s, err := decodeMetadata(body, mdVersion)
+	if err != nil {
+		return err
 	}
-	s := SummarizeMetadata(mdr)
+	if s.ErrorCode != 0 {
+		return serverErrorf("Metadata: %v", kerr.ErrorForCode(s.ErrorCode))
+	}
 	if len(s.Leaderless) > 0 {
 		r.Evidencef("finding: %d partition(s) without a leader: %s", s.LeaderlessCount, strings.Join(s.Leaderless, ", "))
 	}
 	// The broker summary goes last: it is the line `probe run` shows.
 	r.Evidencef("Kafka ApiVersions v%d in %s (%d APIs); Metadata v%d in %s: %s",
-		av.Version, probe.Round(apiTime), len(avr.ApiKeys), mdVersion, probe.Round(time.Since(t1)), s.Brokers)
+		av.Version, probe.Round(apiTime), avr.APIs, mdVersion, probe.Round(time.Since(t1)), s.Brokers)
 	return nil
 }
 
 // readKafkaResponse reads one size-prefixed response, checks its
-// correlation id and skips the flexible header's tagged fields.
+// correlation id and skips the flexible header's tagged fields. The size is
+// checked against the answer's byte budget before the body is allocated.
 func readKafkaResponse(c *conn, corr int32, flexibleHeader bool) ([]byte, error) {
 	var hdr [4]byte
 	if err := readFull(c, hdr[:]); err != nil {
 		return nil, fmt.Errorf("kafka: %w", err)
 	}
 	n := int32(binary.BigEndian.Uint32(hdr[:]))
-	if n < 4 || n > maxKafkaResponse {
-		return nil, serverErrorf("not a Kafka response: size %d (bytes %x)", n, hdr)
+	if text(hdr[:]) {
+		// A size of half a GiB or more spelled in ASCII: a text protocol
+		// (an SSH banner, an HTTP status line), not a broker.
+		more := make([]byte, 60)
+		k, _ := c.Read(more)
+		return nil, serverErrorf("not a Kafka server: answered %q", printable(append(hdr[:], more[:k]...)))
 	}
-	b := make([]byte, n)
-	if err := readFull(c, b); err != nil {
+	if n < 4 {
+		return nil, serverErrorf("not a Kafka response: size %d (bytes %x, %q)", n, hdr, printable(hdr[:]))
+	}
+	if int64(n) > c.left() {
+		return nil, c.tooLarge(fmt.Sprintf("a Kafka response of %d bytes (bytes %x, %q)", n, hdr, printable(hdr[:])))
+	}
+	b, err := readN(c, int64(n))
+	if err != nil {
 		return nil, fmt.Errorf("kafka: %w", err)
 	}
 	if got := int32(binary.BigEndian.Uint32(b)); got != corr {
@@ -144,69 +160,19 @@ func readKafkaResponse(c *conn, corr int32, flexibleHeader bool) ([]byte, error)
 	return b, nil
 }
 
+// text reports whether b is printable ASCII.
+func text(b []byte) bool {
+	for _, x := range b {
+		if x < 0x20 || x > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
 // skipTags skips a tagged-field section: a count, then (tag, size, bytes).
 func skipTags(b []byte) ([]byte, bool) {
-	num, n := binary.Uvarint(b)
-	if n <= 0 {
-		return nil, false
-	}
-	b = b[n:]
-	for ; num > 0; num-- {
-		if _, n = binary.Uvarint(b); n <= 0 {
-			return nil, false
-		}
-		b = b[n:]
-		size, n := binary.Uvarint(b)
-		if n <= 0 || size > uint64(len(b)-n) {
-			return nil, false
-		}
-		b = b[n+int(size):]
-	}
-	return b, true
-}
-
-// MetadataSummary is what the evidence says about a Metadata response.
-type MetadataSummary struct {
-	// Brokers: "cluster kfake, controller 0, 3 broker(s): 0=127.0.0.1:9092 …; 2 topic(s), 6 partition(s)".
-	Brokers string
-	// Leaderless names up to 10 partitions with no leader ("topic/3").
-	Leaderless      []string
-	LeaderlessCount int
-}
-
-// SummarizeMetadata describes brokers, topics and leaderless partitions.
-func SummarizeMetadata(m *kmsg.MetadataResponse) MetadataSummary {
-	var s MetadataSummary
-	bs := slices.Clone(m.Brokers)
-	slices.SortFunc(bs, func(a, b kmsg.MetadataResponseBroker) int { return int(a.NodeID) - int(b.NodeID) })
-	names := make([]string, 0, len(bs))
-	for _, b := range bs {
-		names = append(names, fmt.Sprintf("%d=%s:%d", b.NodeID, printable([]byte(b.Host)), b.Port))
-	}
-	var head []string
-	if m.ClusterID != nil {
-		head = append(head, "cluster "+printable([]byte(*m.ClusterID)))
-	}
-	if m.Version >= 1 && m.ControllerID >= 0 {
-		head = append(head, fmt.Sprintf("controller %d", m.ControllerID))
-	}
-	parts := 0
-	for _, t := range m.Topics {
-		name := "?"
-		if t.Topic != nil {
-			name = printable([]byte(*t.Topic))
-		}
-		for _, p := range t.Partitions {
-			parts++
-			if p.Leader < 0 || p.ErrorCode == kerr.LeaderNotAvailable.Code {
-				s.LeaderlessCount++
-				if len(s.Leaderless) < 10 {
-					s.Leaderless = append(s.Leaderless, fmt.Sprintf("%s/%d", name, p.Partition))
-				}
-			}
-		}
-	}
-	head = append(head, fmt.Sprintf("%d broker(s): %s", len(bs), strings.Join(names, " ")))
-	s.Brokers = fmt.Sprintf("%s; %d topic(s), %d partition(s)", strings.Join(head, ", "), len(m.Topics), parts)
-	return s
+	r := kread{b: b, flex: true}
+	r.tags()
+	return r.b, !r.bad
 }

@@ -67,7 +67,7 @@ func (m *mysqlProbe) speak(ctx context.Context, c *conn, r *probe.Result) error 
 	if m.cfg == nil {
 		t0 := time.Now()
 		c.wait("greeting")
-		g, err := readMySQLPacket(c, 64<<10)
+		g, err := readMySQLPacket(c, maxGreeting)
 		if err != nil {
 			return err
 		}
@@ -75,12 +75,18 @@ func (m *mysqlProbe) speak(ctx context.Context, c *conn, r *probe.Result) error 
 		if err != nil {
 			return err
 		}
-		r.Evidencef("greeting in %s: %s", probe.Round(time.Since(t0)), h)
+		// MariaDB and MySQL check max_connections at login, after the
+		// greeting (MariaDB's greeting comes even when every slot is
+		// taken): only a login proves the server accepts clients.
+		r.Evidencef("greeting in %s: %s; greeting only: a login (mysql://user:pass@…) proves the server accepts clients", probe.Round(time.Since(t0)), h)
 		return nil
 	}
 
 	cfg := m.cfg.Clone()
-	cfg.DialFunc = c.dial
+	// The driver reads the server's packets only through the guard, which
+	// checks each one first (see mysqlGuard).
+	g := newMySQLGuard(c)
+	cfg.DialFunc = g.dial
 	connector, err := mysql.NewConnector(cfg)
 	if err != nil {
 		return fmt.Errorf("mysql: %w", err)
@@ -89,7 +95,7 @@ func (m *mysqlProbe) speak(ctx context.Context, c *conn, r *probe.Result) error 
 	t0 := time.Now()
 	dc, err := connector.Connect(ctx)
 	if err != nil {
-		return mysqlErr(c, err)
+		return mysqlErr(g, err)
 	}
 	defer dc.Close() // COM_QUIT: a polite goodbye
 	login := time.Since(t0)
@@ -101,7 +107,7 @@ func (m *mysqlProbe) speak(ctx context.Context, c *conn, r *probe.Result) error 
 	t1 := time.Now()
 	v, err := mysqlSelect1(ctx, dc)
 	if err != nil {
-		return mysqlErr(c, err)
+		return mysqlErr(g, err)
 	}
 	r.Evidencef("%s; logged in as %s in %s; SELECT 1 = %v in %s", greet, cfg.User, probe.Round(login), v, probe.Round(time.Since(t1)))
 	return nil
@@ -116,9 +122,13 @@ func mysqlSelect1(ctx context.Context, dc driver.Conn) (driver.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
 	dest := make([]driver.Value, len(rows.Columns()))
-	if err := rows.Next(dest); err != nil {
+	err = rows.Next(dest)
+	// Close reads the rest of the answer: what it finds counts too.
+	if cerr := rows.Close(); cerr != nil && err == nil {
+		return nil, fmt.Errorf("mysql: SELECT 1: %w", cerr)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("mysql: SELECT 1 returned no row: %w", err)
 	}
 	if len(dest) != 1 {
@@ -130,9 +140,13 @@ func mysqlSelect1(ctx context.Context, dc driver.Conn) (driver.Value, error) {
 	return dest[0], nil
 }
 
-// mysqlErr turns the server's ERR packet into a ServerError; other errors
-// stay for appFailed to classify by what the socket saw.
-func mysqlErr(_ *conn, err error) error {
+// mysqlErr turns the server's ERR packet into a ServerError; a packet the
+// guard refused is that refusal; other errors stay for appFailed to
+// classify by what the socket saw.
+func mysqlErr(g *mysqlGuard, err error) error {
+	if gerr := g.failure(); gerr != nil {
+		return gerr
+	}
 	var me *mysql.MySQLError
 	if errors.As(err, &me) {
 		return &ServerError{Msg: mysqlErrorText(me.Number, string(me.SQLState[:]), me.Message)}
@@ -147,6 +161,9 @@ func mysqlErrorText(code uint16, state, msg string) string {
 	return fmt.Sprintf("ERROR %d (%s): %s", code, state, msg)
 }
 
+// maxGreeting bounds a greeting: a real one is under 128 bytes.
+const maxGreeting = 64 << 10
+
 // readMySQLPacket reads one packet: a 3-byte little-endian length, a
 // sequence byte, then the payload.
 func readMySQLPacket(c *conn, maxLen int) ([]byte, error) {
@@ -156,10 +173,10 @@ func readMySQLPacket(c *conn, maxLen int) ([]byte, error) {
 	}
 	n := int(hdr[0]) | int(hdr[1])<<8 | int(hdr[2])<<16
 	if n == 0 || n > maxLen {
-		return nil, serverErrorf("not a MySQL greeting: packet header %x", hdr)
+		return nil, serverErrorf("not a MySQL greeting: packet header %x (%q)", hdr, printable(hdr[:]))
 	}
-	b := make([]byte, n)
-	if err := readFull(c, b); err != nil {
+	b, err := readN(c, int64(n))
+	if err != nil {
 		return nil, fmt.Errorf("mysql: %w", err)
 	}
 	return b, nil

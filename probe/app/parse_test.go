@@ -70,7 +70,8 @@ func TestReadRESP(t *testing.T) {
 		{"-NOAUTH Authentication required.\r\n", "NOAUTH Authentication required.", '-', ""},
 		{"$11\r\nredis_versi\r\n", "redis_versi", '$', ""},
 		{"*2\r\n$1\r\na\r\n:1\r\n", "", '*', ""},
-		{"HTTP/1.1 400 Bad Request\r\n", "", 0, "not a Redis reply"},
+		{"HTTP/1.1 400 Bad Request\r\n", "", 0, "not a Redis server"},
+		{"\x4a\x00\x00\x00\x0a8.0.36", "", 0, "not a Redis server"}, // a MySQL greeting: no newline ever comes
 		{"$999999999\r\n", "", 0, "not a Redis reply"},
 		{"+PONG\n", "", 0, "not a Redis reply"},
 	}
@@ -105,45 +106,100 @@ func FuzzSkipTags(f *testing.F) {
 	})
 }
 
-func TestParsePgErrorFields(t *testing.T) {
-	b := []byte("\x00\x00\x00\x30SFATAL\x00C53300\x00Msorry, too many clients already\x00\x00")
-	if got, want := parsePgErrorFields(b), "FATAL 53300: sorry, too many clients already"; got != want {
-		t.Errorf("got %q, want %q", got, want)
+func TestParsePgError(t *testing.T) {
+	b := []byte("SFATAL\x00C53300\x00Msorry, too many clients already\x00\x00")
+	f := parsePgError(b)
+	if got, want := f.String(), "FATAL 53300: sorry, too many clients already"; got != want || !f.wellFormed {
+		t.Errorf("got %q (well-formed %v), want %q", got, f.wellFormed, want)
 	}
-	for _, b := range [][]byte{nil, {0}, []byte("\x00\x00\x00\x05M"), []byte("\x00\x00\x00\x05Mabc")} {
-		_ = parsePgErrorFields(b) // must not panic
+	for _, b := range [][]byte{nil, {0}, []byte("M"), []byte("Mabc"), []byte("Mabc\x00"), []byte("SSH-2.0-OpenSSH\r\n")} {
+		if f := parsePgError(b); f.wellFormed { // and no panic
+			t.Errorf("%q parsed as a well-formed error", b)
+		}
 	}
 }
 
-func TestSummarizeMetadataFindsLeaderless(t *testing.T) {
-	m := kmsg.NewPtrMetadataResponse()
-	m.Version = 12
-	id := "c1"
-	m.ClusterID = &id
-	m.ControllerID = 2
-	for _, n := range []int32{2, 1} {
-		b := kmsg.NewMetadataResponseBroker()
-		b.NodeID, b.Host, b.Port = n, "10.0.0."+string(rune('0'+n)), 9092
-		m.Brokers = append(m.Brokers, b)
-	}
-	topic := "orders"
-	tp := kmsg.NewMetadataResponseTopic()
-	tp.Topic = &topic
-	for i, leader := range []int32{1, -1, 2, -1} {
-		p := kmsg.NewMetadataResponseTopicPartition()
-		p.Partition, p.Leader = int32(i), leader
-		if leader < 0 {
-			p.ErrorCode = 5 // LEADER_NOT_AVAILABLE
+// TestDecodeMetadataEveryVersion encodes a Metadata response with kmsg at
+// every version the probe may ask for and decodes it with our decoder.
+func TestDecodeMetadataEveryVersion(t *testing.T) {
+	for v := int16(0); v <= kmsg.NewPtrMetadataRequest().MaxVersion(); v++ {
+		m := kmsg.NewPtrMetadataResponse()
+		m.Version = v
+		id := "c1"
+		m.ClusterID = &id
+		m.ControllerID = 2
+		for _, n := range []int32{2, 1} {
+			b := kmsg.NewMetadataResponseBroker()
+			b.NodeID, b.Host, b.Port = n, "10.0.0."+string(rune('0'+n)), 9092
+			rack := "r1"
+			b.Rack = &rack
+			m.Brokers = append(m.Brokers, b)
 		}
-		tp.Partitions = append(tp.Partitions, p)
+		topic := "orders"
+		tp := kmsg.NewMetadataResponseTopic()
+		tp.Topic = &topic
+		for i, leader := range []int32{1, -1, 2, -1} {
+			p := kmsg.NewMetadataResponseTopicPartition()
+			p.Partition, p.Leader = int32(i), leader
+			p.Replicas, p.ISR, p.OfflineReplicas = []int32{1, 2}, []int32{1}, []int32{2}
+			if leader < 0 {
+				p.ErrorCode = 5 // LEADER_NOT_AVAILABLE
+			}
+			tp.Partitions = append(tp.Partitions, p)
+		}
+		m.Topics = append(m.Topics, tp, kmsg.NewMetadataResponseTopic())
+		body := m.AppendTo(nil)
+		s, err := decodeMetadata(body, v)
+		if err != nil {
+			t.Errorf("v%d: %v", v, err)
+			continue
+		}
+		head := "2 broker(s)"
+		switch {
+		case v >= 2:
+			head = "cluster c1, controller 2, " + head
+		case v >= 1:
+			head = "controller 2, " + head
+		}
+		if want := head + ": 1=10.0.0.1:9092 2=10.0.0.2:9092; 2 topic(s), 4 partition(s)"; s.Brokers != want {
+			t.Errorf("v%d: brokers = %q, want %q", v, s.Brokers, want)
+		}
+		if strings.Join(s.Leaderless, ",") != "orders/1,orders/3" || s.LeaderlessCount != 2 {
+			t.Errorf("v%d: leaderless = %v (%d), want orders/1, orders/3", v, s.Leaderless, s.LeaderlessCount)
+		}
+		// Every truncation is malformed, never a panic or a wrong summary.
+		for i := range body {
+			if _, err := decodeMetadata(body[:i], v); err == nil {
+				t.Errorf("v%d: %d of %d bytes decoded without error", v, i, len(body))
+				break
+			}
+		}
 	}
-	m.Topics = append(m.Topics, tp)
-	s := SummarizeMetadata(m)
-	if want := "cluster c1, controller 2, 2 broker(s): 1=10.0.0.1:9092 2=10.0.0.2:9092; 1 topic(s), 4 partition(s)"; s.Brokers != want {
-		t.Errorf("brokers = %q, want %q", s.Brokers, want)
+}
+
+func TestDecodeApiVersionsEveryVersion(t *testing.T) {
+	for v := int16(0); v <= 3; v++ {
+		m := kmsg.NewPtrApiVersionsResponse()
+		m.Version = v
+		for _, k := range []int16{0, 3, 18} {
+			a := kmsg.NewApiVersionsResponseApiKey()
+			a.ApiKey, a.MinVersion, a.MaxVersion = k, 1, 12
+			m.ApiKeys = append(m.ApiKeys, a)
+		}
+		s, err := decodeApiVersions(m.AppendTo(nil), v)
+		if err != nil {
+			t.Fatalf("v%d: %v", v, err)
+		}
+		if want := (ApiVersionsSummary{APIs: 3, HasMetadata: true, MetadataMin: 1, MetadataMax: 12}); s != want {
+			t.Errorf("v%d: got %+v, want %+v", v, s, want)
+		}
 	}
-	if strings.Join(s.Leaderless, ",") != "orders/1,orders/3" || s.LeaderlessCount != 2 {
-		t.Errorf("leaderless = %v (%d), want orders/1, orders/3", s.Leaderless, s.LeaderlessCount)
+	// An old broker answers a v3 request in the v0 format with
+	// UNSUPPORTED_VERSION: the code is what matters.
+	old := kmsg.NewPtrApiVersionsResponse()
+	old.ErrorCode = 35
+	if s, err := decodeApiVersions(old.AppendTo(nil), 3); err != nil || s.ErrorCode != 35 {
+		t.Errorf("v0 answer to v3: %+v, %v; want error code 35", s, err)
 	}
 }
 

@@ -130,12 +130,24 @@ type respValue struct {
 	null bool
 }
 
-// maxBulk bounds a bulk string we are willing to read (INFO is ~4 KiB).
-const maxBulk = 1 << 20
+// maxBulk bounds a bulk string we are willing to read (INFO is ~4 KiB):
+// the answer's byte budget.
+const maxBulk = MaxAnswer
 
 // readRESP reads one reply. Malformed input is a ServerError (the server
 // does not speak RESP); it never panics.
 func readRESP(br *bufio.Reader, depth int) (respValue, error) {
+	// The first byte says it: a server that is not Redis (one that speaks
+	// first, like MySQL or SSH) may never send the newline.
+	first, err := br.Peek(1)
+	if err != nil {
+		return respValue{}, fmt.Errorf("redis: read: %w", err)
+	}
+	if !strings.ContainsRune("+-:$*", rune(first[0])) {
+		n := br.Buffered()
+		head, _ := br.Peek(min(n, 64))
+		return respValue{}, serverErrorf("not a Redis server: answered %q", printable(head))
+	}
 	line, err := br.ReadSlice('\n')
 	if err != nil {
 		if errors.Is(err, bufio.ErrBufferFull) {
@@ -168,6 +180,13 @@ func readRESP(br *bufio.Reader, depth int) (respValue, error) {
 				}
 			}
 			return respValue{kind: '*'}, nil
+		}
+		if depth > 0 {
+			// An array's element: skipped, never allocated.
+			if _, err := br.Discard(n + 2); err != nil {
+				return respValue{}, fmt.Errorf("redis: read: %w", err)
+			}
+			return respValue{kind: '$'}, nil
 		}
 		b := make([]byte, n+2)
 		if _, err := readFullBuf(br, b); err != nil {
