@@ -36,8 +36,8 @@ package prometheus
 
 import (
 	"compress/gzip"
-	"io"
 	"errors"
+	"io"
 	"math"
 	"net/http"
 	"runtime"
