@@ -21,10 +21,10 @@ import (
 
 func newResponderCmd() *cobra.Command {
 	var (
-		cfg         responder.Config
-		listen      string
-		metricsAddr string
-		logLevel    string
+		cfg                              responder.Config
+		listen                           string
+		metricsAddr                      string
+		logLevel, logFormat, oldLogLevel string
 	)
 	cmd := &cobra.Command{
 		Use:   "responder",
@@ -45,9 +45,12 @@ warning in its log. Every limit is a flag; a request over a limit gets
   probe responder --listen :7700 --close-idle 30s   # emulate a server idle timeout`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var lvl slog.Level
-			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
-				return usagef("--log-level %q: want debug, info, warn or error", logLevel)
+			if cmd.Flags().Changed("log-level") && !cmd.Flags().Changed("log.level") {
+				logLevel = oldLogLevel
+			}
+			log, err := newLogger(logLevel, logFormat, os.Stderr)
+			if err != nil {
+				return usageError{err}
 			}
 			if err := cfg.Validate(); err != nil {
 				return usageError{err}
@@ -60,7 +63,6 @@ warning in its log. Every limit is a flag; a request over a limit gets
 					return err
 				}
 			}
-			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 			return runResponder(cmd.Context(), cfg, listen, metricsAddr, log)
 		},
 	}
@@ -73,7 +75,11 @@ warning in its log. Every limit is a flag; a request over a limit gets
 	fl.DurationVar(&cfg.FirstRequest, "first-request-timeout", responder.DefaultFirstRequest, "close a new connection that sends no complete first request line this soon (ERR idle)")
 	fl.DurationVar(&cfg.MaxIdle, "max-idle", responder.DefaultMaxIdle, "close a connection that sends no request for this long (must exceed the probes' idle time)")
 	fl.DurationVar(&cfg.CloseIdle, "close-idle", 0, "close connections idle this long with a plain FIN, like a server idle timeout (0: off)")
-	fl.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.StringVar(&logLevel, "log.level", "info", "debug, info, warn or error")
+	fl.StringVar(&logFormat, "log.format", "logfmt", "log format: logfmt or json")
+	// --log-level was the responder's own spelling; serve's is --log.level.
+	fl.StringVar(&oldLogLevel, "log-level", "info", "same as --log.level")
+	_ = fl.MarkDeprecated("log-level", "use --log.level, as probe serve does")
 	return cmd
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -99,21 +98,6 @@ Scrape with honor_labels: true, so the job label is the probe job's.`,
 	fl.StringVar(&f.logLevel, "log.level", "info", "log level: debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log.format", "logfmt", "log format: logfmt or json")
 	return cmd
-}
-
-func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log.level %q: want debug, info, warn or error", level)
-	}
-	o := &slog.HandlerOptions{Level: l}
-	switch format {
-	case "logfmt", "text":
-		return slog.New(slog.NewTextHandler(w, o)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, o)), nil
-	}
-	return nil, fmt.Errorf("--log.format %q: want logfmt or json", format)
 }
 
 // server is a running `probe serve`.
