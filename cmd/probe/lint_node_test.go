@@ -41,7 +41,7 @@ func TestLintNodeFlagsAndQuietOnDefaults(t *testing.T) {
 func TestExplainerFindsThePeerNamespace(t *testing.T) {
 	p := nstest.NewPair(t)
 	f := runFlags{netns: p.Client, explainF: explainFlags{on: true}}
-	ex, err := newExplainer(f, []string{p.Addr(9000).String(), "192.0.2.1:80"})
+	ex, err := newExplainer(t.Context(), f, []string{p.Addr(9000).String(), "192.0.2.1:80"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func TestExplainerFindsThePeerNamespace(t *testing.T) {
 	if got := len(ex.ends[1]); got != 1 {
 		t.Errorf("ends of an address on no local namespace = %+v, want local only", ex.ends[1])
 	}
-	off, err := newExplainer(runFlags{}, []string{"x:1"})
+	off, err := newExplainer(t.Context(), runFlags{}, []string{"x:1"})
 	if err != nil || off != nil || off.take(0) != nil {
 		t.Errorf("explain off: %v %v", off, err)
 	}

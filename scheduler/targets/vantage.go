@@ -83,7 +83,7 @@ func (v *Vantage) Run(ctx context.Context, update func([]probe.Target)) error {
 	}
 	recheck := v.recheck // nil (never fires) when not made by NewVantage
 	var pods map[string]Pod
-	nss, err := v.discover(pods)
+	nss, err := v.discover(ctx, pods)
 	if err != nil {
 		return err
 	}
@@ -161,7 +161,7 @@ func (v *Vantage) Run(ctx context.Context, update func([]probe.Target)) error {
 		case <-tick.C:
 		case <-recheck:
 		}
-		next, err := v.discover(pods)
+		next, err := v.discover(ctx, pods)
 		if err != nil {
 			log.Warn("netns discovery failed; keeping the previous vantage points", "err", err)
 			continue
@@ -194,8 +194,8 @@ func latest[T any](ch chan T, v T) {
 
 // discover lists the namespaces Match accepts and those of pods, the
 // latter named by pods (the API) rather than by discovery.
-func (v *Vantage) discover(pods map[string]Pod) ([]Namespace, error) {
-	all, err := v.Discovery.Discover()
+func (v *Vantage) discover(ctx context.Context, pods map[string]Pod) ([]Namespace, error) {
+	all, err := v.Discovery.Discover(ctx)
 	if err != nil {
 		return nil, err
 	}
