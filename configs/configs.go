@@ -13,11 +13,11 @@ package configs
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"path"
 	"regexp"
 	"slices"
@@ -27,6 +27,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/connprobe/connprobe/internal/safefile"
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/probe/app"
 	"github.com/connprobe/connprobe/probe/connect"
@@ -599,9 +600,15 @@ func (d Duration) MarshalYAML() (any, error) {
 
 func (d Duration) set() bool { return d.Raw != "" || d.D != 0 }
 
-// Load reads, decodes, defaults and validates the file at path.
-func Load(path string) (*Config, error) {
-	b, err := os.ReadFile(path)
+// MaxConfigSize caps a config file: Load reads regular files only, at most
+// this much (a path that is a FIFO or /dev/zero is an error, not a hang or
+// an out-of-memory kill).
+const MaxConfigSize = 16 << 20
+
+// Load reads, decodes, defaults and validates the file at path; ctx ends
+// the read (SIGTERM while the file's file system hangs).
+func Load(ctx context.Context, path string) (*Config, error) {
+	b, err := safefile.ReadFile(ctx, path, MaxConfigSize)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}

@@ -16,7 +16,7 @@ func TestExamplesLoad(t *testing.T) {
 	good, _ := filepath.Glob("testdata/good*.yaml")
 	for _, f := range append(files, good...) {
 		t.Run(f, func(t *testing.T) {
-			c, err := Load(f)
+			c, err := Load(t.Context(), f)
 			if err != nil {
 				t.Fatalf("Load(%s): %v", f, err)
 			}
@@ -75,7 +75,7 @@ func TestBadConfigs(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
 			path := filepath.Join("testdata", tt.file)
-			_, err := Load(path)
+			_, err := Load(t.Context(), path)
 			if err == nil {
 				t.Fatalf("Load(%s) = nil error, want %q", path, tt.want)
 			}

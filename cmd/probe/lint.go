@@ -21,7 +21,7 @@ with its path, kinds and network namespaces checked. Exit 0 when it is good,
 			if path == "" {
 				return usagef("lint: --config is required")
 			}
-			_, jobs, err := loadJobs(path, slog.New(slog.DiscardHandler))
+			_, jobs, err := loadJobs(cmd.Context(), path, slog.New(slog.DiscardHandler))
 			if err != nil {
 				return usageError{err}
 			}

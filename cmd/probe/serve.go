@@ -124,7 +124,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 	if err := s.exp.Register(s.kernel.c); err != nil {
 		return fmt.Errorf("serve: kernel metrics: %w", err)
 	}
-	cfg, jobs, err := loadJobs(f.config, log)
+	cfg, jobs, err := loadJobs(ctx, f.config, log)
 	if err != nil {
 		s.exp.ConfigLoaded(false, time.Now())
 		return usageError{err}
@@ -214,7 +214,7 @@ func (s *server) handleReload(w http.ResponseWriter, r *http.Request) {
 func (s *server) reload(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cfg, jobs, err := loadJobs(s.flags.config, s.log)
+	cfg, jobs, err := loadJobs(ctx, s.flags.config, s.log)
 	if err != nil {
 		s.exp.ConfigLoaded(false, time.Now())
 		s.log.Error("reload failed; the previous config keeps running", "file", s.flags.config,
@@ -233,8 +233,8 @@ func (s *server) reload(ctx context.Context) error {
 }
 
 // loadJobs loads and validates the config file and builds its jobs.
-func loadJobs(path string, log *slog.Logger) (*configs.Config, []*scheduler.Job, error) {
-	cfg, err := configs.Load(path)
+func loadJobs(ctx context.Context, path string, log *slog.Logger) (*configs.Config, []*scheduler.Job, error) {
+	cfg, err := configs.Load(ctx, path)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -73,10 +73,7 @@ func (v *Vantage) Recheck() {
 // Run implements Source. It fails only when the first discovery fails (an
 // unreadable /proc) or when Source fails.
 func (v *Vantage) Run(ctx context.Context, update func([]probe.Target)) error {
-	log := v.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log := newLimitedLog(v.Log)
 	refresh := v.Refresh
 	if refresh <= 0 {
 		refresh = DefaultVantageRefresh
