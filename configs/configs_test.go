@@ -60,6 +60,20 @@ func TestBadConfigs(t *testing.T) {
 			`probes[0] "selector": vantage.pods_selector.label_selector "app in (web": unable to parse requirement: found '', expected: ',' or ')'`,
 			`probes[0] "selector": vantage.pods_selector.namespaces[1]: empty`,
 		}, "\n")},
+		{"bad-refresh.yaml", strings.Join([]string{
+			`probes[0] "files": targets.file_sd.refresh_interval 1ns is below the minimum 1s`,
+			`probes[1] "dns": targets.dns[0].refresh_interval 500ms is below the minimum 1s`,
+			`probes[1] "dns": targets.dns[1].refresh_interval -1s must be positive`,
+			`probes[2] "vantage": vantage.refresh_interval 1ms is below the minimum 1s`,
+		}, "\n")},
+		{"bad-global-timeout.yaml", `global: timeout 5s must be shorter than interval 1s`},
+		{"bad-two-documents.yaml", `line 4: a second YAML document: a config is one document (remove the ---, or merge the jobs into one probes list)`},
+		{"bad-file-sd.yaml", strings.Join([]string{
+			`probes[0] "files": targets.file_sd.files[0] "cm/[x.json": bad glob: syntax error in pattern`,
+			`probes[0] "files": targets.file_sd.files[1] "targets.txt": want a .json, .yaml or .yml file (the extension says the format)`,
+			`probes[0] "files": targets.file_sd.files[2] "cm/*": want a .json, .yaml or .yml file (the extension says the format)`,
+			`probes[0] "files": targets.file_sd.files[3]: empty path`,
+		}, "\n")},
 		{"bad-many.yaml", strings.Join([]string{
 			`probes[0]: name is required`,
 			`probes[0]: concurrency -1 must be in 1-1000`,
