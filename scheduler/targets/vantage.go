@@ -81,6 +81,9 @@ func (v *Vantage) Run(ctx context.Context, update func([]probe.Target)) error {
 	recheck := v.recheck // nil (never fires) when not made by NewVantage
 	var pods map[string]Pod
 	nss, err := v.discover(ctx, pods)
+	if ctx.Err() != nil {
+		return nil // stopped while discovering: not a failure
+	}
 	if err != nil {
 		return err
 	}
@@ -159,6 +162,9 @@ func (v *Vantage) Run(ctx context.Context, update func([]probe.Target)) error {
 		case <-recheck:
 		}
 		next, err := v.discover(ctx, pods)
+		if ctx.Err() != nil {
+			return nil
+		}
 		if err != nil {
 			log.Warn("netns discovery failed; keeping the previous vantage points", "err", err)
 			continue
