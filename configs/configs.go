@@ -13,12 +13,13 @@ package configs
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"path"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -27,6 +28,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/connprobe/connprobe/internal/safefile"
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/probe/app"
 	"github.com/connprobe/connprobe/probe/connect"
@@ -47,6 +49,10 @@ const (
 	DefaultDNSType       = "A"
 	maxConcurrency       = 1000
 	minInterval          = 10 * time.Millisecond
+	// MinRefreshInterval is the shortest refresh_interval of file_sd, dns
+	// and vantage: discovery re-reads files, resolves names and scans
+	// /proc, and at 1ns it would keep a core busy.
+	MinRefreshInterval = time.Second
 )
 
 // Expectations of a job.
@@ -274,10 +280,19 @@ func (o *VantageOptions) validate(add func(format string, args ...any)) {
 			add("vantage.netns[%d] %q: want a name glob under /run/netns, not a path", i, p)
 		}
 	}
-	if d := o.RefreshInterval; d.Err != nil {
-		add("vantage.refresh_interval %v", d.Err)
-	} else if d.D <= 0 {
-		add("vantage.refresh_interval %s must be positive", d.D)
+	checkRefresh("vantage.refresh_interval", o.RefreshInterval, add)
+}
+
+// checkRefresh reports a refresh_interval that is malformed or shorter
+// than MinRefreshInterval.
+func checkRefresh(field string, d Duration, add func(format string, args ...any)) {
+	switch {
+	case d.Err != nil:
+		add("%s %v", field, d.Err)
+	case d.D <= 0:
+		add("%s %s must be positive", field, d.D)
+	case d.D < MinRefreshInterval:
+		add("%s %s is below the minimum %s", field, d.D, MinRefreshInterval)
 	}
 }
 
@@ -600,9 +615,15 @@ func (d Duration) MarshalYAML() (any, error) {
 
 func (d Duration) set() bool { return d.Raw != "" || d.D != 0 }
 
-// Load reads, decodes, defaults and validates the file at path.
-func Load(path string) (*Config, error) {
-	b, err := os.ReadFile(path)
+// MaxConfigSize caps a config file: Load reads regular files only, at most
+// this much (a path that is a FIFO or /dev/zero is an error, not a hang or
+// an out-of-memory kill).
+const MaxConfigSize = 16 << 20
+
+// Load reads, decodes, defaults and validates the file at path; ctx ends
+// the read (SIGTERM while the file's file system hangs).
+func Load(ctx context.Context, path string) (*Config, error) {
+	b, err := safefile.ReadFile(ctx, path, MaxConfigSize)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -627,6 +648,26 @@ func Parse(b []byte) (*Config, error) {
 		// Unknown fields and type errors leave the rest decoded: report
 		// them together with every other problem.
 		decodeErr = yamlError(err)
+	}
+	// yaml.v3 reads one document; a second would be silently ignored.
+	// Empty ones (a trailing ---) are harmless.
+	for {
+		var extra yaml.Node
+		err := dec.Decode(&extra)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			if decodeErr == nil {
+				decodeErr = yamlError(err)
+			}
+			break
+		}
+		if len(extra.Content) == 1 && extra.Content[0].ShortTag() == "!!null" && extra.Content[0].Value == "" {
+			continue
+		}
+		decodeErr = errors.Join(decodeErr, fmt.Errorf("line %d: a second YAML document: a config is one document (remove the ---, or merge the jobs into one probes list)", extra.Line))
+		break
 	}
 	c.ApplyDefaults()
 	if err := errors.Join(decodeErr, c.Validate()); err != nil {
@@ -721,8 +762,11 @@ func (c *Config) Validate() error {
 		}
 		return true
 	}
-	checkDur("global", "interval", c.Global.Interval)
-	checkDur("global", "timeout", c.Global.Timeout)
+	if checkDur("global", "interval", c.Global.Interval) && checkDur("global", "timeout", c.Global.Timeout) &&
+		c.Global.Timeout.D >= c.Global.Interval.D {
+		// Only when both are set: an unset timeout adapts (ApplyDefaults).
+		add("global", "timeout %s must be shorter than interval %s", c.Global.Timeout.D, c.Global.Interval.D)
+	}
 	if r := c.Global.SynRate; r != nil && *r < 1 {
 		add("global", "syn_rate %d must be positive (packets/s for all raw SYNs of the prober; unset: %d)", *r, syn.DefaultRate)
 	}
@@ -850,15 +894,16 @@ func (c *Config) validateTargets(path string, j *Job, add func(path, format stri
 			add(path, "targets.file_sd.files: none")
 		}
 		for k, name := range f.Files {
-			if name == "" {
+			switch _, err := filepath.Match(name, ""); {
+			case name == "":
 				add(path, "targets.file_sd.files[%d]: empty path", k)
+			case err != nil:
+				add(path, "targets.file_sd.files[%d] %q: bad glob: %v", k, name, err)
+			case !slices.Contains([]string{".json", ".yaml", ".yml"}, strings.ToLower(filepath.Ext(name))):
+				add(path, "targets.file_sd.files[%d] %q: want a .json, .yaml or .yml file (the extension says the format)", k, name)
 			}
 		}
-		if f.RefreshInterval.Err != nil {
-			add(path, "targets.file_sd.refresh_interval %v", f.RefreshInterval.Err)
-		} else if f.RefreshInterval.D <= 0 {
-			add(path, "targets.file_sd.refresh_interval %s must be positive", f.RefreshInterval.D)
-		}
+		checkRefresh("targets.file_sd.refresh_interval", f.RefreshInterval, func(format string, args ...any) { add(path, format, args...) })
 	}
 	for k, d := range t.DNS {
 		p := fmt.Sprintf("targets.dns[%d]", k)
@@ -877,11 +922,7 @@ func (c *Config) validateTargets(path string, j *Job, add func(path, format stri
 		default:
 			add(path, "%s: type %q: want A, AAAA or SRV", p, d.Type)
 		}
-		if d.RefreshInterval.Err != nil {
-			add(path, "%s.refresh_interval %v", p, d.RefreshInterval.Err)
-		} else if d.RefreshInterval.D <= 0 {
-			add(path, "%s.refresh_interval %s must be positive", p, d.RefreshInterval.D)
-		}
+		checkRefresh(p+".refresh_interval", d.RefreshInterval, func(format string, args ...any) { add(path, format, args...) })
 		if d.Server != "" {
 			if _, err := netip.ParseAddrPort(d.Server); err != nil {
 				add(path, "%s.server %q: want ip:port", p, d.Server)

@@ -17,7 +17,7 @@ func TestExamplesLoad(t *testing.T) {
 	good, _ := filepath.Glob("testdata/good*.yaml")
 	for _, f := range append(files, good...) {
 		t.Run(f, func(t *testing.T) {
-			c, err := Load(f)
+			c, err := Load(t.Context(), f)
 			if err != nil {
 				t.Fatalf("Load(%s): %v", f, err)
 			}
@@ -40,7 +40,7 @@ func TestBadConfigs(t *testing.T) {
 		{"bad-timeout.yaml", `probes[2] "db": timeout 5s must be shorter than interval 2s (or set concurrency to overlap attempts)`},
 		{"bad-syn-rate.yaml", `global: syn_rate 0 must be positive (packets/s for all raw SYNs of the prober; unset: 1000)`},
 		{"bad-target.yaml", strings.Join([]string{
-			`probes[0] "web": targets.static[0]: target "127.0.0.1": want host:port: address 127.0.0.1: missing port in address`,
+			`probes[0] "web": targets.static[0]: target "127.0.0.1": want host:port: missing port in address`,
 			`probes[0] "web": targets.static[1]: target "127.0.0.1:http": port "http" is not a number in 1-65535`,
 			`probes[0] "web": targets.static[2]: target "[::1]:0": port 0 cannot be probed`,
 		}, "\n")},
@@ -69,6 +69,20 @@ func TestBadConfigs(t *testing.T) {
 			`probes[2] "deny-scalar": expect.fail: line 9: want a list of reasons such as [refused, unreachable]`,
 			`probes[3] "deny-empty": expect.fail: the list is empty: name the reasons that count as blocked, or write expect: fail`,
 		}, "\n")},
+		{"bad-refresh.yaml", strings.Join([]string{
+			`probes[0] "files": targets.file_sd.refresh_interval 1ns is below the minimum 1s`,
+			`probes[1] "dns": targets.dns[0].refresh_interval 500ms is below the minimum 1s`,
+			`probes[1] "dns": targets.dns[1].refresh_interval -1s must be positive`,
+			`probes[2] "vantage": vantage.refresh_interval 1ms is below the minimum 1s`,
+		}, "\n")},
+		{"bad-global-timeout.yaml", `global: timeout 5s must be shorter than interval 1s`},
+		{"bad-two-documents.yaml", `line 4: a second YAML document: a config is one document (remove the ---, or merge the jobs into one probes list)`},
+		{"bad-file-sd.yaml", strings.Join([]string{
+			`probes[0] "files": targets.file_sd.files[0] "cm/[x.json": bad glob: syntax error in pattern`,
+			`probes[0] "files": targets.file_sd.files[1] "targets.txt": want a .json, .yaml or .yml file (the extension says the format)`,
+			`probes[0] "files": targets.file_sd.files[2] "cm/*": want a .json, .yaml or .yml file (the extension says the format)`,
+			`probes[0] "files": targets.file_sd.files[3]: empty path`,
+		}, "\n")},
 		{"bad-many.yaml", strings.Join([]string{
 			`probes[0]: name is required`,
 			`probes[0]: concurrency -1 must be in 1-1000`,
@@ -84,7 +98,7 @@ func TestBadConfigs(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
 			path := filepath.Join("testdata", tt.file)
-			_, err := Load(path)
+			_, err := Load(t.Context(), path)
 			if err == nil {
 				t.Fatalf("Load(%s) = nil error, want %q", path, tt.want)
 			}
@@ -164,7 +178,7 @@ func FuzzParse(f *testing.F) {
 }
 
 func TestExpect(t *testing.T) {
-	c, err := Load("testdata/good-expect.yaml")
+	c, err := Load(t.Context(), "testdata/good-expect.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,7 @@ import (
 )
 
 func TestKubernetesBlock(t *testing.T) {
-	c, err := Load("kubernetes.yaml")
+	c, err := Load(t.Context(), "kubernetes.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -14,7 +14,7 @@ func TestKubernetesBlock(t *testing.T) {
 	if len(k) != 1 || k[0].Role != "pod" || k[0].Mesh.PeersPerNode != 3 || k[0].Ports[0] != "metrics" {
 		t.Errorf("agent-mesh kubernetes block = %+v", k)
 	}
-	_, err = Load("testdata/k8s-bad.yaml")
+	_, err = Load(t.Context(), "testdata/k8s-bad.yaml")
 	want := strings.Join([]string{
 		`config testdata/k8s-bad.yaml: probes[0] "k8s": targets.kubernetes[0]: role "ingress": want service, endpoints, pod or node`,
 		`probes[0] "k8s": targets.kubernetes[0]: label_selector "app in (a": unable to parse requirement: found '', expected: ',' or ')'`,

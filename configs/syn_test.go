@@ -40,14 +40,14 @@ type errorString string
 func (e errorString) Error() string { return string(e) }
 
 func TestSynRate(t *testing.T) {
-	c, err := Load("testdata/good-syn-rate.yaml")
+	c, err := Load(t.Context(), "testdata/good-syn-rate.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := c.Global.SynBudget(); got != 250 {
 		t.Errorf("syn_rate 250: got %d", got)
 	}
-	c, err = Load("testdata/good-minimal.yaml")
+	c, err = Load(t.Context(), "testdata/good-minimal.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestSynRate(t *testing.T) {
 		t.Errorf("unset: got %d, want the default %d", got, syn.DefaultRate)
 	}
 
-	_, err = Load("testdata/bad-syn-rate.yaml")
+	_, err = Load(t.Context(), "testdata/bad-syn-rate.yaml")
 	if want := "global: syn_rate 0 must be positive (packets/s for all raw SYNs of the prober; unset: 1000)"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("syn_rate 0: got %v, want %q", err, want)
 	}
@@ -68,7 +68,7 @@ func TestSynRate(t *testing.T) {
 		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := Load(path); err == nil || !strings.Contains(err.Error(), tt.want) {
+		if _, err := Load(t.Context(), path); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("syn_rate %s: got %v, want it to mention %q", tt.value, err, tt.want)
 		}
 	}

@@ -362,7 +362,7 @@ data:
 	if err := os.WriteFile(path, []byte(cm.Data["config.yaml"]), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c, err := configs.Load(path)
+	c, err := configs.Load(t.Context(), path)
 	if err != nil {
 		t.Fatalf("the ConfigMap's config does not load: %v", err)
 	}

@@ -23,7 +23,7 @@ probes:
     targets: {static: ["127.0.0.1:1"]}
     vantage: {pods_selector: {label_selector: app=web}}
 `), 0o644)
-	_, _, err := loadJobs(path, slog.New(slog.DiscardHandler))
+	_, _, err := loadJobs(t.Context(), path, slog.New(slog.DiscardHandler))
 	want := "config " + path + `: probes[0] "vips": targets.kubernetes[0]: ` + errNoKubernetes.Error() + "\n" +
 		`probes[1] "pods": vantage.pods_selector: ` + errNoKubernetes.Error()
 	if err == nil || err.Error() != want {

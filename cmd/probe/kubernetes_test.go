@@ -12,7 +12,7 @@ import (
 // With -tags kubernetes, the shipped Kubernetes config builds into jobs
 // (the clients are made when the sources start, so no cluster is needed).
 func TestKubernetesConfigBuilds(t *testing.T) {
-	cfg, err := configs.Load("../../configs/kubernetes.yaml")
+	cfg, err := configs.Load(t.Context(), "../../configs/kubernetes.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

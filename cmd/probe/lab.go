@@ -65,10 +65,16 @@ See docs/lab.md.`,
 	return cmd
 }
 
+// labPrefix checks a lab name and returns its namespace name prefix. The
+// name becomes part of namespace names (cpl-NAME-pod) and of the state
+// file's path, so it is 1-16 characters of a-z, 0-9 and -, beginning and
+// ending with a letter or digit: never empty (cpl--pod), never a path.
 func labPrefix(name string) (string, error) {
 	p := "cpl-" + name
-	if err := lab.ValidPrefix(p); err != nil {
-		return "", usagef("--name %q: want 1-16 characters of a-z, 0-9 and -", name)
+	ok := len(name) >= 1 && len(name) <= 16 && lab.ValidPrefix(p) == nil &&
+		name[0] != '-' && name[len(name)-1] != '-'
+	if !ok {
+		return "", usagef("--name %q: want 1-16 characters of a-z, 0-9 and -, beginning and ending with a letter or digit", name)
 	}
 	return p, nil
 }
@@ -76,6 +82,9 @@ func labPrefix(name string) (string, error) {
 func statePath(name string) string { return filepath.Join(labStateDir, name+".json") }
 
 func loadState(name string) (*labState, error) {
+	if _, err := labPrefix(name); err != nil {
+		return nil, err
+	}
 	b, err := os.ReadFile(statePath(name))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("lab %q is not up (no %s): run probe lab up --name %s", name, statePath(name), name)

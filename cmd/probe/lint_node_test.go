@@ -67,7 +67,7 @@ func TestExplainerFindsThePeerNamespace(t *testing.T) {
 	addAddr(p.Server)
 	target := "[" + uniq + "]:9000"
 	f := runFlags{netns: p.Client, explainF: explainFlags{on: true}}
-	ex, err := newExplainer(f, []string{target, "192.0.2.1:80", "127.0.0.1:9000", "[::1]:9000"})
+	ex, err := newExplainer(t.Context(), f, []string{target, "192.0.2.1:80", "127.0.0.1:9000", "[::1]:9000"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestExplainerFindsThePeerNamespace(t *testing.T) {
 	// Two namespaces with the target's address: no guess, both named.
 	q := nstest.NewPair(t)
 	addAddr(q.Server)
-	ex, err = newExplainer(f, []string{target})
+	ex, err = newExplainer(t.Context(), f, []string{target})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestExplainerFindsThePeerNamespace(t *testing.T) {
 		!strings.Contains(ex.why[0], p.Server) || !strings.Contains(ex.why[0], q.Server) {
 		t.Errorf("ambiguous peer: ends %+v, why %q; want local only and both namespaces named", ex.ends[0], ex.why[0])
 	}
-	off, err := newExplainer(runFlags{}, []string{"x:1"})
+	off, err := newExplainer(t.Context(), runFlags{}, []string{"x:1"})
 	if err != nil || off != nil || off.take(0) != nil {
 		t.Errorf("explain off: %v %v", off, err)
 	}

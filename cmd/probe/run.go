@@ -312,7 +312,7 @@ func runProbes(ctx context.Context, f runFlags, args []string) error {
 	if f.idleF.find {
 		return runFindIdle(ctx, plan, f)
 	}
-	ex, err := newExplainer(f, args)
+	ex, err := newExplainer(ctx, f, args)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -36,7 +37,7 @@ type explainer struct {
 // newExplainer finds the ends of each target: the local namespace, and the
 // namespace that owns the target's address (or --peer-netns). Nil when
 // --explain is off.
-func newExplainer(f runFlags, args []string) (*explainer, error) {
+func newExplainer(ctx context.Context, f runFlags, args []string) (*explainer, error) {
 	if !f.explainF.on {
 		return nil, nil
 	}
@@ -60,7 +61,7 @@ func newExplainer(f runFlags, args []string) (*explainer, error) {
 	if fixed == nil {
 		// Every namespace on this machine, the host's included, except
 		// the local one.
-		nss, _ := targets.Discovery{IncludeHost: true}.Discover()
+		nss, _ := targets.Discovery{IncludeHost: true}.Discover(ctx)
 		for _, n := range nss {
 			name := n.Name
 			if name == "" {

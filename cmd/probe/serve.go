@@ -163,7 +163,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 	if err := s.exp.Register(s.kernel.c); err != nil {
 		return fmt.Errorf("serve: kernel metrics: %w", err)
 	}
-	cfg, jobs, err := loadJobs(f.config, log)
+	cfg, jobs, err := loadJobs(ctx, f.config, log)
 	if err != nil {
 		s.exp.ConfigLoaded(false, time.Now())
 		return usageError{err}
@@ -326,7 +326,7 @@ func (s *server) reloadLoop(ctx context.Context, hup <-chan os.Signal) {
 
 // reload re-reads the config; on any problem the running config stays.
 func (s *server) reload(ctx context.Context) error {
-	cfg, jobs, err := loadJobs(s.flags.config, s.log)
+	cfg, jobs, err := loadJobs(ctx, s.flags.config, s.log)
 	if err != nil {
 		s.exp.ConfigLoaded(false, time.Now())
 		s.log.Error("reload failed; the previous config keeps running", "file", s.flags.config,
@@ -346,8 +346,8 @@ func (s *server) reload(ctx context.Context) error {
 }
 
 // loadJobs loads and validates the config file and builds its jobs.
-func loadJobs(path string, log *slog.Logger) (*configs.Config, []*scheduler.Job, error) {
-	cfg, err := configs.Load(path)
+func loadJobs(ctx context.Context, path string, log *slog.Logger) (*configs.Config, []*scheduler.Job, error) {
+	cfg, err := configs.Load(ctx, path)
 	if err != nil {
 		return nil, nil, err
 	}

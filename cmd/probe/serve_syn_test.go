@@ -78,7 +78,7 @@ func TestServeSynURLTarget(t *testing.T) {
 
 	path := filepath.Join(t.TempDir(), "c.yaml")
 	os.WriteFile(path, []byte("probes:\n  - name: db\n    kind: syn\n    targets: {static: [\"foo://127.0.0.1:1\"]}\n"), 0o644)
-	_, _, err := loadJobs(path, slog.New(slog.DiscardHandler))
+	_, _, err := loadJobs(t.Context(), path, slog.New(slog.DiscardHandler))
 	want := "config " + path + `: probes[0] "db": targets.static[0]: target "foo://127.0.0.1:1": scheme "foo" is not supported by kind syn (want host:port, tcp:// or an application URL, of which only the port counts)`
 	if err == nil || err.Error() != want {
 		t.Errorf("got  %v\nwant %s", err, want)

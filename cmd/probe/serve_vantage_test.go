@@ -191,7 +191,7 @@ probes:
 	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, jobs, err := loadJobs(path, slog.New(slog.DiscardHandler))
+	_, jobs, err := loadJobs(t.Context(), path, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,10 +32,7 @@ type DNS struct {
 
 // Run implements Source.
 func (d *DNS) Run(ctx context.Context, update func([]probe.Target)) error {
-	log := d.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log := newLimitedLog(d.Log)
 	r := d.resolver()
 	var last []probe.Target
 	first := true

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/connprobe/connprobe/internal/safefile"
 	"github.com/connprobe/connprobe/probe"
 )
 
@@ -74,8 +75,10 @@ func (d Discovery) namedDir() string {
 }
 
 // Discover lists the namespaces now, sorted by Label. Processes that exit
-// while it scans are skipped; only an unreadable /proc is an error.
-func (d Discovery) Discover() ([]Namespace, error) {
+// while it scans are skipped; only an unreadable /proc is an error. The
+// files it reads inside pods are hostile (safefile): each read is bounded
+// in size and time, and ctx ends the scan.
+func (d Discovery) Discover(ctx context.Context) ([]Namespace, error) {
 	proc := d.procRoot()
 	var self uint64
 	if !d.IncludeHost {
@@ -120,6 +123,9 @@ func (d Discovery) Discover() ([]Namespace, error) {
 	}
 	slices.Sort(pids)
 	for _, pid := range pids {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("netns discovery: %w", context.Cause(ctx))
+		}
 		ino, err := nsInode(filepath.Join(proc, strconv.Itoa(pid), "ns/net"))
 		if err != nil || ino == self {
 			continue // exited, kernel thread, or the host
@@ -132,7 +138,7 @@ func (d Discovery) Discover() ([]Namespace, error) {
 			}
 		}
 		if n.PodUID == "" || n.PodName == "" {
-			d.podOf(pid, n)
+			d.podOf(ctx, pid, n)
 		}
 	}
 
@@ -144,12 +150,32 @@ func (d Discovery) Discover() ([]Namespace, error) {
 	return out, nil
 }
 
+// Caps of the files podOf reads: the pod's own files, so hostile
+// (safefile). cgroup and environ are procfs files the kernel writes, but
+// a process chooses its environment's size.
+const (
+	podFileTimeout = 2 * time.Second
+	maxCgroupFile  = 64 << 10
+	maxEnvironFile = 256 << 10
+	maxNSFile      = 4 << 10
+)
+
+// serviceAccountNamespace is the file, inside the container's root, that
+// names the pod's namespace.
+const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
 // podOf fills n's pod fields from process pid: the UID from its cgroup, the
 // name from the HOSTNAME the runtime sets in a container's environment, the
 // namespace from the service-account mount in its root. Each is optional.
-func (d Discovery) podOf(pid int, n *Namespace) {
+// The root and the environment belong to the pod: the namespace file is
+// read inside the pod's root (safefile.ReadInRoot: a FIFO, a symlink to
+// /dev/zero or to a host file yields nothing), and a name or namespace that
+// is not a DNS name is ignored (it would become a label value).
+func (d Discovery) podOf(ctx context.Context, pid int, n *Namespace) {
+	ctx, cancel := context.WithTimeout(ctx, podFileTimeout)
+	defer cancel()
 	dir := filepath.Join(d.procRoot(), strconv.Itoa(pid))
-	cg, err := os.ReadFile(filepath.Join(dir, "cgroup"))
+	cg, err := safefile.ReadFile(ctx, filepath.Join(dir, "cgroup"), maxCgroupFile)
 	if err != nil {
 		return
 	}
@@ -159,15 +185,39 @@ func (d Discovery) podOf(pid int, n *Namespace) {
 	}
 	n.PodUID = uid
 	if n.PodName == "" {
-		if env, err := os.ReadFile(filepath.Join(dir, "environ")); err == nil {
-			n.PodName = envValue(env, "HOSTNAME")
+		if env, err := safefile.ReadFile(ctx, filepath.Join(dir, "environ"), maxEnvironFile); err == nil {
+			if name := envValue(env, "HOSTNAME"); dnsName(name, 253) {
+				n.PodName = name
+			}
 		}
 	}
 	if n.PodNamespace == "" {
-		if b, err := os.ReadFile(filepath.Join(dir, "root/var/run/secrets/kubernetes.io/serviceaccount/namespace")); err == nil {
-			n.PodNamespace = strings.TrimSpace(string(b))
+		if b, err := safefile.ReadInRoot(ctx, filepath.Join(dir, "root"), serviceAccountNamespace, maxNSFile); err == nil {
+			if ns := strings.TrimSpace(string(b)); dnsName(ns, 63) {
+				n.PodNamespace = ns
+			}
 		}
 	}
+}
+
+// dnsName reports whether s is a lowercase DNS name (RFC 1123 labels joined
+// by dots) of at most max characters: what Kubernetes allows for pod
+// names (253) and namespaces (63, one label).
+func dnsName(s string, max int) bool {
+	if s == "" || len(s) > max {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return max > 63 || !strings.Contains(s, ".")
 }
 
 func nsInode(path string) (uint64, error) {
@@ -276,8 +326,8 @@ var ErrNoNamespace = errors.New("no such network namespace")
 
 // Find returns the namespace whose Label, Name or pod name matches spec
 // ("pod:default/web-1", "web-1", "netns:blue").
-func (d Discovery) Find(spec string) (Namespace, error) {
-	nss, err := d.Discover()
+func (d Discovery) Find(ctx context.Context, spec string) (Namespace, error) {
+	nss, err := d.Discover(ctx)
 	if err != nil {
 		return Namespace{}, err
 	}

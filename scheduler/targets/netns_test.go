@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -67,7 +68,7 @@ func TestPodOfFromFixtureProc(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(dir, "environ"), []byte("PATH=/bin\x00HOSTNAME=web-7d9f\x00HOME=/\x00"), 0o644))
 	must(t, os.WriteFile(filepath.Join(sa, "namespace"), []byte("shop\n"), 0o644))
 	var n Namespace
-	Discovery{ProcRoot: root}.podOf(4242, &n)
+	Discovery{ProcRoot: root}.podOf(t.Context(), 4242, &n)
 	want := Namespace{PodUID: "1b4e2c3d-5f6a-4b7c-8d9e-0a1b2c3d4e5f", PodName: "web-7d9f", PodNamespace: "shop"}
 	if n != want {
 		t.Errorf("podOf = %+v, want %+v", n, want)
@@ -115,7 +116,7 @@ func startUnshared(t *testing.T) *exec.Cmd {
 func TestDiscoverFindsLabAndProcessOnlyNamespaces(t *testing.T) {
 	l := lab.New(t)
 	cmd := startUnshared(t)
-	nss, err := Discovery{}.Discover()
+	nss, err := Discovery{}.Discover(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,4 +271,87 @@ func fds(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(es)
+}
+
+// A pod controls the files in its root filesystem and its environment:
+// discovery must neither hang on them, nor read without bound, nor follow
+// them out to the host's files. Each case is a fake /proc whose process
+// 4242 is in a real namespace (an unshared sleep's) and belongs to a pod.
+func TestDiscoverHostilePodFiles(t *testing.T) {
+	victim := startUnshared(t)
+	hostFile := filepath.Join(t.TempDir(), "host-namespace")
+	must(t, os.WriteFile(hostFile, []byte("kube-system\n"), 0o644))
+	tests := []struct {
+		name    string
+		plant   func(t *testing.T, sa string) // sa: the service-account dir in the pod's root
+		environ string
+		want    Namespace
+	}{
+		{"fifo", func(t *testing.T, sa string) { must(t, syscall.Mkfifo(filepath.Join(sa, "namespace"), 0o644)) },
+			"HOSTNAME=web-1\x00", Namespace{PodName: "web-1"}},
+		{"symlink to /dev/zero", func(t *testing.T, sa string) { must(t, os.Symlink("/dev/zero", filepath.Join(sa, "namespace"))) },
+			"HOSTNAME=web-1\x00", Namespace{PodName: "web-1"}},
+		{"huge file", func(t *testing.T, sa string) {
+			f, err := os.Create(filepath.Join(sa, "namespace"))
+			must(t, err)
+			must(t, f.Truncate(1<<40))
+			must(t, f.Close())
+		}, "HOSTNAME=web-1\x00", Namespace{PodName: "web-1"}},
+		{"absolute symlink to a host file", func(t *testing.T, sa string) { must(t, os.Symlink(hostFile, filepath.Join(sa, "namespace"))) },
+			"HOSTNAME=web-1\x00", Namespace{PodName: "web-1"}},
+		{"relative symlink escaping the root", func(t *testing.T, sa string) {
+			must(t, os.Symlink("../../../../../../../../../../.."+hostFile, filepath.Join(sa, "namespace")))
+		}, "HOSTNAME=web-1\x00", Namespace{PodName: "web-1"}},
+		{"names that are not DNS names", func(t *testing.T, sa string) {
+			must(t, os.WriteFile(filepath.Join(sa, "namespace"), []byte("Shop/../x\n"), 0o644))
+		}, "HOSTNAME=" + strings.Repeat("w", 300) + "\x00", Namespace{}},
+		{"a plain pod", func(t *testing.T, sa string) {
+			must(t, os.WriteFile(filepath.Join(sa, "namespace"), []byte("shop\n"), 0o644))
+		},
+			"HOSTNAME=web-1\x00", Namespace{PodName: "web-1", PodNamespace: "shop"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			proc := t.TempDir()
+			dir := filepath.Join(proc, "4242")
+			sa := filepath.Join(dir, "root/var/run/secrets/kubernetes.io/serviceaccount")
+			must(t, os.MkdirAll(sa, 0o755))
+			must(t, os.MkdirAll(filepath.Join(dir, "ns"), 0o755))
+			must(t, os.Symlink("/proc/"+strconv.Itoa(victim.Process.Pid)+"/ns/net", filepath.Join(dir, "ns/net")))
+			cg, _ := os.ReadFile("testdata/cgroup/systemd-v2")
+			must(t, os.WriteFile(filepath.Join(dir, "cgroup"), cg, 0o644))
+			must(t, os.WriteFile(filepath.Join(dir, "environ"), []byte(tt.environ), 0o644))
+			tt.plant(t, sa)
+
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			type result struct {
+				nss []Namespace
+				err error
+			}
+			done := make(chan result, 1)
+			start := time.Now()
+			go func() {
+				nss, err := Discovery{ProcRoot: proc, NamedDir: t.TempDir()}.Discover(ctx)
+				done <- result{nss, err}
+			}()
+			var r result
+			select {
+			case r = <-done:
+			case <-time.After(30 * time.Second):
+				t.Fatal("Discover hung on a pod's file")
+			}
+			if r.err != nil || len(r.nss) != 1 {
+				t.Fatalf("Discover = %+v, %v; want one namespace", r.nss, r.err)
+			}
+			if took := time.Since(start); took > 10*time.Second {
+				t.Errorf("Discover took %s", took)
+			}
+			got := r.nss[0]
+			if got.PodUID != "1b4e2c3d-5f6a-4b7c-8d9e-0a1b2c3d4e5f" || got.PodName != tt.want.PodName || got.PodNamespace != tt.want.PodNamespace {
+				t.Errorf("pod = uid %q name %q namespace %q; want name %q namespace %q",
+					got.PodUID, got.PodName, got.PodNamespace, tt.want.PodName, tt.want.PodNamespace)
+			}
+		})
+	}
 }

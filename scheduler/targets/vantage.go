@@ -73,17 +73,17 @@ func (v *Vantage) Recheck() {
 // Run implements Source. It fails only when the first discovery fails (an
 // unreadable /proc) or when Source fails.
 func (v *Vantage) Run(ctx context.Context, update func([]probe.Target)) error {
-	log := v.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log := newLimitedLog(v.Log)
 	refresh := v.Refresh
 	if refresh <= 0 {
 		refresh = DefaultVantageRefresh
 	}
 	recheck := v.recheck // nil (never fires) when not made by NewVantage
 	var pods map[string]Pod
-	nss, err := v.discover(pods)
+	nss, err := v.discover(ctx, pods)
+	if ctx.Err() != nil {
+		return nil // stopped while discovering: not a failure
+	}
 	if err != nil {
 		return err
 	}
@@ -161,7 +161,10 @@ func (v *Vantage) Run(ctx context.Context, update func([]probe.Target)) error {
 		case <-tick.C:
 		case <-recheck:
 		}
-		next, err := v.discover(pods)
+		next, err := v.discover(ctx, pods)
+		if ctx.Err() != nil {
+			return nil
+		}
 		if err != nil {
 			log.Warn("netns discovery failed; keeping the previous vantage points", "err", err)
 			continue
@@ -194,8 +197,8 @@ func latest[T any](ch chan T, v T) {
 
 // discover lists the namespaces Match accepts and those of pods, the
 // latter named by pods (the API) rather than by discovery.
-func (v *Vantage) discover(pods map[string]Pod) ([]Namespace, error) {
-	all, err := v.Discovery.Discover()
+func (v *Vantage) discover(ctx context.Context, pods map[string]Pod) ([]Namespace, error) {
+	all, err := v.Discovery.Discover(ctx)
 	if err != nil {
 		return nil, err
 	}
