@@ -518,7 +518,7 @@ var pawsNAT = &Incident{
 		snap := kernel.Take(kernel.End{Role: "local", Name: e.l.Pod, NetNS: e.l.Path(e.l.Pod)}, kernel.End{Role: "peer", Name: e.l.DB, NetNS: e.l.Path(e.l.DB)})
 		r := p.Probe(ctx)
 		r.Evidence = append(r.Evidence, snap.Evidence(kernel.Own{SynRetrans: r.Retransmits})...)
-		f := finding{result: r, probe: fmt.Sprintf("probe run --netns %s --paws --explain %s", e.l.Pod, db)}
+		f := finding{result: r, probe: fmt.Sprintf("probe run --netns %s --paws --explain --peer-netns %s %s", e.l.Pod, e.l.DB, db)}
 		for _, ev := range r.Evidence {
 			if strings.Contains(ev, "TSval") || strings.HasPrefix(ev, "kernel ") {
 				f.decisive = append(f.decisive, ev)
