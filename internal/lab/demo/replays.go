@@ -121,11 +121,11 @@ var kafkaCloseWait = &Incident{
 				f.decisive = append(f.decisive, "CLOSE-WAIT audit of the broker: "+s.String())
 			}
 		}
-		reasons := map[probe.Reason]int{}
+		var reasons []string
 		for _, r := range results {
-			reasons[r.Reason]++
+			reasons = append(reasons, string(r.Reason))
 		}
-		f.also = append(f.also, fmt.Sprintf("%d consumers probed the broker: %v; the TCP handshake itself succeeded (the broker's kernel accepts)", len(results), reasons))
+		f.also = append(f.also, fmt.Sprintf("%d consumers probed the broker: %s; the TCP handshake itself succeeded (the broker's kernel accepts)", len(results), strings.Join(reasons, ", ")))
 		return f, nil
 	},
 }
@@ -526,7 +526,7 @@ var pawsNAT = &Incident{
 		}
 		acc, drop := em.Counts()
 		f.also = append(f.also, fmt.Sprintf("the db's PAWS check (the lab's emulator of tcp_tw_recycle, an NFQUEUE consumer) accepted %d SYN(s), dropped %d with an older TSval", acc, drop),
-			"it drops before TCP sees the SYN, as a middlebox would: the db's own counters stay flat; a kernel with tcp_tw_recycle counted such drops as PAWSPassive and ListenDrops (netstat -s: SYNs to LISTEN sockets dropped)")
+			"it drops before TCP sees the SYN, as a middlebox would: the db's PAWS and ListenDrops counters stay flat; a kernel with tcp_tw_recycle counted such drops as PAWSPassive and ListenDrops (netstat -s: SYNs to LISTEN sockets dropped)")
 		return f, nil
 	},
 }
