@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,7 +37,11 @@ func TestProbeProcess(t *testing.T) {
 	serverArgv = func() ([]string, error) {
 		return []string{os.Args[0], "-test.run=^TestProbeProcess$", "--"}, nil
 	}
-	os.Exit(run(context.Background(), args))
+	// As main does: Ctrl-C and SIGTERM cancel the command's context.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, args)
+	stop()
+	os.Exit(code)
 }
 
 // probeCmd runs `probe args...` as its own process and returns its stdout,

@@ -317,9 +317,12 @@ func Up(ctx context.Context, o Options) (l *Lab, err error) {
 			return nil, fmt.Errorf("lab: namespace %s already exists (a lab with prefix %q is up; probe lab down, or pick another prefix)", ns, o.Prefix)
 		}
 	}
+	// "return nil, err" has set l to nil by the time this runs: remove
+	// what was built through its own copy.
+	built := l
 	defer func() {
 		if err != nil {
-			_ = l.Down()
+			_ = built.Down()
 			l = nil
 		}
 	}()

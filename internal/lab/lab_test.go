@@ -668,3 +668,27 @@ func TestPAWSRule(t *testing.T) {
 		t.Errorf("after clear: %q %v", out, l.PAWS)
 	}
 }
+
+// TestUpCanceledRemovesWhatItBuilt: an Up canceled midway (Ctrl-C) returns
+// an error and leaves no namespace (it used to panic in its cleanup).
+func TestUpCanceledRemovesWhatItBuilt(t *testing.T) {
+	t.Parallel()
+	RequirePriv(t)
+	for _, after := range []time.Duration{5 * time.Millisecond, 30 * time.Millisecond, 80 * time.Millisecond} {
+		p := uniquePrefix()
+		ctx, cancel := context.WithTimeout(t.Context(), after)
+		l, err := Up(ctx, Options{Prefix: p})
+		cancel()
+		if err == nil {
+			l.Down()
+			continue // the machine was faster than the cancel
+		}
+		if l != nil {
+			t.Errorf("Up failed (%v) but returned a lab", err)
+		}
+		if left, _ := filepath.Glob("/run/netns/" + p + "-*"); len(left) > 0 {
+			t.Errorf("canceled after %s: %v left", after, left)
+			Remove(p)
+		}
+	}
+}
