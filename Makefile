@@ -17,8 +17,9 @@ build:
 deps:
 	./scripts/install-deps.sh
 
-# demo: build, bring a lab up, probe a healthy VIP and every connect-level
-# fault, print one table, tear the lab down.
+# demo: build, probe a healthy VIP and every connect-level fault (IPv4 and
+# IPv6) in one lab, replay the five incidents each in a lab of its own, print
+# the table and one block per incident, tear every lab down.
 demo: build
 	./scripts/install-deps.sh demo
 	./$(BIN) lab demo

@@ -12,7 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,8 +23,8 @@ import (
 
 	"github.com/connprobe/connprobe/exporters/report"
 	"github.com/connprobe/connprobe/internal/lab"
-	"github.com/connprobe/connprobe/probe"
-	"github.com/connprobe/connprobe/probe/connect"
+	"github.com/connprobe/connprobe/internal/lab/demo"
+	"github.com/connprobe/connprobe/internal/lab/paws"
 )
 
 // labStateDir holds one state file per lab started by `probe lab up`.
@@ -38,6 +38,8 @@ type labState struct {
 	Name    string      `json:"name"`
 	Lab     *lab.Lab    `json:"lab"`
 	Servers []labServer `json:"servers"`
+	// Emulators are the PAWS emulators `fault paws` started.
+	Emulators []labServer `json:"emulators,omitempty"`
 }
 
 type labServer struct {
@@ -61,7 +63,7 @@ See docs/lab.md.`,
 	}
 	cmd.PersistentFlags().StringVar(&name, "name", "lab", "lab name (namespaces are cpl-NAME-pod, cpl-NAME-node, ...)")
 	cmd.AddCommand(newLabUpCmd(&name), newLabDownCmd(&name), newLabFaultCmd(&name), newLabClearCmd(&name),
-		newLabDemoCmd(), newLabServeCmd())
+		newLabDemoCmd(), newLabIncidentCmd(), newLabServeCmd(), newLabPAWSCmd())
 	return cmd
 }
 
@@ -175,14 +177,22 @@ func printLab(w io.Writer, st *labState, took time.Duration, noServers bool) {
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(w, "lab %q up in %s (state %s)\n", st.Name, report.FormatDuration(took), statePath(st.Name))
-	fmt.Fprintf(tw, "  pod\t%s\t%s\tdefault via %s\n", l.Pod, l.PodIP, l.GatewayIP)
-	fmt.Fprintf(tw, "  node\t%s\t%s, %s\tService VIP %s → backend1/backend2 (nft DNAT, any TCP port)\n", l.Router, l.GatewayIP, lab.BridgeIP, l.VIP)
-	fmt.Fprintf(tw, "  backend1\t%s\t%s\t%s\n", l.Backend1, l.Backend1IP, servers)
-	fmt.Fprintf(tw, "  backend2\t%s\t%s\t%s\n", l.Backend2, l.Backend2IP, servers)
-	fmt.Fprintf(tw, "  db\t%s\t%s\t\n", l.DB, l.DBIP)
+	fmt.Fprintf(tw, "  pod\t%s\t%s, %s\tdefault via %s, %s\n", l.Pod, l.PodIP, l.PodIP6, l.GatewayIP, l.GatewayIP6)
+	fmt.Fprintf(tw, "  node\t%s\t%s, %s (+ IPv6 twins)\tService VIP %s and %s → backend1/backend2 (nft DNAT, any TCP port)\n", l.Router, l.GatewayIP, lab.BridgeIP, l.VIP, l.VIP6)
+	fmt.Fprintf(tw, "  backend1\t%s\t%s, %s\t%s\n", l.Backend1, l.Backend1IP, l.Backend1IP6, servers)
+	fmt.Fprintf(tw, "  backend2\t%s\t%s, %s\t%s\n", l.Backend2, l.Backend2IP, l.Backend2IP6, servers)
+	fmt.Fprintf(tw, "  db\t%s\t%s, %s\t\n", l.DB, l.DBIP, l.DBIP6)
 	tw.Flush()
-	fmt.Fprintf(w, "try:\n  probe run --netns %s %s:80\n  probe lab fault syn-drop --dst %s:80 && probe run --netns %s --timeout 2s %s:80\n  probe lab clear; probe lab down\n",
-		l.Pod, l.VIP, l.VIP, l.Pod, l.VIP)
+	if !noServers {
+		fmt.Fprintln(w, "the servers keep each connection until the client closes it (no idle timeout of their own)")
+	}
+	n := ""
+	if st.Name != "lab" {
+		n = " --name " + st.Name
+	}
+	v6 := netip.AddrPortFrom(l.VIP6, 80)
+	fmt.Fprintf(w, "try:\n  probe run --netns %s %s:80 %s\n  probe lab fault%s syn-drop --dst %s:80 && probe run --netns %s --timeout 2s %s:80\n  probe lab incident stale-ipvs-6h\n  probe lab clear%s; probe lab down%s\n",
+		l.Pod, l.VIP, v6, n, l.VIP, l.Pod, l.VIP, n, n)
 }
 
 // serverArgv is how this binary runs itself (tests re-execute the test
@@ -195,15 +205,22 @@ var serverArgv = func() ([]string, error) {
 // startServer runs `probe lab serve` inside ns as a detached process and
 // waits until it listens.
 func startServer(ctx context.Context, ns string, listen []string) (int, error) {
+	sub := []string{"lab", "serve"}
+	for _, l := range listen {
+		sub = append(sub, "--listen", l)
+	}
+	return startDetached(ctx, ns, sub)
+}
+
+// startDetached runs `probe SUB...` inside ns as a detached process and
+// waits until it prints "ready".
+func startDetached(ctx context.Context, ns string, sub []string) (int, error) {
 	argv, err := serverArgv()
 	if err != nil {
 		return 0, fmt.Errorf("lab: server: %w", err)
 	}
 	args := append([]string{"netns", "exec", ns}, argv...)
-	args = append(args, "lab", "serve")
-	for _, l := range listen {
-		args = append(args, "--listen", l)
-	}
+	args = append(args, sub...)
 	cmd := exec.Command("ip", args...)
 	// Its own session: it outlives `probe lab up` and no terminal signal
 	// reaches it; `probe lab down` stops it by pid.
@@ -246,9 +263,20 @@ func startServer(ctx context.Context, ns string, listen []string) (int, error) {
 // stopServers terminates the lab's server processes, checking each pid is
 // still our server (a pid may have been reused since).
 func stopServers(st *labState) {
-	for _, s := range st.Servers {
+	stopPIDs(st.Servers, "lab\x00serve\x00")
+	stopEmulators(st)
+}
+
+// stopEmulators terminates the PAWS emulators of fault paws.
+func stopEmulators(st *labState) {
+	stopPIDs(st.Emulators, "lab\x00paws-emulator")
+	st.Emulators = nil
+}
+
+func stopPIDs(ss []labServer, mark string) {
+	for _, s := range ss {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", s.PID))
-		if err != nil || !strings.Contains(string(b), "lab\x00serve\x00") {
+		if err != nil || !strings.Contains(string(b), mark) {
 			continue
 		}
 		_ = syscall.Kill(s.PID, syscall.SIGTERM)
@@ -327,6 +355,9 @@ func newLabFaultCmd(name *string) *cobra.Command {
 			if err := needRoot("fault"); err != nil {
 				return err
 			}
+			if f.Kind == lab.PAWS {
+				return faultPAWS(cmd.Context(), cmd.OutOrStdout(), st, f)
+			}
 			if err := st.Lab.Fault(cmd.Context(), f); err != nil {
 				return err
 			}
@@ -342,13 +373,49 @@ func newLabFaultCmd(name *string) *cobra.Command {
 	return cmd
 }
 
+// faultPAWS queues the server's SYNs and starts a PAWS emulator in each
+// namespace that needs one (once per namespace), then saves the state so
+// clear and down find both.
+func faultPAWS(ctx context.Context, w io.Writer, st *labState, f lab.Fault) error {
+	before := len(st.Lab.PAWS)
+	if err := st.Lab.Fault(ctx, f); err != nil {
+		return err
+	}
+	var started []string
+	for _, ns := range st.Lab.PAWSNamespaces() {
+		if slices.ContainsFunc(st.Emulators, func(s labServer) bool { return s.NS == ns }) {
+			continue
+		}
+		pid, err := startDetached(ctx, ns, []string{"lab", "paws-emulator"})
+		if err != nil {
+			return errors.Join(err, saveState(st))
+		}
+		st.Emulators = append(st.Emulators, labServer{NS: ns, PID: pid})
+		started = append(started, ns)
+	}
+	if err := saveState(st); err != nil {
+		return err
+	}
+	var nss []string
+	for _, r := range st.Lab.PAWS[before:] {
+		if !slices.Contains(nss, r.NS) {
+			nss = append(nss, r.NS)
+		}
+	}
+	fmt.Fprintf(w, "lab %q: fault %s: SYNs to %s go through a PAWS emulator (per-source TSval check)\n", st.Name, f, strings.Join(nss, ", "))
+	if len(started) > 0 {
+		fmt.Fprintf(w, "  emulator started in %s; probe lab clear stops it\n", strings.Join(started, ", "))
+	}
+	return nil
+}
+
 func parseDst(s string) (netip.AddrPort, error) {
 	if ap, err := netip.ParseAddrPort(s); err == nil {
 		return ap, nil
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("--dst %q: want an IPv4 address or address:port", s)
+		return netip.AddrPort{}, fmt.Errorf("--dst %q: want an address or address:port (IPv6 as [addr]:port)", s)
 	}
 	return netip.AddrPortFrom(a, 0), nil
 }
@@ -366,7 +433,11 @@ func newLabClearCmd(name *string) *cobra.Command {
 			if err := needRoot("clear"); err != nil {
 				return err
 			}
+			stopEmulators(st)
 			if err := st.Lab.ClearFaults(cmd.Context()); err != nil {
+				return err
+			}
+			if err := saveState(st); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "lab %q: faults cleared\n", *name)
@@ -422,45 +493,12 @@ func newLabServeCmd() *cobra.Command {
 	return cmd
 }
 
-// demoScenario is one row of `probe lab demo`.
-type demoScenario struct {
-	name   string
-	port   uint16
-	fault  lab.FaultKind // "" none
-	host   string        // target host instead of the VIP (DNS scenarios)
-	netns  string        // "gone": probe from a deleted namespace
-	send   bool          // send "ping\n" and expect "pong"
-	expect string        // expect only (a server greeting)
-	want   probe.Reason
-}
-
-// demoScenarios: the healthy VIP and every connect-level fault, each on its
-// own VIP port with the fault limited to that port, so they run at once.
-var demoScenarios = []demoScenario{
-	{name: "healthy VIP", port: 80, want: probe.ReasonOK},
-	{name: "healthy VIP, request/reply", port: 80, send: true, want: probe.ReasonOK},
-	{name: "first SYN dropped", port: 81, fault: lab.FirstSYNDrop, want: probe.ReasonSynRetransmitted},
-	{name: "all SYNs dropped", port: 82, fault: lab.SYNDrop, want: probe.ReasonSynTimeout},
-	{name: "SYN/ACK dropped on return", port: 83, fault: lab.SYNACKDrop, want: probe.ReasonSynTimeout},
-	{name: "no listener", port: 84, want: probe.ReasonRefused},
-	{name: "reject with tcp reset", port: 85, fault: lab.Reset, want: probe.ReasonRefused},
-	{name: "ICMP host-unreachable", port: 86, fault: lab.HostUnreachable, want: probe.ReasonUnreachable},
-	{name: "ICMP admin-prohibited", port: 87, fault: lab.AdminProhibited, want: probe.ReasonUnreachable},
-	{name: "ICMP net-unreachable", port: 88, fault: lab.NetUnreachable, want: probe.ReasonUnreachable},
-	{name: "ICMP port-unreachable", port: 89, fault: lab.PortUnreachable, want: probe.ReasonRefused},
-	{name: "server closed (FIN) before our send", port: 90, send: true, want: probe.ReasonPeerClosed},
-	{name: "RST on the established connection", port: 91, fault: lab.ResetEstablished, send: true, want: probe.ReasonReset},
-	{name: "request dropped after handshake", port: 92, fault: lab.DropAfter, send: true, want: probe.ReasonReplyTimeout},
-	{name: "name does not resolve", port: 80, host: "nope.lab.invalid", want: probe.ReasonDNSError},
-	{name: "name resolves to the VIP", port: 80, host: "web.lab.invalid", want: probe.ReasonOK},
-	{name: "pod namespace deleted", port: 80, netns: "gone", want: probe.ReasonNetNSGone},
-}
-
 func newLabDemoCmd() *cobra.Command {
 	var timeout time.Duration
+	var incidents bool
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Bring a lab up, probe the healthy VIP and every connect-level fault, print one table, tear it down",
+		Short: "Probe every connect-level fault (IPv4 and IPv6) and replay the five incidents, each in its own lab; tear everything down",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if timeout <= 0 {
@@ -469,157 +507,79 @@ func newLabDemoCmd() *cobra.Command {
 			if err := needRoot("demo"); err != nil {
 				return err
 			}
-			return runDemo(cmd.Context(), cmd.OutOrStdout(), timeout)
+			o := demo.Options{Timeout: timeout}
+			if incidents {
+				o.Incidents = demo.Incidents
+			}
+			return demoErr(demo.Run(cmd.Context(), cmd.OutOrStdout(), o))
 		},
 	}
-	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Second, "timeout of each probe")
+	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Second, "timeout of each connect probe")
+	cmd.Flags().BoolVar(&incidents, "incidents", true, "also replay the five incidents")
 	return cmd
 }
 
-func runDemo(ctx context.Context, w io.Writer, timeout time.Duration) (err error) {
-	t0 := time.Now()
-	prefix := fmt.Sprintf("cpdemo%d", os.Getpid())
-	l, err := lab.Up(ctx, lab.Options{Prefix: prefix})
-	if err != nil {
-		return err
+func demoErr(err error) error {
+	if errors.Is(err, demo.ErrMismatch) {
+		return errFailed
 	}
-	gone := prefix + "-gone"
-	defer func() {
-		_ = exec.Command("ip", "netns", "delete", gone).Run()
-		derr := l.Down()
-		left, _ := filepath.Glob(filepath.Join("/run/netns", prefix+"*"))
-		switch {
-		case derr != nil:
-			err = errors.Join(err, derr)
-		case len(left) > 0:
-			err = errors.Join(err, fmt.Errorf("lab demo: namespaces left behind: %v", left))
-		default:
-			fmt.Fprintf(w, "lab %s torn down: no namespace left (%s in all)\n", prefix, report.FormatDuration(time.Since(t0)))
-		}
-	}()
-	fmt.Fprintf(w, "%s (up in %s)\n\n", l, report.FormatDuration(time.Since(t0)))
-
-	// Servers on both backends, in this process.
-	var wg sync.WaitGroup
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-		wg.Wait()
-	}()
-	for _, ns := range []string{l.Backend1, l.Backend2} {
-		for port := uint16(80); port <= 92; port++ {
-			b := lab.Echo
-			switch port {
-			case 84:
-				continue // nothing listens
-			case 90:
-				b = lab.FIN
-			}
-			ln, err := l.Listen(ns, fmt.Sprintf(":%d", port))
-			if err != nil {
-				return err
-			}
-			lns = append(lns, ln)
-			wg.Go(func() { lab.Serve(ln, b) })
-		}
-	}
-	dns, err := lab.NewDNS(map[string][]netip.Addr{"web.lab.invalid": {l.VIP}})
-	if err != nil {
-		return err
-	}
-	defer dns.Close()
-
-	// A namespace that existed when the prober was built, deleted before
-	// it probes: a pod that went away.
-	if out, err := exec.CommandContext(ctx, "ip", "netns", "add", gone).CombinedOutput(); err != nil {
-		return fmt.Errorf("lab demo: ip netns add %s: %w: %s", gone, err, out)
-	}
-
-	probers := make([]*connect.Prober, len(demoScenarios))
-	for i, sc := range demoScenarios {
-		vip := netip.AddrPortFrom(l.VIP, sc.port)
-		if sc.fault != "" {
-			if err := l.Fault(ctx, lab.Fault{Kind: sc.fault, Dst: vip}); err != nil {
-				return err
-			}
-		}
-		host := l.VIP.String()
-		if sc.host != "" {
-			host = sc.host
-		}
-		t := probe.Target{Name: net.JoinHostPort(host, strconv.Itoa(int(sc.port))), Scheme: "tcp", Host: host, Port: sc.port, NetNS: l.Path(l.Pod)}
-		if sc.netns == "gone" {
-			t.NetNS = l.Path(gone)
-		}
-		cfg := connect.Config{Timeout: timeout, Resolver: dns.Resolver()}
-		if sc.send {
-			cfg.Send, cfg.Expect = []byte("ping\n"), []byte("pong")
-		}
-		if sc.expect != "" {
-			cfg.Expect = []byte(sc.expect)
-		}
-		if probers[i], err = connect.New(t, cfg); err != nil {
-			return err
-		}
-	}
-	if out, err := exec.CommandContext(ctx, "ip", "netns", "delete", gone).CombinedOutput(); err != nil {
-		return fmt.Errorf("lab demo: ip netns delete %s: %w: %s", gone, err, out)
-	}
-
-	results := make([]probe.Result, len(demoScenarios))
-	var pwg sync.WaitGroup
-	for i, p := range probers {
-		pwg.Go(func() { results[i] = probe.SafeProbe(ctx, p) })
-	}
-	pwg.Wait()
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SCENARIO\tFAULT (node netns)\tTARGET\tREASON\tRETX\tTIME\tEVIDENCE")
-	bad := 0
-	for i, sc := range demoScenarios {
-		r := results[i]
-		fault := "-"
-		if sc.fault != "" {
-			fault = string(sc.fault)
-		}
-		reason := string(r.Reason)
-		if r.Reason != sc.want {
-			bad++
-			reason += " (WANT " + string(sc.want) + ")"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", sc.name, fault, r.Target, reason, r.Retransmits,
-			report.FormatDuration(r.Duration), demoEvidence(r))
-	}
-	tw.Flush()
-	fmt.Fprintf(w, "\nDNS scenarios ask a fake DNS server on %s (Go's resolver still names /etc/resolv.conf's server in its error).\n", dns.Addr())
-	if bad > 0 {
-		fmt.Fprintf(w, "%d of %d scenarios were NOT classified as expected\n", bad, len(demoScenarios))
-		err = errFailed
-	} else {
-		fmt.Fprintf(w, "all %d scenarios classified as expected, probed from %s\n", len(demoScenarios), l.Pod)
-	}
-	fmt.Fprintf(w, "by hand: probe lab up; probe lab fault syn-drop; probe run --netns cpl-lab-pod %s:80; probe lab down\n", l.VIP)
 	return err
 }
 
-// demoEvidence keeps the table to one line per scenario: the evidence that
-// explains the reason, without the "established" line of exchanges.
-func demoEvidence(r probe.Result) string {
-	ev := r.Evidence
-	if len(ev) > 1 && strings.HasPrefix(ev[0], "established ") {
-		ev = ev[1:]
+func newLabIncidentCmd() *cobra.Command {
+	var v6 bool
+	var list strings.Builder
+	for _, inc := range demo.Incidents {
+		fmt.Fprintf(&list, "  %-20s %s\n", inc.Name, inc.Title)
 	}
-	if len(ev) > 1 && strings.HasPrefix(ev[0], "resolved ") && r.Success {
-		ev = ev[:1]
+	cmd := &cobra.Command{
+		Use:   "incident NAME",
+		Short: "Replay a production incident in a lab of its own: what was seen, what connprobe says and why, what to change",
+		Long: "Build what the incident needs in a fresh lab (servers, faults, sysctls), run the probes a user would run,\n" +
+			"print what the team saw at the time, what connprobe says (reason and decisive evidence) and what to change,\n" +
+			"then tear the lab down. Exit status 1 when connprobe did not say what it must.\n\nIncidents:\n" + list.String(),
+		Example: "  probe lab incident stale-ipvs-6h\n  probe lab incident paws-nat --ipv6",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usagef("lab incident: want exactly one incident NAME")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			inc, err := demo.FindIncident(args[0])
+			if err != nil {
+				return usageError{err}
+			}
+			if err := needRoot("incident"); err != nil {
+				return err
+			}
+			return demoErr(inc.Run(cmd.Context(), cmd.OutOrStdout(), demo.IncidentOptions{
+				Prefix: fmt.Sprintf("cpinc%d", os.Getpid()), V6: v6}))
+		},
 	}
-	s := strings.Join(ev, "; ")
-	if r.Reason == probe.ReasonNetNSGone && r.Err != nil {
-		s = r.Err.Error()
+	cmd.Flags().BoolVar(&v6, "ipv6", false, "replay over the lab's IPv6 addresses")
+	return cmd
+}
+
+// newLabPAWSCmd is the PAWS emulator `probe lab fault paws` starts in a
+// server's namespace (hidden: an implementation detail of fault paws).
+func newLabPAWSCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:    "paws-emulator",
+		Short:  "Drop queued SYNs whose TCP timestamp went backwards per source, until terminated",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			e := paws.New()
+			errc := make(chan error, 1)
+			go func() { errc <- e.Run(cmd.Context(), "", lab.PAWSQueue) }()
+			select {
+			case err := <-errc:
+				return fmt.Errorf("lab paws: %w", err)
+			case <-time.After(100 * time.Millisecond):
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "ready")
+			return <-errc
+		},
 	}
-	return s
 }

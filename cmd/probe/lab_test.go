@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,7 +37,11 @@ func TestProbeProcess(t *testing.T) {
 	serverArgv = func() ([]string, error) {
 		return []string{os.Args[0], "-test.run=^TestProbeProcess$", "--"}, nil
 	}
-	os.Exit(run(context.Background(), args))
+	// As main does: Ctrl-C and SIGTERM cancel the command's context.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, args)
+	stop()
+	os.Exit(code)
 }
 
 // probeCmd runs `probe args...` as its own process and returns its stdout,
@@ -138,8 +144,13 @@ func TestLabCLI(t *testing.T) {
 		os.Remove(statePath(name))
 	})
 	stdout, stderr, code := probeCmd(t, "lab", "up", "--name", name)
-	if code != 0 || !strings.Contains(stdout, prefix+"-pod") || !strings.Contains(stdout, "10.96.0.10") {
+	if code != 0 || !strings.Contains(stdout, prefix+"-pod") || !strings.Contains(stdout, "10.96.0.10") || !strings.Contains(stdout, "fd00:10:96::10") {
 		t.Fatalf("lab up: exit %d\n%s%s", code, stdout, stderr)
+	}
+	// The "try" commands address this lab, not the default one.
+	_, try, _ := strings.Cut(stdout, "try:")
+	if !strings.Contains(try, "probe lab fault --name "+name+" syn-drop") || !strings.Contains(try, "probe lab down --name "+name) || !strings.Contains(try, "probe lab clear --name "+name) {
+		t.Errorf("try commands do not carry --name %s:\n%s", name, try)
 	}
 	st, err := loadState(name)
 	if err != nil {
@@ -182,6 +193,7 @@ func TestLabCLI(t *testing.T) {
 		{[]string{"lab", "fault", "--name", name, "nonsense"}, exitUsage},
 		{[]string{"lab", "fault", "--name", name, "loss", "--percent", "200"}, exitUsage},
 		{[]string{"lab", "fault", "--name", name, "reset", "--dst", "db"}, exitUsage},
+		{[]string{"lab", "fault", "--name", name, "reset", "--dst", "[" + l.DBIP6.String() + "]:3306"}, 0},
 		{[]string{"lab", "fault", "--name", "no-such-lab", "reset"}, exitFailed},
 		{[]string{"lab", "up", "--name", "Bad_Name"}, exitUsage},
 	} {
@@ -193,12 +205,39 @@ func TestLabCLI(t *testing.T) {
 	if code != exitFailed || !strings.Contains(stdout, "refused") {
 		t.Errorf("after fault reset: exit %d\n%s", code, stdout)
 	}
+	db6 := "[" + l.DBIP6.String() + "]:3306"
+	stdout, _, code = probeCmd(t, "run", "--netns", l.Pod, db6)
+	if code != exitFailed || !strings.Contains(stdout, "refused") {
+		t.Errorf("v6 after fault reset --dst v6: exit %d\n%s", code, stdout)
+	}
+	if _, stderr, code := probeCmd(t, "lab", "clear", "--name", name); code != 0 {
+		t.Fatalf("lab clear: exit %d %s", code, stderr)
+	}
+	// fault paws: an emulator process in the db; --paws sees paws_rejected.
+	stdout, stderr, code = probeCmd(t, "lab", "fault", "--name", name, "paws", "--dst", db)
+	if code != 0 || !strings.Contains(stdout, "PAWS emulator") {
+		t.Fatalf("lab fault paws: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if st, err = loadState(name); err != nil || len(st.Emulators) != 1 {
+		t.Fatalf("state after fault paws: %+v %v", st, err)
+	}
+	emu := st.Emulators[0].PID
+	stdout, _, code = probeCmd(t, "run", "--netns", l.Pod, "--paws", "--explain", "--peer-netns", l.DB, "--timeout", "1s", db)
+	if code != exitFailed || !strings.Contains(stdout, "paws_rejected") || !strings.Contains(stdout, "kernel peer") {
+		t.Errorf("--paws with fault paws: exit %d\n%s", code, stdout)
+	}
 	if _, stderr, code := probeCmd(t, "lab", "clear", "--name", name); code != 0 {
 		t.Fatalf("lab clear: exit %d %s", code, stderr)
 	}
 	stdout, _, code = probeCmd(t, "run", "--netns", l.Pod, db)
 	if code != 0 {
 		t.Errorf("after clear: exit %d\n%s", code, stdout)
+	}
+	for deadline := time.Now().Add(5 * time.Second); alive(emu) && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if alive(emu) {
+		t.Errorf("PAWS emulator %d still running after clear", emu)
 	}
 	if _, stderr, code := probeCmd(t, "lab", "down", "--name", name); code != 0 {
 		t.Fatalf("lab down: exit %d %s", code, stderr)
@@ -230,7 +269,8 @@ func TestLabDemo(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("lab demo: exit %d\n%s\n%s", code, stdout, stderr)
 	}
-	for _, want := range []string{"all 17 scenarios classified as expected", "no namespace left", "syn_retransmitted", "ICMP admin-prohibited", "netns_gone", "dns_error"} {
+	for _, want := range []string{"all 33 scenarios classified as expected", "no namespace left", "syn_retransmitted", "ICMP admin-prohibited", "netns_gone", "dns_error",
+		"(IPv6)", "fd00:10:96::10", "all 5 incidents replayed and classified as expected", "in all"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, stdout)
 		}
@@ -246,7 +286,56 @@ func TestLabDemo(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("demo took %s", time.Since(t0))
+	took := time.Since(t0)
+	t.Logf("demo took %s\n%s", took, stdout)
+	if took > 2*time.Minute {
+		t.Errorf("demo took %s, want under 2 minutes", took)
+	}
+}
+
+// TestLabDemoInterrupted: Ctrl-C in the middle of the demo still tears
+// every lab down.
+func TestLabDemoInterrupted(t *testing.T) {
+	lab.RequirePriv(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestProbeProcess$", "--", "lab", "demo")
+	cmd.Env = append(os.Environ(), "CONNPROBE_TEST_MAIN=1")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	// Wait until its labs exist, then interrupt.
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if left, _ := filepath.Glob(fmt.Sprintf("/run/netns/cpdemo%d-i4-*", pid)); len(left) > 0 {
+			break
+		}
+	}
+	time.Sleep(time.Second)
+	cmd.Process.Signal(os.Interrupt)
+	err := cmd.Wait()
+	t.Logf("exit %v\n%s", err, out.String())
+	if left, _ := filepath.Glob(fmt.Sprintf("/run/netns/cpdemo%d*", pid)); len(left) > 0 {
+		t.Errorf("namespaces left after Ctrl-C: %v", left)
+		for _, p := range left {
+			exec.Command("ip", "netns", "delete", filepath.Base(p)).Run()
+		}
+	}
+}
+
+// TestLabIncidentCLI: probe lab incident NAME prints the block and exits 0;
+// an unknown name is bad usage.
+func TestLabIncidentCLI(t *testing.T) {
+	lab.RequirePriv(t)
+	stdout, stderr, code := probeCmd(t, "lab", "incident", "syn-retransmit-30s", "--ipv6")
+	if code != 0 || !strings.Contains(stdout, "connprobe says:    syn_retransmitted") || !strings.Contains(stdout, "ip_local_port_range") || !strings.Contains(stdout, "fd00:10:96::10") {
+		t.Errorf("lab incident: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if _, stderr, code := probeCmd(t, "lab", "incident", "nope"); code != exitUsage || !strings.Contains(stderr, "kafka-close-wait") {
+		t.Errorf("unknown incident: exit %d %s", code, stderr)
+	}
 }
 
 // pidOf extracts the pid from the demo's "lab cpdemo<pid>:" header.

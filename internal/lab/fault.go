@@ -54,6 +54,18 @@ const (
 	// ConntrackTimeout sets the node's established-TCP conntrack timeout to
 	// Timeout. The kernel applies it when an entry next sees a packet.
 	ConntrackTimeout FaultKind = "conntrack-timeout"
+	// FirstSYNACKDrop drops only the first SYN/ACK of each connection on
+	// its way back to the pod (a set keyed by the pod's address and port,
+	// like FirstSYNDrop): the client retransmits its SYN, the server
+	// answers again and that SYN/ACK passes.
+	FirstSYNACKDrop FaultKind = "first-synack-drop"
+	// PAWS makes the server at Dst (default: the db) drop SYNs whose TCP
+	// timestamp went backwards per source address, as tcp_tw_recycle did:
+	// an NFQUEUE rule in the server's namespace hands its SYNs to a PAWS
+	// emulator (package paws), which the caller runs (`probe lab fault
+	// paws` starts one). Without a running emulator the rule lets
+	// everything through.
+	PAWS FaultKind = "paws"
 )
 
 // FaultKinds lists every fault with a one-line description, for `probe lab`.
@@ -74,6 +86,8 @@ var FaultKinds = []struct {
 	{Loss, "drop --percent of the packets at random"},
 	{ConntrackDelete, "delete the node's conntrack entries of pod flows (once)"},
 	{ConntrackTimeout, "set the node's established conntrack timeout to --timeout"},
+	{FirstSYNACKDrop, "drop only the first SYN/ACK of each connection on its way back"},
+	{PAWS, "the server at --dst (default the db) drops SYNs whose TCP timestamp went backwards (per-host PAWS, as tcp_tw_recycle did)"},
 }
 
 // ParseFaultKind checks a fault name.
@@ -132,8 +146,8 @@ func (f Fault) Validate() error {
 		return err
 	}
 	var errs []error
-	if f.Dst.Addr().IsValid() && !f.Dst.Addr().Is4() {
-		errs = append(errs, fmt.Errorf("fault %s: dst %s: the lab is IPv4", f.Kind, f.Dst))
+	if a := f.Dst.Addr(); a.IsValid() && a.Is4In6() {
+		errs = append(errs, fmt.Errorf("fault %s: dst %s: give the IPv4 address itself, not IPv4-mapped", f.Kind, f.Dst))
 	}
 	if f.Packets < 0 {
 		errs = append(errs, fmt.Errorf("fault %s: packets %d must not be negative", f.Kind, f.Packets))
@@ -159,12 +173,23 @@ func (f Fault) packets() int {
 // entry for what it drops) and a forward chain (after DNAT: matches flows by
 // their conntrack original tuple, both directions). Re-declaring it first
 // and deleting it makes the script work whether or not the table exists, in
-// one atomic transaction.
-const faultTable = `table ip fault {}
-delete table ip fault
-table ip fault {
+// one atomic transaction. faultTable6 is its IPv6 twin.
+var (
+	faultTable  = faultTableFor("ip", "fault", "ipv4_addr")
+	faultTable6 = faultTableFor("ip6", "fault6", "ipv6_addr")
+)
+
+func faultTableFor(family, name, addrType string) string {
+	return fmt.Sprintf(`table %[1]s %[2]s {}
+delete table %[1]s %[2]s
+table %[1]s %[2]s {
 	set first_syn {
-		type ipv4_addr . inet_service
+		type %[3]s . inet_service
+		flags dynamic,timeout
+		timeout 2m
+	}
+	set first_synack {
+		type %[3]s . inet_service
 		flags dynamic,timeout
 		timeout 2m
 	}
@@ -175,21 +200,42 @@ table ip fault {
 		type filter hook forward priority filter; policy accept;
 	}
 }
-`
+`, family, name, addrType)
+}
 
-// Rule renders the nftables command that injects f into lab l, or "" for
-// faults that are not rules (conntrack actions).
+// Rule renders the nftables commands that inject f into lab l, one line per
+// family it applies to (a Dst picks its family; none: both), or "" for
+// faults that are not node rules (conntrack actions, PAWS).
 func (f Fault) Rule(l *Lab) (string, error) {
 	if err := f.Validate(); err != nil {
 		return "", err
 	}
+	var lines []string
+	for _, v6 := range []bool{false, true} {
+		if a := f.Dst.Addr(); a.IsValid() && a.Is6() != v6 {
+			continue
+		}
+		r := f.rule(l, v6)
+		if r == "" {
+			return "", nil
+		}
+		lines = append(lines, r)
+	}
+	return strings.Join(lines, "\n"), nil
+}
+
+func (f Fault) rule(l *Lab, v6 bool) string {
+	fam, table, ip, pod, icmp := "ip", "fault", "ip", l.PodIP, "icmp"
+	if v6 {
+		fam, table, ip, pod, icmp = "ip6", "fault6", "ip6", l.PodIP6, "icmpv6"
+	}
 	// raw: pod → anywhere, before DNAT.
-	raw := fmt.Sprintf("add rule ip fault raw_prerouting iifname %q meta l4proto tcp", podLinkName)
+	raw := fmt.Sprintf("add rule %s %s raw_prerouting iifname %q meta l4proto tcp", fam, table, podLinkName)
 	// forward: flows the pod opened, either direction, after DNAT.
-	fwd := fmt.Sprintf("add rule ip fault filter_forward ct original ip saddr %s meta l4proto tcp", l.PodIP)
+	fwd := fmt.Sprintf("add rule %s %s filter_forward ct original %s saddr %s meta l4proto tcp", fam, table, ip, pod)
 	if a := f.Dst.Addr(); a.IsValid() {
-		raw += " ip daddr " + a.String()
-		fwd += " ct original ip daddr " + a.String()
+		raw += " " + ip + " daddr " + a.String()
+		fwd += " ct original " + ip + " daddr " + a.String()
 		if p := f.Dst.Port(); p != 0 {
 			raw += " tcp dport " + strconv.Itoa(int(p))
 			fwd += " ct original proto-dst " + strconv.Itoa(int(p))
@@ -199,24 +245,44 @@ func (f Fault) Rule(l *Lab) (string, error) {
 	const fromPod = " ct direction original"
 	switch f.Kind {
 	case SYNDrop:
-		return raw + syn + " counter drop", nil
+		return raw + syn + " counter drop"
 	case FirstSYNDrop:
-		return raw + syn + " ip saddr . tcp sport != @first_syn add @first_syn { ip saddr . tcp sport } counter drop", nil
+		return raw + syn + " " + ip + " saddr . tcp sport != @first_syn add @first_syn { " + ip + " saddr . tcp sport } counter drop"
 	case SYNACKDrop:
-		return fwd + " ct direction reply tcp flags & (syn|ack) == syn|ack counter drop", nil
+		return fwd + " ct direction reply tcp flags & (syn|ack) == syn|ack counter drop"
+	case FirstSYNACKDrop:
+		return fwd + " ct direction reply tcp flags & (syn|ack) == syn|ack " + ip + " daddr . tcp dport != @first_synack add @first_synack { " + ip + " daddr . tcp dport } counter drop"
 	case Reset:
-		return fwd + fromPod + syn + " counter reject with tcp reset", nil
+		return fwd + fromPod + syn + " counter reject with tcp reset"
 	case HostUnreachable, AdminProhibited, NetUnreachable, PortUnreachable:
-		return fwd + fromPod + syn + " counter reject with icmp type " + string(f.Kind), nil
+		return fwd + fromPod + syn + " counter reject with " + icmp + " type " + icmpType(f.Kind, v6)
 	case ResetEstablished:
-		return fwd + fromPod + fmt.Sprintf(" ct original packets > %d counter reject with tcp reset", f.packets()), nil
+		return fwd + fromPod + fmt.Sprintf(" ct original packets > %d counter reject with tcp reset", f.packets())
 	case DropAfter:
-		return fwd + fromPod + fmt.Sprintf(" ct original packets > %d counter drop", f.packets()), nil
+		return fwd + fromPod + fmt.Sprintf(" ct original packets > %d counter drop", f.packets())
 	case Loss:
 		// numgen yields 0-99; "< 100" would not parse, "<= 99" does.
-		return fwd + fmt.Sprintf(" numgen random mod 100 <= %d counter drop", f.Percent-1), nil
+		return fwd + fmt.Sprintf(" numgen random mod 100 <= %d counter drop", f.Percent-1)
 	}
-	return "", nil
+	return ""
+}
+
+// icmpType is the ICMP (or ICMPv6) destination-unreachable type nft's
+// reject sends for k. The ICMPv6 twins are those the kernel maps to the same
+// errno as the IPv4 message (RFC 4443: address unreachable is
+// EHOSTUNREACH, no route ENETUNREACH, port unreachable ECONNREFUSED);
+// administratively prohibited keeps its name.
+func icmpType(k FaultKind, v6 bool) string {
+	if !v6 {
+		return string(k)
+	}
+	switch k {
+	case HostUnreachable:
+		return "addr-unreachable"
+	case NetUnreachable:
+		return "no-route"
+	}
+	return string(k)
 }
 
 // Fault injects f. Rules add up: several faults may be active at once.
@@ -232,6 +298,8 @@ func (l *Lab) Fault(ctx context.Context, f Fault) error {
 	case ConntrackTimeout:
 		secs := int(f.Timeout.Round(time.Second).Seconds())
 		return l.Sysctl(l.Router, "net.netfilter.nf_conntrack_tcp_timeout_established", strconv.Itoa(secs))
+	case PAWS:
+		return l.pawsRule(ctx, f.Dst)
 	}
 	if err := l.nft(ctx, rule+"\n"); err != nil {
 		return fmt.Errorf("lab: fault %s: %w", f, err)
@@ -242,8 +310,11 @@ func (l *Lab) Fault(ctx context.Context, f Fault) error {
 // ClearFaults removes every injected fault: the fault table is recreated
 // empty (forgetting first-SYN state) and the conntrack timeout restored.
 func (l *Lab) ClearFaults(ctx context.Context) error {
-	if err := l.nft(ctx, faultTable); err != nil {
+	if err := l.nft(ctx, faultTable+faultTable6); err != nil {
 		return fmt.Errorf("lab: clear faults: %w", err)
+	}
+	if err := l.clearPAWS(ctx); err != nil {
+		return err
 	}
 	return l.Sysctl(l.Router, "net.netfilter.nf_conntrack_tcp_timeout_established",
 		strconv.Itoa(int(DefaultEstablishedTimeout.Seconds())))
@@ -253,7 +324,25 @@ func (l *Lab) ClearFaults(ctx context.Context) error {
 // opened, only those to dst when its address is valid (and port, when not
 // 0). It returns how many it deleted. It needs the conntrack tool.
 func (l *Lab) ConntrackDelete(ctx context.Context, dst netip.AddrPort) (int, error) {
+	n := 0
+	for _, v6 := range []bool{false, true} {
+		if a := dst.Addr(); a.IsValid() && a.Is6() != v6 {
+			continue
+		}
+		m, err := l.conntrackDelete(ctx, dst, v6)
+		if err != nil {
+			return n, err
+		}
+		n += m
+	}
+	return n, nil
+}
+
+func (l *Lab) conntrackDelete(ctx context.Context, dst netip.AddrPort, v6 bool) (int, error) {
 	args := []string{"conntrack", "-D", "-p", "tcp", "--orig-src", l.PodIP.String()}
+	if v6 {
+		args = []string{"conntrack", "-D", "-f", "ipv6", "-p", "tcp", "--orig-src", l.PodIP6.String()}
+	}
 	if dst.Addr().IsValid() {
 		args = append(args, "--orig-dst", dst.Addr().String())
 		if dst.Port() != 0 {
@@ -285,17 +374,22 @@ func deletedCount(out string) int {
 	return -1
 }
 
-// Conntrack lists the node's conntrack entries of TCP flows the pod opened
-// (conntrack -L output, one entry per line, sorted).
+// Conntrack lists the node's conntrack entries of TCP flows the pod opened,
+// IPv4 and IPv6 (conntrack -L output, one entry per line, sorted).
 func (l *Lab) Conntrack(ctx context.Context) ([]string, error) {
-	out, err := l.Exec(ctx, l.Router, "conntrack", "-L", "-p", "tcp", "--orig-src", l.PodIP.String())
-	if err != nil {
-		return nil, fmt.Errorf("lab: conntrack list (needs the conntrack package): %w", err)
-	}
 	var lines []string
-	for line := range strings.SplitSeq(out, "\n") {
-		if strings.HasPrefix(line, "tcp") {
-			lines = append(lines, line)
+	for _, args := range [][]string{
+		{"conntrack", "-L", "-p", "tcp", "--orig-src", l.PodIP.String()},
+		{"conntrack", "-L", "-f", "ipv6", "-p", "tcp", "--orig-src", l.PodIP6.String()},
+	} {
+		out, err := l.Exec(ctx, l.Router, args...)
+		if err != nil {
+			return nil, fmt.Errorf("lab: conntrack list (needs the conntrack package): %w", err)
+		}
+		for line := range strings.SplitSeq(out, "\n") {
+			if strings.HasPrefix(line, "tcp") {
+				lines = append(lines, line)
+			}
 		}
 	}
 	sort.Strings(lines)

@@ -16,6 +16,12 @@
 //	<p>-b2    eth0 10.244.2.12/24, default via 10.244.2.1
 //	<p>-db    eth0 10.244.2.20/24, default via 10.244.2.1
 //
+// Every address has an IPv6 twin in the ULA prefix fd00:10::/32 (the same
+// last digits: 10.244.2.11 is fd00:10:244:2::11, the VIP 10.96.0.10 is
+// fd00:10:96::10), so every path, the Service VIP and every fault exist in
+// both families. IPv6 addresses skip duplicate address detection (nodad):
+// they are usable at once.
+//
 // The VIP keeps the destination port: VIP:P is DNATed to backendN:P for any
 // TCP port P, so a test listens on the backends' port P and probes VIP:P.
 // Nothing is created in the root namespace and no namespace has a route out
@@ -48,13 +54,21 @@ import (
 
 // Addresses of every lab.
 var (
-	PodIP       = netip.MustParseAddr("10.244.1.2")
-	GatewayIP   = netip.MustParseAddr("10.244.1.1") // the node's address on the pod link
-	BridgeIP    = netip.MustParseAddr("10.244.2.1") // the node's address on the backend bridge
-	Backend1IP  = netip.MustParseAddr("10.244.2.11")
-	Backend2IP  = netip.MustParseAddr("10.244.2.12")
-	DBIP        = netip.MustParseAddr("10.244.2.20")
-	VIP         = netip.MustParseAddr("10.96.0.10")
+	PodIP      = netip.MustParseAddr("10.244.1.2")
+	GatewayIP  = netip.MustParseAddr("10.244.1.1") // the node's address on the pod link
+	BridgeIP   = netip.MustParseAddr("10.244.2.1") // the node's address on the backend bridge
+	Backend1IP = netip.MustParseAddr("10.244.2.11")
+	Backend2IP = netip.MustParseAddr("10.244.2.12")
+	DBIP       = netip.MustParseAddr("10.244.2.20")
+	VIP        = netip.MustParseAddr("10.96.0.10")
+	// The IPv6 twins (ULA).
+	PodIP6      = netip.MustParseAddr("fd00:10:244:1::2")
+	GatewayIP6  = netip.MustParseAddr("fd00:10:244:1::1")
+	BridgeIP6   = netip.MustParseAddr("fd00:10:244:2::1")
+	Backend1IP6 = netip.MustParseAddr("fd00:10:244:2::11")
+	Backend2IP6 = netip.MustParseAddr("fd00:10:244:2::12")
+	DBIP6       = netip.MustParseAddr("fd00:10:244:2::20")
+	VIP6        = netip.MustParseAddr("fd00:10:96::10")
 	podNet      = "10.244.1.0/24"
 	backendNet  = "10.244.2.0/24"
 	podLinkName = "veth-pod" // the node's end of the pod link
@@ -86,6 +100,47 @@ type Lab struct {
 	Backend1IP netip.Addr `json:"backend1_ip"`
 	Backend2IP netip.Addr `json:"backend2_ip"`
 	DBIP       netip.Addr `json:"db_ip"`
+	// The IPv6 twins of the addresses above.
+	PodIP6      netip.Addr `json:"pod_ip6,omitzero"`
+	GatewayIP6  netip.Addr `json:"gateway_ip6,omitzero"`
+	VIP6        netip.Addr `json:"vip6,omitzero"`
+	Backend1IP6 netip.Addr `json:"backend1_ip6,omitzero"`
+	Backend2IP6 netip.Addr `json:"backend2_ip6,omitzero"`
+	DBIP6       netip.Addr `json:"db_ip6,omitzero"`
+	// PAWS lists the PAWS-emulation queue rules Fault installed (see
+	// PAWS), so ClearFaults can remove them, also from another process.
+	PAWS []PAWSRule `json:"paws,omitempty"`
+}
+
+// Addrs are a lab's addresses in one family.
+type Addrs struct {
+	Pod, Gateway, VIP, Backend1, Backend2, DB netip.Addr
+}
+
+// Family returns the lab's IPv4 addresses, or their IPv6 twins when v6.
+func (l *Lab) Family(v6 bool) Addrs {
+	if v6 {
+		return Addrs{l.PodIP6, l.GatewayIP6, l.VIP6, l.Backend1IP6, l.Backend2IP6, l.DBIP6}
+	}
+	return Addrs{l.PodIP, l.GatewayIP, l.VIP, l.Backend1IP, l.Backend2IP, l.DBIP}
+}
+
+// Owner returns the namespace that has address a ("" for the VIP or an
+// address outside the lab).
+func (l *Lab) Owner(a netip.Addr) string {
+	switch a.Unmap() {
+	case l.PodIP, l.PodIP6:
+		return l.Pod
+	case l.GatewayIP, l.GatewayIP6, BridgeIP, BridgeIP6:
+		return l.Router
+	case l.Backend1IP, l.Backend1IP6:
+		return l.Backend1
+	case l.Backend2IP, l.Backend2IP6:
+		return l.Backend2
+	case l.DBIP, l.DBIP6:
+		return l.DB
+	}
+	return ""
 }
 
 // Options configure Up.
@@ -192,6 +247,13 @@ func newLab(prefix string) *Lab {
 		Backend1IP: Backend1IP,
 		Backend2IP: Backend2IP,
 		DBIP:       DBIP,
+
+		PodIP6:      PodIP6,
+		GatewayIP6:  GatewayIP6,
+		VIP6:        VIP6,
+		Backend1IP6: Backend1IP6,
+		Backend2IP6: Backend2IP6,
+		DBIP6:       DBIP6,
 	}
 }
 
@@ -255,15 +317,25 @@ func Up(ctx context.Context, o Options) (l *Lab, err error) {
 			return nil, fmt.Errorf("lab: namespace %s already exists (a lab with prefix %q is up; probe lab down, or pick another prefix)", ns, o.Prefix)
 		}
 	}
+	// "return nil, err" has set l to nil by the time this runs: remove
+	// what was built through its own copy.
+	built := l
 	defer func() {
 		if err != nil {
-			_ = l.Down()
+			_ = built.Down()
 			l = nil
 		}
 	}()
 	for _, ns := range l.Namespaces() {
 		if err := run(ctx, nil, "ip", "netns", "add", ns); err != nil {
 			return nil, err
+		}
+		// Links created from now on skip DAD (their link-local
+		// addresses are usable at once, like the nodad global ones).
+		for _, k := range []string{"net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad"} {
+			if err := l.Sysctl(ns, k, "0"); err != nil {
+				return nil, err
+			}
 		}
 	}
 	ipn := func(ns string, args ...string) error {
@@ -282,17 +354,24 @@ func Up(ctx context.Context, o Options) (l *Lab, err error) {
 		{l.Pod, "route", "add", "default", "via", GatewayIP.String()},
 		{l.Router, "addr", "add", GatewayIP.String() + "/24", "dev", podLinkName},
 		{l.Router, "link", "set", podLinkName, "up"},
+		// The IPv6 twins.
+		{l.Router, "-6", "addr", "add", BridgeIP6.String() + "/64", "dev", "br0", "nodad"},
+		{l.Pod, "-6", "addr", "add", PodIP6.String() + "/64", "dev", "eth0", "nodad"},
+		{l.Pod, "-6", "route", "add", "default", "via", GatewayIP6.String()},
+		{l.Router, "-6", "addr", "add", GatewayIP6.String() + "/64", "dev", podLinkName, "nodad"},
 	}
 	for _, b := range []struct {
 		ns, link string
-		ip       netip.Addr
-	}{{l.Backend1, "veth-b1", Backend1IP}, {l.Backend2, "veth-b2", Backend2IP}, {l.DB, "veth-db", DBIP}} {
+		ip, ip6  netip.Addr
+	}{{l.Backend1, "veth-b1", Backend1IP, Backend1IP6}, {l.Backend2, "veth-b2", Backend2IP, Backend2IP6}, {l.DB, "veth-db", DBIP, DBIP6}} {
 		steps = append(steps,
 			[]string{b.ns, "link", "add", "eth0", "type", "veth", "peer", "name", b.link, "netns", l.Router},
 			[]string{b.ns, "addr", "add", b.ip.String() + "/24", "dev", "eth0"},
+			[]string{b.ns, "-6", "addr", "add", b.ip6.String() + "/64", "dev", "eth0", "nodad"},
 			[]string{b.ns, "link", "set", "lo", "up"},
 			[]string{b.ns, "link", "set", "eth0", "up"},
 			[]string{b.ns, "route", "add", "default", "via", BridgeIP.String()},
+			[]string{b.ns, "-6", "route", "add", "default", "via", BridgeIP6.String()},
 			[]string{l.Router, "link", "set", b.link, "master", "br0", "up"},
 		)
 	}
@@ -308,6 +387,8 @@ func Up(ctx context.Context, o Options) (l *Lab, err error) {
 	for k, v := range map[string]string{
 		"net.ipv4.ip_forward":                                "1",
 		"net.ipv4.icmp_ratemask":                             "0",
+		"net.ipv6.conf.all.forwarding":                       "1",
+		"net.ipv6.icmp.ratelimit":                            "0",
 		"net.netfilter.nf_conntrack_acct":                    "1",
 		"net.netfilter.nf_conntrack_tcp_timeout_established": strconv.Itoa(int(DefaultEstablishedTimeout.Seconds())),
 	} {
@@ -326,14 +407,14 @@ func Up(ctx context.Context, o Options) (l *Lab, err error) {
 			}
 		}
 	}
-	if err := l.nft(ctx, serviceRules(l)+faultTable); err != nil {
+	if err := l.nft(ctx, serviceRules(l)+faultTable+faultTable6); err != nil {
 		return nil, err
 	}
 	return l, nil
 }
 
 // serviceRules is the kube-proxy-style Service: DNAT of the VIP (any TCP
-// port) to one of the two backends, chosen at random per connection, with
+// port, each family to its twin) to one of the two backends, chosen at random per connection, with
 // conntrack remembering the choice (and reversing it on replies). Like
 // kube-proxy, no SNAT: backends see the pod's own address.
 func serviceRules(l *Lab) string {
@@ -343,7 +424,13 @@ func serviceRules(l *Lab) string {
 		ip daddr %s meta l4proto tcp dnat to numgen random mod 2 map { 0 : %s, 1 : %s }
 	}
 }
-`, l.VIP, l.Backend1IP, l.Backend2IP)
+table ip6 svc6 {
+	chain prerouting {
+		type nat hook prerouting priority dstnat; policy accept;
+		ip6 daddr %s meta l4proto tcp dnat to numgen random mod 2 map { 0 : %s, 1 : %s }
+	}
+}
+`, l.VIP, l.Backend1IP, l.Backend2IP, l.VIP6, l.Backend1IP6, l.Backend2IP6)
 }
 
 // Down removes every namespace of the lab (and with them every link, rule

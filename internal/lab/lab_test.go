@@ -34,6 +34,11 @@ func TestFaultRule(t *testing.T) {
 		{"reset est default", Fault{Kind: ResetEstablished}, "ct original packets > 2 counter reject with tcp reset"},
 		{"drop after 5", Fault{Kind: DropAfter, Packets: 5}, "ct original packets > 5 counter drop"},
 		{"loss", Fault{Kind: Loss, Percent: 30}, "numgen random mod 100 <= 29 counter drop"},
+		{"no dst: both families", Fault{Kind: SYNDrop}, `add rule ip6 fault6 raw_prerouting iifname "veth-pod" meta l4proto tcp tcp flags`},
+		{"v6 dst", Fault{Kind: Reset, Dst: netip.MustParseAddrPort("[fd00:10:96::10]:80")}, "add rule ip6 fault6 filter_forward ct original ip6 saddr fd00:10:244:1::2 meta l4proto tcp ct original ip6 daddr fd00:10:96::10 ct original proto-dst 80"},
+		{"v6 icmp twin", Fault{Kind: HostUnreachable, Dst: netip.MustParseAddrPort("[fd00:10:96::10]:80")}, "reject with icmpv6 type addr-unreachable"},
+		{"v6 first syn", Fault{Kind: FirstSYNDrop, Dst: netip.MustParseAddrPort("[fd00:10:96::10]:80")}, "ip6 saddr . tcp sport != @first_syn"},
+		{"first synack", Fault{Kind: FirstSYNACKDrop}, "ip daddr . tcp dport != @first_synack add @first_synack"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := tc.f.Rule(l)
@@ -47,6 +52,28 @@ func TestFaultRule(t *testing.T) {
 	}
 }
 
+// TestFaultRuleFamilies: a v4 destination gets only the ip rule, a v6 one
+// only the ip6 rule, none both (what v4 tests see is unchanged).
+func TestFaultRuleFamilies(t *testing.T) {
+	l := newLab("x")
+	for _, tc := range []struct {
+		dst     string
+		ip, ip6 bool
+	}{{"", true, true}, {"10.96.0.10:80", true, false}, {"[fd00:10:96::10]:80", false, true}} {
+		f := Fault{Kind: SYNDrop}
+		if tc.dst != "" {
+			f.Dst = netip.MustParseAddrPort(tc.dst)
+		}
+		got, err := f.Rule(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(got, "add rule ip fault ") != tc.ip || strings.Contains(got, "add rule ip6 fault6 ") != tc.ip6 {
+			t.Errorf("dst %q: rule %q, want ip %v ip6 %v", tc.dst, got, tc.ip, tc.ip6)
+		}
+	}
+}
+
 func TestFaultValidate(t *testing.T) {
 	for _, tc := range []struct {
 		f    Fault
@@ -57,7 +84,7 @@ func TestFaultValidate(t *testing.T) {
 		{Fault{Kind: Loss, Percent: 101}, "percent 101 must be 1-100"},
 		{Fault{Kind: ConntrackTimeout, Timeout: time.Millisecond}, "must be at least 1s"},
 		{Fault{Kind: DropAfter, Packets: -1}, "must not be negative"},
-		{Fault{Kind: SYNDrop, Dst: netip.MustParseAddrPort("[::1]:80")}, "the lab is IPv4"},
+		{Fault{Kind: SYNDrop, Dst: netip.MustParseAddrPort("[::ffff:10.96.0.10]:80")}, "not IPv4-mapped"},
 	} {
 		err := tc.f.Validate()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -503,5 +530,165 @@ func TestSweep(t *testing.T) {
 	}
 	if err := netns.Check(filepath.Join(netns.NamedDir, live)); err != nil {
 		t.Errorf("live lab %s swept: %v", live, err)
+	}
+}
+
+// TestDualStack: every lab address has an IPv6 twin; the v6 VIP balances to
+// both backends; each connect-level fault applies to the v6 path with the
+// errno of its v4 counterpart, and a v4-only fault leaves v6 alone.
+func TestDualStack(t *testing.T) {
+	t.Parallel()
+	l := New(t)
+	for _, b := range []struct{ ns, who string }{{l.Backend1, "b1"}, {l.Backend2, "b2"}} {
+		ln, err := l.Listen(b.ns, ":80")
+		if err != nil {
+			t.Fatal(err)
+		}
+		serve(t, ln, b.who)
+	}
+	vip6 := netip.AddrPortFrom(l.VIP6, 80)
+	seen := map[string]bool{}
+	for i := 0; i < 40 && len(seen) < 2; i++ {
+		c, err := dialFromPod(t, l, vip6.String(), 2*time.Second)
+		if err != nil {
+			t.Fatalf("dial v6 VIP: %v", err)
+		}
+		if got := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr(); got != l.PodIP6 {
+			t.Errorf("local %s, want the pod's %s", got, l.PodIP6)
+		}
+		io.WriteString(c, "ping\n")
+		buf := make([]byte, 64)
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, err := c.Read(buf)
+		c.Close()
+		if err != nil {
+			t.Fatalf("read from v6 VIP: %v", err)
+		}
+		seen[strings.TrimSpace(string(buf[:n]))] = true
+	}
+	if !seen["pong b1"] || !seen["pong b2"] {
+		t.Errorf("v6 VIP balanced to %v, want both backends", seen)
+	}
+	for _, a := range []netip.Addr{l.Backend1IP6, l.DBIP6} {
+		if l.Owner(a) == "" {
+			t.Errorf("Owner(%s) empty", a)
+		}
+	}
+	for _, tc := range []struct {
+		f       Fault
+		wantErr error
+	}{
+		{Fault{Kind: Reset, Dst: vip6}, syscall.ECONNREFUSED},
+		{Fault{Kind: HostUnreachable, Dst: vip6}, syscall.EHOSTUNREACH},
+		{Fault{Kind: NetUnreachable}, syscall.ENETUNREACH},
+		{Fault{Kind: PortUnreachable}, syscall.ECONNREFUSED},
+		// ICMPv6 admin-prohibited is EACCES in Linux (RFC 4443 code 1).
+		{Fault{Kind: AdminProhibited}, syscall.EACCES},
+		{Fault{Kind: SYNDrop, Dst: vip6}, os.ErrDeadlineExceeded},
+		{Fault{Kind: SYNACKDrop}, os.ErrDeadlineExceeded},
+		{Fault{Kind: FirstSYNACKDrop, Dst: vip6}, nil},
+		// A v4 fault leaves the v6 path alone.
+		{Fault{Kind: SYNDrop, Dst: netip.AddrPortFrom(l.VIP, 80)}, nil},
+	} {
+		t.Run(tc.f.String(), func(t *testing.T) {
+			if err := l.ClearFaults(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Fault(t.Context(), tc.f); err != nil {
+				t.Fatal(err)
+			}
+			t0 := time.Now()
+			c, err := dialFromPod(t, l, vip6.String(), 1500*time.Millisecond)
+			if c != nil {
+				c.Close()
+			}
+			if tc.wantErr == nil {
+				if err != nil {
+					t.Fatalf("dial: %v, want success", err)
+				}
+				if tc.f.Kind == FirstSYNACKDrop && time.Since(t0) < 500*time.Millisecond {
+					t.Errorf("connected in %s: the first SYN/ACK was not dropped", time.Since(t0))
+				}
+				return
+			}
+			if !errors.Is(err, tc.wantErr) && !(tc.wantErr == os.ErrDeadlineExceeded && isTimeout(err)) {
+				t.Fatalf("dial: %v, want %v", err, tc.wantErr)
+			}
+		})
+	}
+	// conntrack faults reach the v6 flows too.
+	if err := l.ClearFaults(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	c, err := dialFromPod(t, l, vip6.String(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ct, err := l.Conntrack(t.Context())
+	if err != nil || !strings.Contains(strings.Join(ct, "\n"), "dst=fd00:10:96::10") {
+		t.Fatalf("conntrack %q %v: want the v6 flow", ct, err)
+	}
+	if n, err := l.ConntrackDelete(t.Context(), vip6); err != nil || n < 1 {
+		t.Errorf("conntrack delete v6: %d, %v", n, err)
+	}
+}
+
+// TestPAWSRule: the PAWS fault queues the server's SYNs in the families
+// asked for and ClearFaults removes the rules.
+func TestPAWSRule(t *testing.T) {
+	t.Parallel()
+	l := New(t)
+	ctx := t.Context()
+	if err := l.Fault(ctx, Fault{Kind: PAWS, Dst: netip.AddrPortFrom(l.DBIP, 3306)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Fault(ctx, Fault{Kind: PAWS, Dst: netip.AddrPortFrom(l.VIP6, 80)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.PAWSNamespaces(); len(got) != 3 {
+		t.Errorf("PAWS namespaces %v, want the db and both backends", got)
+	}
+	out, _ := l.Exec(ctx, l.DB, "iptables", "-S", "INPUT")
+	if !strings.Contains(out, "--dport 3306") || !strings.Contains(out, "-j NFQUEUE --queue-num 7 --queue-bypass") {
+		t.Errorf("db iptables:\n%s", out)
+	}
+	out, _ = l.Exec(ctx, l.Backend1, "ip6tables", "-S", "INPUT")
+	if !strings.Contains(out, "--dport 80") || !strings.Contains(out, "-j NFQUEUE") {
+		t.Errorf("b1 ip6tables:\n%s", out)
+	}
+	if err := l.Fault(ctx, Fault{Kind: PAWS, Dst: netip.AddrPortFrom(l.PodIP, 80)}); err == nil {
+		t.Error("PAWS on the pod: want an error")
+	}
+	if err := l.ClearFaults(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out, _ = l.Exec(ctx, l.DB, "iptables", "-S", "INPUT")
+	if strings.Contains(out, "NFQUEUE") || len(l.PAWS) != 0 {
+		t.Errorf("after clear: %q %v", out, l.PAWS)
+	}
+}
+
+// TestUpCanceledRemovesWhatItBuilt: an Up canceled midway (Ctrl-C) returns
+// an error and leaves no namespace (it used to panic in its cleanup).
+func TestUpCanceledRemovesWhatItBuilt(t *testing.T) {
+	t.Parallel()
+	RequirePriv(t)
+	for _, after := range []time.Duration{5 * time.Millisecond, 30 * time.Millisecond, 80 * time.Millisecond} {
+		p := uniquePrefix()
+		ctx, cancel := context.WithTimeout(t.Context(), after)
+		l, err := Up(ctx, Options{Prefix: p})
+		cancel()
+		if err == nil {
+			l.Down()
+			continue // the machine was faster than the cancel
+		}
+		if l != nil {
+			t.Errorf("Up failed (%v) but returned a lab", err)
+		}
+		if left, _ := filepath.Glob("/run/netns/" + p + "-*"); len(left) > 0 {
+			t.Errorf("canceled after %s: %v left", after, left)
+			Remove(p)
+		}
 	}
 }

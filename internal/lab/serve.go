@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"sync"
-	"time"
 )
 
 // Behaviour is what a lab server does with each accepted connection.
@@ -31,13 +30,12 @@ func ParseBehaviour(s string) (Behaviour, error) {
 	return "", fmt.Errorf("lab: server behaviour %q: want echo or fin", s)
 }
 
-// connLifetime bounds one served connection, so a forgotten client cannot
-// keep a server goroutine forever.
-const connLifetime = time.Minute
-
 // Serve accepts connections on ln and handles each as b says, until ln is
 // closed; then it closes the connections still open and returns once their
-// goroutines are done.
+// goroutines are done. A connection lives as long as its client keeps it:
+// the servers never close an idle connection on their own (a keep-alive or
+// idle probe against the lab sees only the faults injected), so a
+// connection the client forgets lasts until the lab goes down.
 func Serve(ln net.Listener, b Behaviour) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -71,7 +69,6 @@ func Serve(ln net.Listener, b Behaviour) {
 }
 
 func handle(c net.Conn, b Behaviour) {
-	_ = c.SetDeadline(time.Now().Add(connLifetime))
 	switch b {
 	case Echo:
 		r := bufio.NewReader(c)

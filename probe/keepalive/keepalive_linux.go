@@ -236,7 +236,7 @@ func (p *Prober) watch(ctx context.Context, r *probe.Result, fresh bool) {
 	switch {
 	case errors.Is(err, io.EOF):
 		r.Reason = probe.ReasonPeerClosed
-		r.Evidencef("peer closed (FIN) after %s idle: a write now would draw an RST, then EPIPE (broken pipe, incident 001)", probe.Round(age))
+		r.Evidencef("peer closed (FIN) after %s idle: a write now would draw an RST, then EPIPE (broken pipe)", probe.Round(age))
 	case errors.Is(err, syscall.ETIMEDOUT):
 		r.Reason = probe.ReasonKeepaliveTimeout
 		sent := "keep-alive probe(s)"
