@@ -101,13 +101,12 @@ func runResponder(ctx context.Context, cfg responder.Config, listen, metricsAddr
 	if metricsAddr != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		hs := responderMetricsLimits.server(mux)
 		mln, err := net.Listen("tcp", metricsAddr)
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("responder: metrics listen: %w", err)
 		}
-		mln = responderMetricsLimits.listener(mln)
+		mln, hs := responderMetricsLimits.serve(mln, mux)
 		log.Info("responder: metrics", "addr", mln.Addr().String())
 		g.Go(func() error {
 			if err := hs.Serve(mln); !errors.Is(err, http.ErrServerClosed) {

@@ -177,8 +177,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 	if err != nil {
 		return fmt.Errorf("serve: listen: %w", err)
 	}
-	ln = f.web.listener(ln)
-	srv := f.web.server(s.routes())
+	ln, srv := f.web.serve(ln, s.routes())
 	webFlags := &web.FlagConfig{
 		WebListenAddresses: &[]string{f.listen},
 		WebSystemdSocket:   new(bool),

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -412,11 +413,10 @@ func TestServeReloadRefusesCrossSite(t *testing.T) {
 
 // TestServeHTTPIdleConnectionsClosedAndCapped: keep-alive clients that go
 // quiet after a request are closed after --web.idle-timeout, and no more
-// than --web.max-connections are ever open in the process (its fd count);
-// the clients over the cap wait and are served as slots free up.
+// than --web.max-connections are ever open in the process (its fd count).
 func TestServeHTTPIdleConnectionsClosedAndCapped(t *testing.T) {
 	up := listen(t).Addr().String()
-	const maxConns, clients = 20, 60
+	const maxConns, clients = 20, 20
 	idle := time.Second
 	p := startServeProcess(t, "probes:\n  - name: a\n    interval: 1s\n    targets: {static: [\""+up+"\"]}\n",
 		"--web.max-connections", strconv.Itoa(maxConns), "--web.idle-timeout", idle.String())
@@ -499,6 +499,62 @@ func TestServeHTTPIdleConnectionsClosedAndCapped(t *testing.T) {
 		t.Errorf("POST /-/reload without --web.enable-lifecycle = %d, want 403", code)
 	}
 	p.stop(t, 15*time.Second)
+}
+
+// TestServeSilentClientsCannotLockOutScrapes: five times the connection cap
+// of clients that connect and never send a request, reconnecting as soon as
+// they are closed, neither raise the open fds over the cap nor keep a
+// scrape out: a new connection takes the slot of the one that waited
+// longest without a request.
+func TestServeSilentClientsCannotLockOutScrapes(t *testing.T) {
+	up := listen(t).Addr().String()
+	const maxConns, silent = 20, 100
+	p := startServeProcess(t, "probes:\n  - name: a\n    interval: 1s\n    targets: {static: [\""+up+"\"]}\n",
+		"--web.max-connections", strconv.Itoa(maxConns))
+	p.waitMetric(t, `connprobe_probe_success{job="a",target="`+up+`"} 1`)
+	base := openFDsOf(t, p.cmd.Process.Pid)
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	var opened atomic.Int64
+	for range silent {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				c, err := (&net.Dialer{}).DialContext(ctx, "tcp", p.addr)
+				if err != nil {
+					return
+				}
+				opened.Add(1)
+				stop := context.AfterFunc(ctx, func() { c.Close() })
+				_, _ = c.Read(make([]byte, 1)) // until the server closes it
+				stop()
+				c.Close()
+			}
+		})
+	}
+	defer func() { cancel(); wg.Wait() }()
+	for opened.Load() < 3*silent { // the cap is under pressure: slots change hands
+		time.Sleep(10 * time.Millisecond)
+	}
+	peak := 0
+	for i := range 5 {
+		t0 := time.Now()
+		c := http.Client{Timeout: 5 * time.Second}
+		resp, err := c.Get("http://" + p.addr + "/metrics")
+		if err != nil {
+			t.Fatalf("scrape %d with %d silent clients on a %d-connection cap: %v", i, silent, maxConns, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), "connprobe_probe_success") {
+			t.Fatalf("scrape %d: %d, %d bytes", i, resp.StatusCode, len(body))
+		}
+		t.Logf("scrape %d answered in %s", i, time.Since(t0).Round(time.Millisecond))
+		peak = max(peak, openFDsOf(t, p.cmd.Process.Pid)-base)
+	}
+	if peak > maxConns+4 {
+		t.Errorf("%d more fds than at rest, want at most the %d-connection cap (+4)", peak, maxConns)
+	}
+	t.Logf("%d silent clients reconnected %d times; peak +%d fds", silent, opened.Load(), peak)
 }
 
 // TestListenAddressIsUsageError: a listen address whose host is not an IP

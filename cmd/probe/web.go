@@ -1,24 +1,32 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"mime"
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
+	"sync"
+	"syscall"
 	"time"
 
-	"golang.org/x/net/netutil"
+	"golang.org/x/sys/unix"
 )
 
 // httpLimits bound what HTTP clients can make one of our listeners hold:
 // every listener the binary opens for HTTP (serve's web listener, the
 // responder's metrics listener) is built from one.
 type httpLimits struct {
-	// MaxConns caps open connections: one more waits in the kernel's
-	// accept queue until a slot frees (it costs no fd or goroutine here).
+	// MaxConns caps open connections. A connection over the cap is not
+	// left waiting in the kernel's accept queue (then a few thousand silent
+	// clients would lock the scraper out): it takes the slot of the
+	// connection that has waited longest without a request in progress (a
+	// new one that sent nothing yet, or an idle keep-alive one), which is
+	// closed; only when every slot serves a request is the new one closed.
 	MaxConns int
 	// ReadHeader bounds reading a request's headers; Read the whole request
 	// (our endpoints take no body).
@@ -60,21 +68,121 @@ func (l httpLimits) validate() error {
 	return errors.Join(errs...)
 }
 
-// server returns an http.Server serving h under l's timeouts.
-func (l httpLimits) server(h http.Handler) *http.Server {
-	return &http.Server{
+// serve returns ln capped at l.MaxConns and an http.Server serving h on it
+// under l's timeouts; the server's ConnState tells the cap which
+// connections are serving a request.
+func (l httpLimits) serve(ln net.Listener, h http.Handler) (net.Listener, *http.Server) {
+	c := &connCap{Listener: ln, max: l.MaxConns, conns: map[net.Conn]*capped{}}
+	return c, &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: l.ReadHeader,
 		ReadTimeout:       l.Read,
 		WriteTimeout:      l.Write,
 		IdleTimeout:       l.Idle,
 		MaxHeaderBytes:    webMaxHeaderBytes,
+		ConnState:         c.state,
 	}
 }
 
-// listener caps ln at l.MaxConns open connections.
-func (l httpLimits) listener(ln net.Listener) net.Listener {
-	return netutil.LimitListener(ln, l.MaxConns)
+// connCap is a listener that holds at most max connections open, making
+// room for a new one by closing the one that has waited longest without a
+// request in progress (see httpLimits.MaxConns).
+type connCap struct {
+	net.Listener
+	max   int
+	mu    sync.Mutex
+	conns map[net.Conn]*capped
+	seq   uint64
+}
+
+type capped struct {
+	busy bool   // a request is being read or served (StateActive)
+	seq  uint64 // when it last became not busy: accepted or idle again
+}
+
+func (c *connCap) Accept() (net.Conn, error) {
+	for {
+		conn, err := c.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		if len(c.conns) >= c.max && !c.makeRoom() {
+			c.mu.Unlock()
+			conn.Close() // every slot serves a request, or has one waiting
+			continue
+		}
+		c.seq++
+		c.conns[conn] = &capped{seq: c.seq}
+		c.mu.Unlock()
+		return conn, nil
+	}
+}
+
+// makeRoom closes the connection that has waited longest without a request
+// (c.mu held). A candidate whose request bytes have arrived but not been
+// read yet (the server's goroutine has not run) is not closed: peeking at
+// its socket tells a client that just spoke from one that never will.
+func (c *connCap) makeRoom() bool {
+	var waiting []net.Conn
+	for vc, st := range c.conns {
+		if !st.busy {
+			waiting = append(waiting, vc)
+		}
+	}
+	slices.SortFunc(waiting, func(a, b net.Conn) int { return cmp.Compare(c.conns[a].seq, c.conns[b].seq) })
+	for _, vc := range waiting {
+		if pending(vc) {
+			continue
+		}
+		delete(c.conns, vc)
+		vc.Close() // the server sees it closed and forgets it
+		return true
+	}
+	return false
+}
+
+// pending reports whether bytes wait unread on conn's socket: a request
+// the server has not begun to read (MSG_PEEK, non-blocking; recv(2)).
+func pending(conn net.Conn) bool {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var n int
+	var b [1]byte
+	// Control, not Read: the server's goroutine may be blocked reading this
+	// connection, holding its read lock; a non-blocking peek needs no lock.
+	_ = rc.Control(func(fd uintptr) {
+		n, _, _ = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	})
+	return n > 0
+}
+
+// state is the http.Server's ConnState hook.
+func (c *connCap) state(conn net.Conn, s http.ConnState) {
+	if tc, ok := conn.(interface{ NetConn() net.Conn }); ok {
+		conn = tc.NetConn() // TLS (--web.config.file) wraps what Accept gave
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st, ok := c.conns[conn]
+	if !ok {
+		return // closed to make room, or never ours
+	}
+	switch s {
+	case http.StateActive:
+		st.busy = true
+	case http.StateIdle:
+		c.seq++
+		st.busy, st.seq = false, c.seq
+	case http.StateClosed, http.StateHijacked:
+		delete(c.conns, conn)
+	}
 }
 
 // checkListenAddr checks a listen flag without resolving anything: the
