@@ -13,9 +13,11 @@ go test -race -count=1 -timeout 30m -v ./cmd/probe >>"$log" 2>&1 || status=$?
 grep -E '^(=== RUN|--- (PASS|FAIL|SKIP)|PASS|FAIL|ok|panic)' "$log" | grep -v '^=== RUN' | grep -vE '^\s*--- PASS' || true
 if [ $status -ne 0 ]; then
 	echo "--- failures (full log follows the summary) ---"
-	grep -E '^# |\.go:[0-9]+:[0-9]+: ' "$log" | head -60 # compile errors
-	grep -E '^\s+[A-Za-z0-9_]+_test\.go:[0-9]+: ' "$log" | head -100 # t.Error/t.Log of tests
-	grep -B2 -A30 -E -- '--- FAIL|^panic|build failed|\[setup failed\]' "$log" | head -400
+	# Each grep may find nothing: that must not end the script (pipefail).
+	grep -E '^# |\.go:[0-9]+:[0-9]+: ' "$log" | head -60 || true # compile errors
+	grep -E '^\s+[A-Za-z0-9_]+_test\.go:[0-9]+: |race detected|^WARNING: DATA RACE' "$log" | head -100 || true # t.Error/t.Log, races
+	grep -B2 -A30 -E -- '--- FAIL|^panic|build failed|\[setup failed\]|^WARNING: DATA RACE' "$log" | head -600 || true
+	cp "$log" /tmp/connprobe-test-last.log && echo "test: the whole log is in /tmp/connprobe-test-last.log"
 	exit $status
 fi
 if grep -qE -- '--- SKIP' "$log"; then
