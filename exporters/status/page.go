@@ -74,7 +74,7 @@ func fmtDur(d time.Duration) string {
 type cell struct {
 	Class string // ok, degraded, failure, prober
 	Title string // the attempt and its evidence, for hovering
-	Href  string // the attempt on the target's page
+	Href  string // the attempt's anchor on the target's page
 }
 
 // spark is an inline SVG chart of handshake (or attempt) times.
@@ -116,7 +116,7 @@ type listPage struct {
 	All        int
 	From, To   int
 	Prev, Next string
-	Counts     map[Verdict]int
+	Counts     map[string]int
 }
 
 type targetPage struct {
@@ -207,7 +207,7 @@ func makeRow(h History, w, hgt int) row {
 	r := row{Summary: h.Summary, URL: targetURL(h.Job, h.Target), APIURL: AttemptsURL(h.Job, h.Target)}
 	r.Cells = make([]cell, len(h.Attempts))
 	for i, a := range h.Attempts {
-		r.Cells[i] = cell{Class: string(a.Class), Title: attemptTitle(a), Href: r.URL + "#a" + strconv.FormatUint(a.Seq, 10)}
+		r.Cells[i] = cell{Class: string(a.Class), Title: attemptTitle(a), Href: "#a" + strconv.FormatUint(a.Seq, 10)}
 	}
 	r.Spark = makeSpark(h.Attempts, w, hgt)
 	if n := len(h.Failures); n > 0 {
@@ -305,7 +305,7 @@ func (s *Status) servePage(w http.ResponseWriter, r *http.Request) {
 	}
 	snap := s.Query(q)
 	p := listPage{Node: s.o.Node, At: snap.At, HistoryOff: !s.HistoryEnabled(), N: s.o.Attempts, Q: q, State: state,
-		Total: snap.Total, Counts: map[Verdict]int{}}
+		Total: snap.Total, Counts: map[string]int{}}
 	for _, j := range snap.Jobs {
 		jr := jobRow{JobSummary: j, Failing: j.ByVerdict[VerdictFailing], Prober: j.ByVerdict[VerdictProberFault],
 			Degraded: j.ByVerdict[VerdictDegraded], OK: j.ByVerdict[VerdictOK], Pending: j.ByVerdict[VerdictPending],
@@ -314,7 +314,7 @@ func (s *Status) servePage(w http.ResponseWriter, r *http.Request) {
 		p.JobNames = append(p.JobNames, j.Name)
 		p.All += j.Targets
 		for v, n := range j.ByVerdict {
-			p.Counts[v] += n
+			p.Counts[string(v)] += n
 		}
 	}
 	// Worst jobs first, like the targets.

@@ -563,8 +563,9 @@ func (t *target) attempt(i int, evidence bool) Attempt {
 	return a
 }
 
-// summary computes the target's Summary; the caller holds t.mu.
-func (t *target) summary() Summary {
+// summary computes the target's Summary, with the evidence of its last
+// attempt when evidence is set; the caller holds t.mu.
+func (t *target) summary(evidence bool) Summary {
 	s := Summary{Job: t.job, Kind: t.kind, Target: t.name, ExpectFail: t.expectFail, Total: t.seq, Verdict: VerdictPending}
 	newest := -1
 	for i := range t.slots {
@@ -588,7 +589,7 @@ func (t *target) summary() Summary {
 		s.Availability = nan
 	}
 	if newest >= 0 {
-		s.Last, s.HasLast = t.attempt(newest, true), true
+		s.Last, s.HasLast = t.attempt(newest, evidence), true
 		switch {
 		case s.Last.Class == probe.ClassProber:
 			s.Verdict = VerdictProberFault
@@ -626,7 +627,7 @@ type History struct {
 func (t *target) history() History {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	h := History{Summary: t.summary()}
+	h := History{Summary: t.summary(true)}
 	for i := range t.slots {
 		h.Attempts = append(h.Attempts, t.attempt(i, true))
 	}
@@ -692,11 +693,13 @@ func (s *Status) Query(q Query) Snapshot {
 	s.mu.RUnlock()
 	slices.SortFunc(jobs, func(a, b JobSummary) int { return strings.Compare(a.Name, b.Name) })
 	snap := Snapshot{At: s.o.Now()}
-	var match []Summary
-	for _, t := range tgs {
+	all := make([]Summary, len(tgs))
+	match := make([]*Summary, 0, len(tgs))
+	for i, t := range tgs {
 		t.mu.Lock()
-		sum := t.summary()
+		all[i] = t.summary(false)
 		t.mu.Unlock()
+		sum := &all[i]
 		if j, ok := slices.BinarySearchFunc(jobs, sum.Job, func(a JobSummary, n string) int { return strings.Compare(a.Name, n) }); ok {
 			js := &jobs[j]
 			js.Targets++
@@ -719,13 +722,13 @@ func (s *Status) Query(q Query) Snapshot {
 			jobs[i].Availability = float64(jobs[i].Met) / float64(jobs[i].Attempts)
 		}
 	}
-	byName := func(a, b Summary) int {
+	byName := func(a, b *Summary) int {
 		return cmp.Or(strings.Compare(a.Job, b.Job), strings.Compare(a.Target, b.Target))
 	}
 	if q.Sort == "name" {
 		slices.SortFunc(match, byName)
 	} else {
-		slices.SortFunc(match, func(a, b Summary) int {
+		slices.SortFunc(match, func(a, b *Summary) int {
 			return cmp.Or(cmp.Compare(a.Verdict.rank(), b.Verdict.rank()),
 				cmpAvail(a.Availability, b.Availability), byName(a, b))
 		})
@@ -737,8 +740,23 @@ func (s *Status) Query(q Query) Snapshot {
 	if q.Limit > 0 {
 		hi = min(lo+q.Limit, hi)
 	}
-	snap.Targets = match[lo:hi]
+	snap.Targets = make([]Summary, 0, hi-lo)
+	for _, m := range match[lo:hi] {
+		sum := *m
+		if t := s.lookup(sum.Job, sum.Target); t != nil {
+			t.mu.Lock()
+			sum = t.summary(true) // with the last attempt's evidence
+			t.mu.Unlock()
+		}
+		snap.Targets = append(snap.Targets, sum)
+	}
 	return snap
+}
+
+func (s *Status) lookup(job, name string) *target {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.targets[key{job, name}]
 }
 
 // cmpAvail orders lower availability first; no data (NaN) last.
