@@ -39,6 +39,7 @@ type serveFlags struct {
 	webConfig string
 	logLevel  string
 	logFormat string
+	status    statusFlags // serve_status.go
 }
 
 func newServeCmd() *cobra.Command {
@@ -47,7 +48,9 @@ func newServeCmd() *cobra.Command {
 		Use:   "serve --config FILE",
 		Short: "Probe configured targets forever and export Prometheus metrics",
 		Long: `Run every job of the config file on its interval and serve the results as
-Prometheus metrics on /metrics. /healthz answers 200 while serving; POST
+Prometheus metrics on /metrics, with a status page at / (every target's last
+attempts and why they failed) and its JSON API at /api/v1/targets; failures
+are logged once per streak, with summaries and a recovery line. /healthz answers 200 while serving; POST
 /-/reload or SIGHUP re-reads the config: a bad new config is logged with every
 problem and the old one keeps running.
 
@@ -63,6 +66,7 @@ Scrape with honor_labels: true, so the job label is the probe job's.`,
 			if f.config == "" {
 				return usagef("serve: --config is required")
 			}
+			routeLibraryLogs(log)
 			if os.Getenv("GOGC") == "" {
 				// Probes allocate short-lived garbage (sockets, results) while
 				// the live heap stays small (~1.5 KiB per target), so GC at 50%
@@ -82,6 +86,7 @@ Scrape with honor_labels: true, so the job label is the probe job's.`,
 	fl.StringVar(&f.webConfig, "web.config.file", "", "exporter-toolkit web config file: TLS and basic auth")
 	fl.StringVar(&f.logLevel, "log.level", "info", "log level: debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log.format", "logfmt", "log format: logfmt or json")
+	addStatusFlags(fl, &f.status)
 	return cmd
 }
 
@@ -119,7 +124,11 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 		log:   log,
 		exp:   promexp.New(promexp.Options{Version: version}),
 	}
-	s.sched = scheduler.New(s.exp, log)
+	st, err := newStatus(f.status, log)
+	if err != nil {
+		return err
+	}
+	s.sched = scheduler.New(scheduler.Tee(s.exp, st), log)
 	s.kernel = newKernelMetrics()
 	if err := s.exp.Register(s.kernel.c); err != nil {
 		return fmt.Errorf("serve: kernel metrics: %w", err)
@@ -144,9 +153,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/-/reload", s.handleReload)
-	mux.HandleFunc("/{$}", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintf(w, "<html><body><h1>connprobe</h1><p><a href=\"/metrics\">/metrics</a> <a href=\"/healthz\">/healthz</a></p></body></html>\n")
-	})
+	st.Register(mux) // /, /target, /api/v1/targets… (serve_status.go)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	webFlags := &web.FlagConfig{
 		WebListenAddresses: &[]string{f.listen},

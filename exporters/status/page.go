@@ -30,7 +30,7 @@ var templates = template.Must(template.New("").Funcs(template.FuncMap{
 	"dur":      fmtDur,
 	"ts":       func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05.000Z") },
 	"clock":    func(t time.Time) string { return t.UTC().Format("15:04:05.000") },
-	"ago":      func(now, t time.Time) string { return fmtDur(now.Sub(t).Round(time.Second)) },
+	"ago":      func(now, t time.Time) string { return max(now.Sub(t).Round(time.Second), 0).String() },
 	"verdicts": func() []Verdict { return Verdicts },
 	"reasons":  func() []probe.ReasonDoc { return probe.Reasons },
 	"timings": func(t probe.Timings) string {
