@@ -125,7 +125,7 @@ type targetPage struct {
 	History History
 	Row     row
 	Rows    []Attempt // newest first
-	Fails   []Failure    // newest first
+	Fails   []Failure // newest first
 	Big     spark
 }
 
