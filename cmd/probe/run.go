@@ -39,6 +39,8 @@ type runFlags struct {
 	explainF    explainFlags           // --explain (run_explain.go)
 	kaF         keepaliveFlags         // kind keepalive (run_keepalive.go)
 	changed     func(name string) bool // whether a flag was given
+
+	summaryEvery time.Duration // --summary-every (run_summary.go)
 }
 
 func newRunCmd() *cobra.Command {
@@ -85,6 +87,7 @@ Exit status: 0 when every attempt succeeded, 1 when any failed, 2 on bad usage.`
 	addIdleFlags(fl, &f.idleF)
 	addExplainFlags(fl, &f.explainF)
 	addKeepaliveFlags(fl, &f.kaF)
+	addSummaryFlags(fl, &f)
 	return cmd
 }
 
@@ -105,7 +108,7 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 	if f.timeout <= 0 {
 		errs = append(errs, fmt.Errorf("--timeout %s must be positive", f.timeout))
 	}
-	out, err := report.New(f.output, os.Stdout)
+	out, err := report.New(f.output, runStdout)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("--output: %w", err))
 	}
@@ -140,6 +143,7 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 		errs = append(errs, fmt.Errorf("--syn-rate: %w", err))
 	}
 	errs = append(errs, checkIdleFlags(f, kind, f.changed)...)
+	errs = append(errs, checkSummaryFlags(f)...)
 	if len(errs) > 0 {
 		return nil, usageError{errors.Join(errs...)}
 	}
@@ -231,6 +235,8 @@ func runProbes(ctx context.Context, f runFlags, args []string) error {
 	}
 	failed := false
 	var mu sync.Mutex
+	stopSummaries := startSummaries(ctx, f, plan.out)
+	defer stopSummaries()
 	ticker := time.NewTicker(f.interval)
 	defer ticker.Stop()
 	for i := 0; f.count == 0 || i < f.count; i++ {

@@ -54,6 +54,8 @@ type Text struct {
 	w     io.Writer
 	order []string
 	stats map[string]*Stats
+	// quietOK: no line for plain successes (periodic.go).
+	quietOK bool
 }
 
 // Result writes one line: time, target, reason, handshake time, retransmits,
@@ -68,6 +70,9 @@ func (t *Text) Result(r probe.Result) error {
 		t.order = append(t.order, r.Target)
 	}
 	s.Add(r)
+	if t.quietOK && r.Reason == probe.ReasonOK {
+		return nil
+	}
 	hs := "-"
 	if r.Timings.Handshake > 0 {
 		hs = FormatDuration(r.Timings.Handshake)
