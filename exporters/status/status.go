@@ -202,6 +202,33 @@ var reasonIndex = func() map[probe.Reason]uint8 {
 	return m
 }()
 
+// reasonClass is probe.Reasons[i].Class, by index: a summary classifies
+// every entry of every ring.
+var reasonClass = func() []probe.Class {
+	c := make([]probe.Class, len(probe.Reasons))
+	for i, d := range probe.Reasons {
+		c[i] = d.Class
+	}
+	return c
+}()
+
+// entryClass is cellClass of an entry without looking its reason up.
+func entryClass(e entry) probe.Class {
+	c := probe.ClassFailure
+	if int(e.reason) < len(reasonClass) {
+		c = reasonClass[e.reason]
+	}
+	switch {
+	case c == probe.ClassProber:
+		return probe.ClassProber
+	case e.flags&flagMet == 0:
+		return probe.ClassFailure
+	case c == probe.ClassDegraded:
+		return probe.ClassDegraded
+	}
+	return probe.ClassOK
+}
+
 func reasonOf(i uint8) probe.Reason {
 	if int(i) < len(probe.Reasons) {
 		return probe.Reasons[i].Reason
@@ -504,6 +531,7 @@ type Summary struct {
 	FailingSince   time.Time
 	StreakAttempts int
 	reasons        uint64 // bit per reason index seen in the window
+	rank           int    // of Verdict, for sorting
 }
 
 // HasReason reports whether an attempt of the window ended with r.
@@ -537,7 +565,7 @@ func (t *target) attempt(i int, evidence bool) Attempt {
 		Start:       time.UnixMilli(t.base + int64(e.start)),
 		Duration:    unpackDur(e.dur),
 		Reason:      r,
-		Class:       cellClass(r, met),
+		Class:       entryClass(e),
 		Phase:       phases[min(int(e.phase), len(phases)-1)],
 		Met:         met,
 		Retransmits: int(e.retx),
@@ -570,10 +598,9 @@ func (t *target) summary(evidence bool) Summary {
 	newest := -1
 	for i := range t.slots {
 		e := t.ring[i]
-		met := e.flags&flagMet != 0
 		s.Attempts++
 		s.reasons |= 1 << e.reason
-		switch cellClass(reasonOf(e.reason), met) {
+		switch entryClass(e) {
 		case probe.ClassProber:
 			s.ProberFaults++
 		case probe.ClassFailure:
@@ -723,14 +750,25 @@ func (s *Status) Query(q Query) Snapshot {
 		}
 	}
 	byName := func(a, b *Summary) int {
-		return cmp.Or(strings.Compare(a.Job, b.Job), strings.Compare(a.Target, b.Target))
+		if c := strings.Compare(a.Job, b.Job); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Target, b.Target)
 	}
 	if q.Sort == "name" {
 		slices.SortFunc(match, byName)
 	} else {
+		for _, m := range match {
+			m.rank = m.Verdict.rank()
+		}
 		slices.SortFunc(match, func(a, b *Summary) int {
-			return cmp.Or(cmp.Compare(a.Verdict.rank(), b.Verdict.rank()),
-				cmpAvail(a.Availability, b.Availability), byName(a, b))
+			if c := cmp.Compare(a.rank, b.rank); c != 0 {
+				return c
+			}
+			if c := cmpAvail(a.Availability, b.Availability); c != 0 {
+				return c
+			}
+			return byName(a, b)
 		})
 	}
 	snap.Jobs = jobs

@@ -55,6 +55,11 @@ type result struct {
 	window    time.Duration
 	p99       time.Duration
 	p99Note   string
+	// The status page (GET /, the first 100 targets worst first) and
+	// GET /api/v1/targets?limit=100, median of 5, after the window; 0 when
+	// the build has no status page.
+	page, api time.Duration
+	pageBytes int
 }
 
 func main() {
@@ -69,6 +74,7 @@ func main() {
 	scrape := flag.Duration("scrape", 15*time.Second, "scrape probe serve's /metrics this often (as Prometheus would)")
 	basePort := flag.Int("base-port", 20000, "first listener port")
 	out := flag.String("out", "", "markdown file to write the results section into (replaces the section)")
+	flag.StringVar(&sectionTitle, "section", sectionTitle, "title of the BENCHMARKS.md section to write")
 	flag.Parse()
 
 	load0 := benchkit.LoadAvg()
@@ -240,7 +246,32 @@ func benchServe(bin string, base, n int, warmup, window, scrapeEvery time.Durati
 	r.anonKiB, _ = benchkit.ProcStatus(cmd.Process.Pid, "RssAnon:")
 	r.p99 = benchkit.HistQuantile(m0, m1, "connprobe_scheduler_lateness_seconds", 0.99)
 	r.p99Note = "own histogram"
+	r.page, r.pageBytes = timeGet("http://"+addr+"/", `id="targets"`)
+	r.api, _ = timeGet("http://"+addr+"/api/v1/targets?limit=100", `"targets":[`)
 	return r, nil
+}
+
+// timeGet returns the median time of 5 GETs of u and the body's size; 0
+// when the body lacks marker (a build without the status page).
+func timeGet(u, marker string) (time.Duration, int) {
+	var ds []time.Duration
+	n := 0
+	for range 5 {
+		t0 := time.Now()
+		resp, err := http.Get(u)
+		if err != nil {
+			return 0, 0
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || !strings.Contains(string(b), marker) {
+			return 0, 0
+		}
+		ds = append(ds, time.Since(t0))
+		n = len(b)
+	}
+	slices.Sort(ds)
+	return ds[len(ds)/2], n
 }
 
 func benchBlackbox(bin string, base, n int, warmup, window time.Duration) (result, error) {
@@ -363,7 +394,7 @@ func benchBlackbox(bin string, base, n int, warmup, window time.Duration) (resul
 	return r, nil
 }
 
-const sectionTitle = "## probe serve vs blackbox_exporter"
+var sectionTitle = "## probe serve vs blackbox_exporter"
 
 func render(rs []result, load0 string, warmup, window, scrape time.Duration) string {
 	var b strings.Builder
@@ -384,16 +415,32 @@ func render(rs []result, load0 string, warmup, window, scrape time.Duration) str
 		}
 	}
 	fmt.Fprintf(&b, "Load average before the run: %s, after: %s (other work shares the machine).\n\n", load0, benchkit.LoadAvg())
-	b.WriteString("| tool | N | CPU s / 1000 probes | CPU cores used | peak RSS | anon RSS at end | p99 lateness | completed / expected | ok |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	pages := slices.ContainsFunc(rs, func(r result) bool { return r.page > 0 })
+	b.WriteString("| tool | N | CPU s / 1000 probes | CPU cores used | peak RSS | anon RSS at end | p99 lateness | completed / expected | ok |")
+	if pages {
+		b.WriteString(" status page (GET /) | GET /api/v1/targets?limit=100 |")
+	}
+	b.WriteString("\n|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	if pages {
+		b.WriteString("---:|---:|")
+	}
+	b.WriteString("\n")
 	for _, r := range rs {
 		per := "n/a (none completed)"
 		if r.completed > 0 {
 			per = fmt.Sprintf("%.3f", r.cpu/float64(r.completed)*1000)
 		}
-		fmt.Fprintf(&b, "| %s | %d | %s | %.2f | %.1f MiB | %.1f MiB | %s (%s) | %d / %d (%.1f%%) | %d |\n",
+		fmt.Fprintf(&b, "| %s | %d | %s | %.2f | %.1f MiB | %.1f MiB | %s (%s) | %d / %d (%.1f%%) | %d |",
 			r.tool, r.n, per, r.cpu/r.window.Seconds(), float64(r.rssKiB)/1024, float64(r.anonKiB)/1024, r.p99.Round(10*time.Microsecond), r.p99Note,
 			r.completed, r.expected, 100*float64(r.completed)/float64(r.expected), r.succeeded)
+		if pages {
+			if r.page > 0 {
+				fmt.Fprintf(&b, " %s (%.0f KiB) | %s |", r.page.Round(time.Millisecond), float64(r.pageBytes)/1024, r.api.Round(time.Millisecond))
+			} else {
+				b.WriteString(" none | none |")
+			}
+		}
+		b.WriteString("\n")
 	}
 	b.WriteString("\n")
 	b.WriteString(notes)
