@@ -310,3 +310,30 @@ func TestHistoryMemoryAt10kTargets(t *testing.T) {
 	}
 	runtime.KeepAlive(s)
 }
+
+// TestFailingTargetMemoryIsBounded measures the worst case: every target
+// failing on every attempt with two fresh lines of evidence each (the
+// strings are kept as the probe made them), after the rings have wrapped.
+func TestFailingTargetMemoryIsBounded(t *testing.T) {
+	const n = 1000
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	s := New(Options{Attempts: DefaultAttempts})
+	j := &scheduler.Job{Name: "bench", Kind: "connect"}
+	for i := range n {
+		ts := s.Target(j, probe.Target{Name: fmt.Sprintf("127.0.0.1:%d", 20000+i)})
+		for k := range 3 * DefaultAttempts {
+			ts.Result(res(k, probe.ReasonSynTimeout, "deadline exceeded: no answer in time",
+				fmt.Sprintf("%d SYN(s) sent over %d.%02dms: no SYN/ACK, no RST, no ICMP", 1+k%3, 200+k, i%100)))
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&m1)
+	per := float64(m1.HeapAlloc-m0.HeapAlloc) / n
+	t.Logf("live heap per failing target: %.0f bytes; %.1f MiB at 10k", per, per*10000/(1<<20))
+	if per > 16<<10 {
+		t.Errorf("a failing target holds %.0f bytes, more than 16 KiB", per)
+	}
+	runtime.KeepAlive(s)
+}
