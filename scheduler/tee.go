@@ -57,3 +57,25 @@ func (t teeTarget) Result(r *probe.Result) {
 		s.Result(r)
 	}
 }
+
+// TargetSinks returns the recorders a Tee's recorder hands results to.
+func (t teeTarget) TargetSinks() []TargetSink { return t }
+
+// SinkAs finds the recorder in ts that implements T: ts itself, or one of
+// the recorders of a Tee. Code that needs more than TargetSink of one sink
+// (the idle-timeout search records into the Prometheus exporter) looks it up
+// this way, so that a Tee does not hide it.
+func SinkAs[T any](ts TargetSink) (T, bool) {
+	if v, ok := ts.(T); ok {
+		return v, true
+	}
+	if m, ok := ts.(interface{ TargetSinks() []TargetSink }); ok {
+		for _, s := range m.TargetSinks() {
+			if v, ok := SinkAs[T](s); ok {
+				return v, true
+			}
+		}
+	}
+	var zero T
+	return zero, false
+}

@@ -53,3 +53,25 @@ func TestTeeFeedsEverySinkInOrder(t *testing.T) {
 		t.Error("Tee of one sink should be that sink")
 	}
 }
+
+type special struct{ logSink }
+
+func (special) Special() {}
+
+func (s special) Target(job *Job, t probe.Target) TargetSink {
+	s.logSink.Target(job, t)
+	return s
+}
+
+func TestSinkAsLooksThroughTee(t *testing.T) {
+	var calls []string
+	sink := Tee(logSink{"a", &calls}, special{logSink{"b", &calls}})
+	ts := sink.Target(&Job{Name: "j"}, probe.Target{Name: "x:1"})
+	sp, ok := SinkAs[interface{ Special() }](ts)
+	if !ok || sp.(special).name != "b" {
+		t.Fatalf("SinkAs through a Tee = %v, %v; want the b recorder", sp, ok)
+	}
+	if _, ok := SinkAs[interface{ Special() }](logSink{"a", &calls}); ok {
+		t.Error("SinkAs found an interface a sink lacks")
+	}
+}

@@ -15,6 +15,6 @@ CGO_ENABLED=0 go build -trimpath -o bin/probe ./cmd/probe
 go build -o bin/benchserve ./scripts/benchserve
 ./bin/benchserve -probe bin/probe -blackbox "" -also "$tmp/probe-base" \
 	-also-label "probe serve at $(git rev-parse --short "$base") (no history)" \
-	-also-note "the build before the status history ($base), the same listeners right after" \
+	-also-note "the build before the status history ($base)" -script "scripts/bench-status.sh" \
 	-section "## Status history at ${1:-10000} targets" \
 	-n "${1:-10000}" -warmup "${WARMUP:-5s}" -duration "${DURATION:-20s}" -out BENCHMARKS.md

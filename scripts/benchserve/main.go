@@ -75,6 +75,7 @@ func main() {
 	basePort := flag.Int("base-port", 20000, "first listener port")
 	out := flag.String("out", "", "markdown file to write the results section into (replaces the section)")
 	flag.StringVar(&sectionTitle, "section", sectionTitle, "title of the BENCHMARKS.md section to write")
+	flag.StringVar(&script, "script", script, "the command that ran this, for the section's first line")
 	flag.Parse()
 
 	load0 := benchkit.LoadAvg()
@@ -396,18 +397,25 @@ func benchBlackbox(bin string, base, n int, warmup, window time.Duration) (resul
 
 var sectionTitle = "## probe serve vs blackbox_exporter"
 
+// script names the command that wrote the section.
+var script = "scripts/bench-serve.sh"
+
 func render(rs []result, load0 string, warmup, window, scrape time.Duration) string {
 	var b strings.Builder
 	host, _ := os.Hostname()
 	_ = host
 	fmt.Fprintf(&b, "%s\n\n", sectionTitle)
-	fmt.Fprintf(&b, "Measured by `scripts/bench-serve.sh` on %s (%d CPUs, shared with other work), %s.\n",
-		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), benchkit.Kernel())
+	bb := slices.ContainsFunc(rs, func(r result) bool { return r.tool == "blackbox_exporter" })
+	fmt.Fprintf(&b, "Measured by `%s` on %s (%d CPUs, shared with other work), %s.\n",
+		script, time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), benchkit.Kernel())
 	fmt.Fprintf(&b, "N loopback listeners, each probed by TCP connect once per second; %s warm-up, then a %s window.\n", warmup, window)
 	fmt.Fprintf(&b, "probe serve: N static targets, interval 1s, timeout 800ms, /metrics scraped every %s during the window.\n", scrape)
-	b.WriteString("blackbox_exporter (Debian): driven by a per-target loop like a Prometheus scrape loop: `GET /probe?module=tcp_connect&target=...`\n")
-	b.WriteString("once per second per target, 1s timeout, at most one in flight per target. Its lateness column is the driver's dispatch\n")
-	b.WriteString("lateness (blackbox has no scheduler); its CPU is the blackbox process only (not the driver's HTTP client).\n\n")
+	if bb {
+		b.WriteString("blackbox_exporter (Debian): driven by a per-target loop like a Prometheus scrape loop: `GET /probe?module=tcp_connect&target=...`\n")
+		b.WriteString("once per second per target, 1s timeout, at most one in flight per target. Its lateness column is the driver's dispatch\n")
+		b.WriteString("lateness (blackbox has no scheduler); its CPU is the blackbox process only (not the driver's HTTP client).\n")
+	}
+	b.WriteString("\n")
 	for _, r := range rs {
 		if r.tool == alsoLabel {
 			fmt.Fprintf(&b, "%s: %s, measured right after probe serve on the same listeners.\n\n", alsoLabel, alsoNote)
@@ -444,6 +452,12 @@ func render(rs []result, load0 string, warmup, window, scrape time.Duration) str
 	}
 	b.WriteString("\n")
 	b.WriteString(notes)
+	if bb {
+		b.WriteString(notesBlackbox)
+	}
+	if pages {
+		b.WriteString(notesPages)
+	}
 	return b.String()
 }
 
@@ -456,6 +470,13 @@ const notes = `- CPU is utime+stime of the tool's process over the window, so it
 - probe serve's lateness is from its own connprobe_scheduler_lateness_seconds histogram (bucket-interpolated);
   a firing more than a tenth of the interval late is skipped and counted as an overrun, so completed /
   expected also shows when the machine could not keep up.
-- blackbox_exporter has no scheduler: when it cannot answer within the 1s timeout, the request is
+`
+
+const notesBlackbox = `- blackbox_exporter has no scheduler: when it cannot answer within the 1s timeout, the request is
   abandoned and counts as not completed.
+`
+
+const notesPages = `- The status page columns: GET / (every target's verdict computed, the first 100 rendered worst first, with
+  their strips and charts) and GET /api/v1/targets?limit=100, timed by this program over loopback after the
+  window, median of 5, while the probes keep running; "none" for a build without them.
 `
