@@ -295,3 +295,28 @@ func BenchmarkPage10k(b *testing.B) {
 		})
 	}
 }
+
+func TestHistoryOffStillHasVerdictsAndAPage(t *testing.T) {
+	s := New(Options{Attempts: 0})
+	ok := newTarget(s, "j", "ok:1", false)
+	bad := newTarget(s, "j", "bad:1", false)
+	for i := range 5 {
+		ok.Result(res(i, probe.ReasonOK))
+		bad.Result(res(i, probe.ReasonRefused, "RST"))
+	}
+	v := map[string]Verdict{}
+	for _, sum := range s.Query(Query{}).Targets {
+		v[sum.Target] = sum.Verdict
+	}
+	if v["ok:1"] != VerdictOK || v["bad:1"] != VerdictFailing {
+		t.Errorf("verdicts without history: %v", v)
+	}
+	srv := server(t, s)
+	code, _, body := get(t, srv.URL+"/")
+	if code != 200 || !strings.Contains(body, "History is off") || !strings.Contains(body, "bad:1") {
+		t.Errorf("page without history: %d", code)
+	}
+	if h, _ := s.History("j", "bad:1"); len(h.Failures) != DefaultFailures-3 || len(h.Attempts) != 0 {
+		t.Errorf("without history: %d attempts, %d failures kept", len(h.Attempts), len(h.Failures))
+	}
+}
