@@ -42,6 +42,7 @@ func main() {
 
 func run(ctx context.Context, args []string) int {
 	root := newRootCmd()
+	root.SetOut(runStdout)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	switch {

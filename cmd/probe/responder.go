@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"time"
@@ -101,7 +100,7 @@ func runResponder(ctx context.Context, cfg responder.Config, listen, metricsAddr
 	if metricsAddr != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		mln, err := net.Listen("tcp", metricsAddr)
+		mln, err := responderMetricsLimits.listen(ctx, metricsAddr)
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("responder: metrics listen: %w", err)

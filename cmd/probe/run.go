@@ -49,6 +49,8 @@ type runFlags struct {
 	changed     func(name string) bool // whether a flag was given
 	stdout      io.Writer              // nil: os.Stdout
 	stderr      io.Writer              // nil: os.Stderr
+
+	summaryEvery time.Duration // --summary-every (run_summary.go)
 }
 
 func (f runFlags) stdoutW() io.Writer {
@@ -122,6 +124,7 @@ all, 2 on bad usage.`,
 	addIdleFlags(fl, &f.idleF)
 	addExplainFlags(fl, &f.explainF)
 	addKeepaliveFlags(fl, &f.kaF)
+	addSummaryFlags(fl, &f)
 	return cmd
 }
 
@@ -185,6 +188,7 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, checkSummaryFlags(f)...)
 	if len(errs) > 0 {
 		return nil, usageError{errors.Join(errs...)}
 	}
@@ -338,6 +342,8 @@ func runProbes(ctx context.Context, f runFlags, args []string) error {
 			idleDone[pi] = watchIdle(ctx, ip, stderr)
 		}
 	}
+	stopSummaries := startSummaries(ctx, f, plan.out)
+	defer stopSummaries()
 	ticker := time.NewTicker(f.interval)
 	defer ticker.Stop()
 	for i := 0; f.count == 0 || i < f.count; i++ {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/connprobe/connprobe/configs"
 	promexp "github.com/connprobe/connprobe/exporters/prometheus"
+	"github.com/connprobe/connprobe/exporters/status"
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/probe/netns"
 	"github.com/connprobe/connprobe/scheduler"
@@ -42,6 +43,7 @@ type serveFlags struct {
 	// lifecycle enables POST /-/reload (--web.enable-lifecycle).
 	lifecycle bool
 	web       httpLimits
+	status    statusFlags // serve_status.go
 }
 
 func newServeCmd() *cobra.Command {
@@ -50,12 +52,14 @@ func newServeCmd() *cobra.Command {
 		Use:   "serve --config FILE",
 		Short: "Probe configured targets forever and export Prometheus metrics",
 		Long: `Run every job of the config file on its interval and serve the results as
-Prometheus metrics on /metrics. /healthz answers 200 while the scheduler makes
-progress and 503 with the reason when it is stuck; /-/ready answers 503 with
-the reasons while a job cannot run (a capability it needs is missing), 200
-otherwise. SIGHUP re-reads the config (and POST /-/reload, with
---web.enable-lifecycle): a bad new config is logged with every problem and the
-old one keeps running.
+Prometheus metrics on /metrics, with a status page at / (every target's last
+attempts and why they failed) and its JSON API at /api/v1/targets; failures
+are logged once per streak, with summaries and a recovery line. /healthz
+answers 200 while the scheduler makes progress and 503 with the reason when it
+is stuck; /-/ready answers 503 with the reasons while a job cannot run (a
+capability it needs is missing), 200 otherwise. SIGHUP re-reads the config
+(and POST /-/reload, with --web.enable-lifecycle): a bad new config is logged
+with every problem and the old one keeps running.
 
 Scrape with honor_labels: true, so the job label is the probe job's.`,
 		Example: `  probe serve --config configs/example.yaml
@@ -73,6 +77,7 @@ Scrape with honor_labels: true, so the job label is the probe job's.`,
 			if err := f.web.validate(); err != nil {
 				return usageError{err}
 			}
+			routeLibraryLogs(log)
 			if os.Getenv("GOGC") == "" {
 				// Probes allocate short-lived garbage (sockets, results) while
 				// the live heap stays small (~1.5 KiB per target), so GC at 50%
@@ -97,6 +102,7 @@ Scrape with honor_labels: true, so the job label is the probe job's.`,
 	f.web.ReadHeader, f.web.Read = defaultWebReadHeader, defaultWebRead
 	fl.StringVar(&f.logLevel, "log.level", "info", "log level: debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log.format", "logfmt", "log format: logfmt or json")
+	addStatusFlags(fl, &f.status)
 	return cmd
 }
 
@@ -108,6 +114,7 @@ type server struct {
 	sched   *scheduler.Scheduler
 	current *configs.Config // owned by the reload loop once serving
 	kernel  *kernelMetrics  // global.kernel (serve_kernel.go)
+	status  *status.Status  // history, status page, API, failure log (serve_status.go)
 	// reloads hands POST /-/reload requests to the reload loop, the one
 	// goroutine that reloads (SIGHUP too). Each request carries a result
 	// channel with room for the answer, so the loop never waits for a
@@ -154,7 +161,12 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 		reloads: make(chan chan error),
 	}
 	s.healthy.Store(true)
-	s.sched = scheduler.New(s.exp, log)
+	st, err := newStatus(f.status, log)
+	if err != nil {
+		return err
+	}
+	s.status = st
+	s.sched = scheduler.New(scheduler.Tee(s.exp, st), log)
 	// Attempts during which the prober itself did not run (stopped,
 	// CPU-throttled, paused) are discarded as prober_stalled.
 	stalls := stall.New(stall.Options{})
@@ -173,7 +185,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 			return usagef("--web.config.file: %w", err)
 		}
 	}
-	ln, err := net.Listen("tcp", f.listen)
+	ln, err := f.web.listen(ctx, f.listen)
 	if err != nil {
 		return fmt.Errorf("serve: listen: %w", err)
 	}
@@ -230,9 +242,7 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("/healthz", s.handleHealth)
 	mux.HandleFunc("/-/reload", s.handleReload)
 	mux.HandleFunc("/-/ready", s.handleReady)
-	mux.HandleFunc("/{$}", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintf(w, "<html><body><h1>connprobe</h1><p><a href=\"/metrics\">/metrics</a> <a href=\"/healthz\">/healthz</a> <a href=\"/-/ready\">/-/ready</a></p></body></html>\n")
-	})
+	s.status.Register(mux) // /, /target, /api/v1/targets… (serve_status.go)
 	return mux
 }
 

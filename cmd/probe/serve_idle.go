@@ -36,7 +36,7 @@ func jobBackground(j *configs.Job, log *slog.Logger) (func(context.Context, prob
 	}
 	first := min(every, j.Interval.D)
 	return func(ctx context.Context, t probe.Target, sink scheduler.TargetSink) {
-		rec, ok := sink.(idleTimeoutSink)
+		rec, ok := scheduler.SinkAs[idleTimeoutSink](sink) // through the status Tee
 		if !ok {
 			return
 		}

@@ -2,12 +2,14 @@ package main
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"mime"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -66,6 +68,25 @@ func (l httpLimits) validate() error {
 		errs = append(errs, fmt.Errorf("--web.idle-timeout %s: want a positive duration", l.Idle))
 	}
 	return errors.Join(errs...)
+}
+
+// listen opens an HTTP listener on addr with TCP_DEFER_ACCEPT (tcp(7)): the
+// kernel hands a connection to accept only once its first bytes (the
+// request, a TLS ClientHello) have arrived, or after the header timeout.
+// Clients that connect and say nothing then wait in the kernel, not in
+// one of our connection slots, and cannot crowd a scrape out of them.
+func (l httpLimits) listen(ctx context.Context, addr string) (net.Listener, error) {
+	secs := max(int(l.ReadHeader/time.Second), 1)
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, secs)
+		}); err != nil {
+			return err
+		}
+		return os.NewSyscallError("setsockopt TCP_DEFER_ACCEPT", serr)
+	}}
+	return lc.Listen(ctx, "tcp", addr)
 }
 
 // serve returns ln capped at l.MaxConns and an http.Server serving h on it

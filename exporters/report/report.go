@@ -56,6 +56,8 @@ type Text struct {
 	w     io.Writer
 	order []string
 	stats map[string]*Stats
+	// quietOK: no line for plain successes (periodic.go).
+	quietOK bool
 }
 
 // Result writes one line: time, target, reason, handshake time, retransmits,
@@ -70,6 +72,9 @@ func (t *Text) Result(r probe.Result) error {
 		t.order = append(t.order, r.Target)
 	}
 	s.Add(r)
+	if t.quietOK && r.Reason == probe.ReasonOK {
+		return nil
+	}
 	// The time column is the attempt's duration; the handshake's is added
 	// where it differs (a 5 s reply_timeout after a 0.1 ms handshake).
 	d, hs := r.Duration, ""

@@ -55,6 +55,11 @@ type result struct {
 	window    time.Duration
 	p99       time.Duration
 	p99Note   string
+	// The status page (GET /, the first 100 targets worst first) and
+	// GET /api/v1/targets?limit=100, median of 5, after the window; 0 when
+	// the build has no status page.
+	page, api time.Duration
+	pageBytes int
 }
 
 func main() {
@@ -69,6 +74,8 @@ func main() {
 	scrape := flag.Duration("scrape", 15*time.Second, "scrape probe serve's /metrics this often (as Prometheus would)")
 	basePort := flag.Int("base-port", 20000, "first listener port")
 	out := flag.String("out", "", "markdown file to write the results section into (replaces the section)")
+	flag.StringVar(&sectionTitle, "section", sectionTitle, "title of the BENCHMARKS.md section to write")
+	flag.StringVar(&script, "script", script, "the command that ran this, for the section's first line")
 	flag.Parse()
 
 	load0 := benchkit.LoadAvg()
@@ -240,7 +247,32 @@ func benchServe(bin string, base, n int, warmup, window, scrapeEvery time.Durati
 	r.anonKiB, _ = benchkit.ProcStatus(cmd.Process.Pid, "RssAnon:")
 	r.p99 = benchkit.HistQuantile(m0, m1, "connprobe_scheduler_lateness_seconds", 0.99)
 	r.p99Note = "own histogram"
+	r.page, r.pageBytes = timeGet("http://"+addr+"/", `id="targets"`)
+	r.api, _ = timeGet("http://"+addr+"/api/v1/targets?limit=100", `"targets":[`)
 	return r, nil
+}
+
+// timeGet returns the median time of 5 GETs of u and the body's size; 0
+// when the body lacks marker (a build without the status page).
+func timeGet(u, marker string) (time.Duration, int) {
+	var ds []time.Duration
+	n := 0
+	for range 5 {
+		t0 := time.Now()
+		resp, err := http.Get(u)
+		if err != nil {
+			return 0, 0
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || !strings.Contains(string(b), marker) {
+			return 0, 0
+		}
+		ds = append(ds, time.Since(t0))
+		n = len(b)
+	}
+	slices.Sort(ds)
+	return ds[len(ds)/2], n
 }
 
 func benchBlackbox(bin string, base, n int, warmup, window time.Duration) (result, error) {
@@ -363,20 +395,27 @@ func benchBlackbox(bin string, base, n int, warmup, window time.Duration) (resul
 	return r, nil
 }
 
-const sectionTitle = "## probe serve vs blackbox_exporter"
+var sectionTitle = "## probe serve vs blackbox_exporter"
+
+// script names the command that wrote the section.
+var script = "scripts/bench-serve.sh"
 
 func render(rs []result, load0 string, warmup, window, scrape time.Duration) string {
 	var b strings.Builder
 	host, _ := os.Hostname()
 	_ = host
 	fmt.Fprintf(&b, "%s\n\n", sectionTitle)
-	fmt.Fprintf(&b, "Measured by `scripts/bench-serve.sh` on %s (%d CPUs, shared with other work), %s.\n",
-		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), benchkit.Kernel())
+	bb := slices.ContainsFunc(rs, func(r result) bool { return r.tool == "blackbox_exporter" })
+	fmt.Fprintf(&b, "Measured by `%s` on %s (%d CPUs, shared with other work), %s.\n",
+		script, time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), benchkit.Kernel())
 	fmt.Fprintf(&b, "N loopback listeners, each probed by TCP connect once per second; %s warm-up, then a %s window.\n", warmup, window)
 	fmt.Fprintf(&b, "probe serve: N static targets, interval 1s, timeout 800ms, /metrics scraped every %s during the window.\n", scrape)
-	b.WriteString("blackbox_exporter (Debian): driven by a per-target loop like a Prometheus scrape loop: `GET /probe?module=tcp_connect&target=...`\n")
-	b.WriteString("once per second per target, 1s timeout, at most one in flight per target. Its lateness column is the driver's dispatch\n")
-	b.WriteString("lateness (blackbox has no scheduler); its CPU is the blackbox process only (not the driver's HTTP client).\n\n")
+	if bb {
+		b.WriteString("blackbox_exporter (Debian): driven by a per-target loop like a Prometheus scrape loop: `GET /probe?module=tcp_connect&target=...`\n")
+		b.WriteString("once per second per target, 1s timeout, at most one in flight per target. Its lateness column is the driver's dispatch\n")
+		b.WriteString("lateness (blackbox has no scheduler); its CPU is the blackbox process only (not the driver's HTTP client).\n")
+	}
+	b.WriteString("\n")
 	for _, r := range rs {
 		if r.tool == alsoLabel {
 			fmt.Fprintf(&b, "%s: %s, measured right after probe serve on the same listeners.\n\n", alsoLabel, alsoNote)
@@ -384,19 +423,41 @@ func render(rs []result, load0 string, warmup, window, scrape time.Duration) str
 		}
 	}
 	fmt.Fprintf(&b, "Load average before the run: %s, after: %s (other work shares the machine).\n\n", load0, benchkit.LoadAvg())
-	b.WriteString("| tool | N | CPU s / 1000 probes | CPU cores used | peak RSS | anon RSS at end | p99 lateness | completed / expected | ok |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	pages := slices.ContainsFunc(rs, func(r result) bool { return r.page > 0 })
+	b.WriteString("| tool | N | CPU s / 1000 probes | CPU cores used | peak RSS | anon RSS at end | p99 lateness | completed / expected | ok |")
+	if pages {
+		b.WriteString(" status page (GET /) | GET /api/v1/targets?limit=100 |")
+	}
+	b.WriteString("\n|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	if pages {
+		b.WriteString("---:|---:|")
+	}
+	b.WriteString("\n")
 	for _, r := range rs {
 		per := "n/a (none completed)"
 		if r.completed > 0 {
 			per = fmt.Sprintf("%.3f", r.cpu/float64(r.completed)*1000)
 		}
-		fmt.Fprintf(&b, "| %s | %d | %s | %.2f | %.1f MiB | %.1f MiB | %s (%s) | %d / %d (%.1f%%) | %d |\n",
+		fmt.Fprintf(&b, "| %s | %d | %s | %.2f | %.1f MiB | %.1f MiB | %s (%s) | %d / %d (%.1f%%) | %d |",
 			r.tool, r.n, per, r.cpu/r.window.Seconds(), float64(r.rssKiB)/1024, float64(r.anonKiB)/1024, r.p99.Round(10*time.Microsecond), r.p99Note,
 			r.completed, r.expected, 100*float64(r.completed)/float64(r.expected), r.succeeded)
+		if pages {
+			if r.page > 0 {
+				fmt.Fprintf(&b, " %s (%.0f KiB) | %s |", r.page.Round(time.Millisecond), float64(r.pageBytes)/1024, r.api.Round(time.Millisecond))
+			} else {
+				b.WriteString(" none | none |")
+			}
+		}
+		b.WriteString("\n")
 	}
 	b.WriteString("\n")
 	b.WriteString(notes)
+	if bb {
+		b.WriteString(notesBlackbox)
+	}
+	if pages {
+		b.WriteString(notesPages)
+	}
 	return b.String()
 }
 
@@ -409,6 +470,13 @@ const notes = `- CPU is utime+stime of the tool's process over the window, so it
 - probe serve's lateness is from its own connprobe_scheduler_lateness_seconds histogram (bucket-interpolated);
   a firing more than a tenth of the interval late is skipped and counted as an overrun, so completed /
   expected also shows when the machine could not keep up.
-- blackbox_exporter has no scheduler: when it cannot answer within the 1s timeout, the request is
+`
+
+const notesBlackbox = `- blackbox_exporter has no scheduler: when it cannot answer within the 1s timeout, the request is
   abandoned and counts as not completed.
+`
+
+const notesPages = `- The status page columns: GET / (every target's verdict computed, the first 100 rendered worst first, with
+  their strips and charts) and GET /api/v1/targets?limit=100, timed by this program over loopback after the
+  window, median of 5, while the probes keep running; "none" for a build without them.
 `
