@@ -52,8 +52,9 @@ func Run(ctx context.Context, name string, dst netip.AddrPort, cfg Config) *Trac
 
 // sent is one SYN of the trace.
 type sent struct {
-	hop int
-	at  time.Time
+	hop      int
+	at       time.Time
+	answered bool
 }
 
 // run sends the hops' SYNs on f and fills t's hops and end.
@@ -96,7 +97,13 @@ func run(ctx context.Context, t *Trace, f flow, cfg Config) {
 				if r.Index < 0 || r.Index >= len(syns) {
 					continue // cannot be: the path matched it to our SYNs
 				}
-				if done := t.record(r, syns[r.Index]); done {
+				syns[r.Index].answered = true
+				s := syns[r.Index]
+				if r.Kind == syn.ReplyRST && !r.Foreign && earlierSilent(t, syns, r.Index) {
+					t.confirmRST(ctx, f, cfg, r, s)
+					return
+				}
+				if done := t.record(r, s); done {
 					return
 				}
 				if r.Index == i {
@@ -111,6 +118,22 @@ func run(ctx context.Context, t *Trace, f flow, cfg Config) {
 		}
 		if silent >= cfg.Gap {
 			break
+		}
+	}
+	// A last look for answers that came after their SYN's timeout (a
+	// slow neighbour resolution, a loaded router): they still count.
+	grace := time.Now().Add(cfg.HopTimeout)
+	for {
+		r, ok := f.Wait(ctx, grace)
+		if !ok {
+			break
+		}
+		if r.Index < 0 || r.Index >= len(syns) || syns[r.Index].answered {
+			continue
+		}
+		syns[r.Index].answered = true
+		if t.record(r, syns[r.Index]) {
+			return
 		}
 	}
 	t.End = EndSilence
@@ -171,4 +194,68 @@ func timeExceeded(r syn.Reply) bool {
 		return r.ICMPType == 3 && r.ICMPCode == 0
 	}
 	return r.ICMPType == 11 && r.ICMPCode == 0
+}
+
+// earlierSilent reports whether a SYN before SYN #k got no answer at a hop
+// beyond the last router that answered time-exceeded: a SYN that may have
+// reached the target.
+func earlierSilent(t *Trace, syns []sent, k int) bool {
+	lastTE := 0
+	for _, h := range t.Hops {
+		if h.Reply == "time-exceeded" {
+			lastTE = h.Hop
+		}
+	}
+	for _, s := range syns[:k] {
+		if !s.answered && s.hop > lastTE {
+			return true
+		}
+	}
+	return false
+}
+
+// confirmRST decides what an RST means that came after an unanswered SYN
+// of the same flow. Every SYN of a trace carries its own sequence number,
+// and a Linux target that holds the tuple half-open (it answered an earlier
+// SYN, and that SYN/ACK was lost on the way back) resets a SYN with another
+// sequence number (tcp_check_req: a SYN that is not a retransmit, RFC 9293
+// 3.10.7.4) and drops the half-open entry. So one more SYN at the same TTL
+// tells the two readings apart: a target that refuses RSTs it again; a
+// target whose SYN/ACKs are lost answers it with a SYN/ACK that again never
+// arrives.
+func (t *Trace) confirmRST(ctx context.Context, f flow, cfg Config, first syn.FlowReply, s sent) {
+	t.record(first, s) // End RST for now, at the RST's hop
+	h := &t.Hops[s.hop-1]
+	i, at, err := f.Send(ctx, time.Now().Add(cfg.HopTimeout), s.hop)
+	if err != nil {
+		t.Evidence = append(t.Evidence, fmt.Sprintf("RST from %s at hop %d after an unanswered SYN of this flow; the confirming SYN was not sent: %v", first.Remote, s.hop, err))
+		return
+	}
+	h.Sent++
+	c := sent{hop: s.hop, at: at}
+	for {
+		r, ok := f.Wait(ctx, at.Add(cfg.HopTimeout))
+		if !ok {
+			break
+		}
+		if r.Index != i {
+			continue
+		}
+		switch r.Kind {
+		case syn.ReplyRST:
+			h.Answered++
+			h.RTTs = append(h.RTTs, r.At.Sub(c.at))
+			t.Evidence = append(t.Evidence, fmt.Sprintf("RST from %s at hop %d came after an unanswered SYN of this flow; a confirming SYN got a RST too: the target refuses", first.Remote, s.hop))
+			return
+		case syn.ReplySynAck:
+			t.record(r, c) // the SYN/ACK came through after all
+			t.Evidence = append(t.Evidence, fmt.Sprintf("the first SYN(s) reaching %s got no answer, a later one a RST, the confirming SYN a SYN/ACK: the earlier SYN/ACK(s) were lost", first.Remote))
+			return
+		default:
+			t.record(r, c)
+			return
+		}
+	}
+	t.End, t.EndHop = EndLostReply, s.hop
+	t.Evidence = append(t.Evidence, fmt.Sprintf("RST from %s to SYN #%d at hop %d after earlier SYN(s) of this flow got nothing; a confirming SYN got nothing again: the target holds the flow half-open (Linux resets a new SYN on a half-open tuple and drops the entry), so it answers our SYNs and its SYN/ACKs are lost on the way back", first.Remote, first.Index+1, s.hop))
 }

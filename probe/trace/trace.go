@@ -102,6 +102,7 @@ const (
 	EndRST         End = "rst"         // the target (or a box for it) refused
 	EndUnreachable End = "unreachable" // an ICMP destination-unreachable quoting our SYN
 	EndSilence     End = "silence"     // nothing from the target; hops after the last responder silent
+	EndLostReply   End = "lost_reply"  // the target answers (a RST to a later SYN proves it holds the flow half-open) but its SYN/ACKs never arrive
 	EndBudget      End = "budget"      // the packet budget had no packet for a SYN: cut short (prober fault)
 	EndError       End = "error"       // a local error (permission, send)
 )
@@ -218,6 +219,16 @@ func (t *Trace) Reached() int {
 	return n
 }
 
+// lastTimeExceeded returns the last hop that answered time-exceeded, or nil.
+func (t *Trace) lastTimeExceeded() *Hop {
+	for i := len(t.Hops) - 1; i >= 0; i-- {
+		if t.Hops[i].Reply == "time-exceeded" {
+			return &t.Hops[i]
+		}
+	}
+	return nil
+}
+
 // lastAnswered returns the last hop that answered, or nil.
 func (t *Trace) lastAnswered() *Hop {
 	for i := len(t.Hops) - 1; i >= 0; i-- {
@@ -295,6 +306,19 @@ func (t *Trace) verdict() string {
 				fmt.Fprintf(&b, " to %d", tried)
 			}
 			b.WriteString("; the target never answered")
+		}
+	case EndLostReply:
+		who := fmt.Sprintf("the target %s", t.Remote)
+		if nat != nil && nat.DNAT(t.Remote) {
+			who = fmt.Sprintf("backend %s (behind %s, DNAT at %s)", nat.Backend, t.Remote, nat.Where)
+		}
+		if last := t.lastTimeExceeded(); last != nil {
+			reach(last)
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%s answers at hop %d (it RSTs a later SYN of the flow it holds half-open) but no SYN/ACK comes back: the reply is lost on the way back", who, t.EndHop)
+		if nat != nil && nat.Replied {
+			fmt.Fprintf(&b, "; %s saw the backend's answer (conntrack %s), so it is lost between %s and us", nat.Where, nat.State, nat.Where)
 		}
 	case EndBudget:
 		fmt.Fprintf(&b, "trace cut short at hop %d: the SYN budget had no packet for it (a prober limit, not the network's)", len(t.Hops))
