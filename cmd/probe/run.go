@@ -40,9 +40,11 @@ type runFlags struct {
 	kindSet     bool // --kind given explicitly: no fallback from syn to connect
 	paws        bool
 	synRate     int
-	idleF       idleFlags              // kind idle (run_idle.go)
-	explainF    explainFlags           // --explain (run_explain.go)
-	kaF         keepaliveFlags         // kind keepalive (run_keepalive.go)
+	idleF       idleFlags      // kind idle (run_idle.go)
+	explainF    explainFlags   // --explain (run_explain.go)
+	kaF         keepaliveFlags // kind keepalive (run_keepalive.go)
+	trace       bool           // --trace (trace.go)
+	traceF      traceFlags
 	changed     func(name string) bool // whether a flag was given
 	stdout      io.Writer              // nil: os.Stdout
 	stderr      io.Writer              // nil: os.Stderr
@@ -107,6 +109,8 @@ Exit status: 0 when every attempt succeeded, 1 when any failed, 2 on bad usage.`
 	addIdleFlags(fl, &f.idleF)
 	addExplainFlags(fl, &f.explainF)
 	addKeepaliveFlags(fl, &f.kaF)
+	fl.BoolVar(&f.trace, "trace", false, "after a failed handshake, trace the path to the target (TTL-limited SYNs, needs CAP_NET_RAW) and add the verdict to the evidence")
+	addTraceFlags(fl, &f.traceF, "trace-")
 	return cmd
 }
 
@@ -292,6 +296,10 @@ func runProbes(ctx context.Context, f runFlags, args []string) error {
 	if err != nil {
 		return err
 	}
+	tracer, err := newRunTracer(f)
+	if err != nil {
+		return err
+	}
 	failed := false
 	var mu sync.Mutex
 	stderr := &lineWriter{w: f.stderrW()}
@@ -321,6 +329,7 @@ func runProbes(ctx context.Context, f runFlags, args []string) error {
 				r := p.Probe(ctx)
 				idleDone[pi]()
 				ex.add(pi, snap, &r)
+				tracer.after(ctx, &r)
 				if r.Reason == probe.ReasonCanceled {
 					return
 				}

@@ -513,19 +513,19 @@ func (p *path) source(dst netip.Addr) (netip.Addr, error) {
 // not allocate: the destination sockaddr, the PKTINFO control message (rebuilt
 // only when the source changes) and the closure handed to RawConn.Control.
 type sendBuf struct {
-	v6   bool
-	src  netip.Addr
-	ttl  int // 0: the socket's default; else sent as IP_TTL / IPV6_HOPLIMIT
+	v6  bool
+	src netip.Addr
+	ttl int // 0: the socket's default; else sent as IP_TTL / IPV6_HOPLIMIT
 	// oobTTL is the ttl the control message in oob carries.
 	oobTTL int
-	oob  []byte
-	sa4  unix.SockaddrInet4
-	sa6  unix.SockaddrInet6
-	to   unix.Sockaddr
-	seg  []byte
-	at   time.Time
-	err  error
-	call func(fd uintptr)
+	oob    []byte
+	sa4    unix.SockaddrInet4
+	sa6    unix.SockaddrInet6
+	to     unix.Sockaddr
+	seg    []byte
+	at     time.Time
+	err    error
+	call   func(fd uintptr)
 }
 
 func newSendBuf() *sendBuf {

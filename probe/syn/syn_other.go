@@ -61,7 +61,9 @@ func (f *Flow) Send(ctx context.Context, until time.Time, ttl int) (int, time.Ti
 }
 
 // Wait never returns a reply off Linux.
-func (f *Flow) Wait(ctx context.Context, until time.Time) (FlowReply, bool) { return FlowReply{}, false }
+func (f *Flow) Wait(ctx context.Context, until time.Time) (FlowReply, bool) {
+	return FlowReply{}, false
+}
 
 // Strays is empty off Linux.
 func (f *Flow) Strays() []string { return nil }

@@ -109,23 +109,23 @@ const (
 
 // Hop is what one TTL drew.
 type Hop struct {
-	Hop int `json:"hop"`
+	Hop int
 	// Address is the responder (ICMP sender, or the target's address for
 	// its SYN/ACK or RST); invalid when nothing answered.
-	Address netip.Addr `json:"address"`
+	Address netip.Addr
 	// Others lists further responders at this TTL (a path that changed,
 	// or load balancing the flow identifier did not pin).
-	Others []netip.Addr `json:"others,omitempty"`
+	Others []netip.Addr
 	// RTTs of the answered queries.
-	RTTs     []time.Duration `json:"-"`
-	Sent     int             `json:"sent"`
-	Answered int             `json:"answered"`
+	RTTs     []time.Duration
+	Sent     int
+	Answered int
 	// Reply is what answered: "time-exceeded", "SYN/ACK", "RST" or an ICMP
 	// unreachable's name.
-	Reply string `json:"reply,omitempty"`
+	Reply string
 	// Foreign counts answers from (or quoting) another address than the
 	// target: a reply that was not reverse-NATed.
-	Foreign int `json:"foreign,omitempty"`
+	Foreign int
 }
 
 // RTT is the hop's median answered RTT (0 when none).
@@ -171,28 +171,28 @@ func (n NAT) DNAT(dst netip.AddrPort) bool { return n.Backend.IsValid() && n.Bac
 
 // Trace is the result of one trace.
 type Trace struct {
-	Target   string         `json:"target"`
-	Remote   netip.AddrPort `json:"remote"`
-	Local    netip.AddrPort `json:"local"`
-	Start    time.Time      `json:"start"`
-	Duration time.Duration  `json:"-"`
-	Hops     []Hop          `json:"hops"`
-	End      End            `json:"end"`
+	Target   string
+	Remote   netip.AddrPort
+	Local    netip.AddrPort
+	Start    time.Time
+	Duration time.Duration
+	Hops     []Hop
+	End      End
 	// EndHop is the TTL whose SYN drew the end (SYN/ACK, RST, unreachable);
 	// for silence, the last hop that answered (0: none).
-	EndHop int `json:"end_hop"`
+	EndHop int
 	// EndFrom is who sent the end: the target for SYN/ACK or RST, the
 	// router for an ICMP unreachable.
-	EndFrom netip.Addr `json:"end_from,omitzero"`
+	EndFrom netip.Addr
 	// EndDetail names the ICMP unreachable ("admin-prohibited").
-	EndDetail string `json:"end_detail,omitempty"`
+	EndDetail string
 	// NAT is the flow's conntrack entry on this machine, with --explain.
-	NAT *NAT `json:"nat,omitempty"`
+	NAT *NAT
 	// NATNote says why no entry is shown, with --explain.
-	NATNote  string   `json:"nat_note,omitempty"`
-	Verdict  string   `json:"verdict"`
-	Evidence []string `json:"evidence,omitempty"`
-	Err      error    `json:"-"`
+	NATNote  string
+	Verdict  string
+	Evidence []string
+	Err      error
 }
 
 // Path returns the responders hop by hop ("" for a silent hop), for
