@@ -120,6 +120,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 		exp:   promexp.New(promexp.Options{Version: version, Revision: buildRevision()}),
 	}
 	s.sched = scheduler.New(s.exp, log)
+	paths.Store(s.exp)
 	s.kernel = newKernelMetrics()
 	if err := s.exp.Register(s.kernel.c); err != nil {
 		return fmt.Errorf("serve: kernel metrics: %w", err)
@@ -319,11 +320,12 @@ func buildJobs(cfg *configs.Config, log *slog.Logger) ([]*scheduler.Job, error) 
 			errs = append(errs, fmt.Errorf("%s: %w", path, err))
 			continue
 		}
+		newJobProber, traceBudget := withTrace(j, nsPath, newJobProber, recordPath, log) // serve_trace.go
 		jobs = append(jobs, &scheduler.Job{
 			Name:        j.Name,
 			Kind:        j.Kind,
 			Interval:    j.Interval.D,
-			Timeout:     j.Timeout.D,
+			Timeout:     j.Timeout.D + traceBudget,
 			Concurrency: j.Concurrency,
 			ExpectFail:  j.Expect == configs.ExpectFail,
 			Source:      source,

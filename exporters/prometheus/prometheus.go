@@ -69,6 +69,8 @@ type Exporter struct {
 
 	idleBoundary *prometheus.GaugeVec   // idle.go
 	idleSearches *prometheus.CounterVec // idle.go
+	pathHops     *prometheus.GaugeVec   // path.go
+	pathChanges  *prometheus.CounterVec // path.go
 }
 
 // Options tune an Exporter.
@@ -146,6 +148,7 @@ func New(o Options) *Exporter {
 	}, []string{"version", "revision", "goversion"})
 	build.WithLabelValues(version, revision, runtime.Version()).Set(1)
 	e.newIdleMetrics()
+	e.newPathMetrics()
 	reg.MustRegister(e.duration, e.jobInfo, e.targets, e.lateness, e.overruns, e.reloadOK, e.reloadTime, build,
 		e.idleBoundary, e.idleSearches)
 	if !o.NoRuntimeMetrics {
@@ -268,6 +271,7 @@ func (e *Exporter) Target(job *scheduler.Job, t probe.Target) scheduler.TargetSi
 func (e *Exporter) Forget(job *scheduler.Job, t probe.Target) {
 	e.series.remove(job.Name, t.Name)
 	e.forgetIdle(prometheus.Labels{"job": job.Name, "target": t.Name})
+	e.forgetPath(prometheus.Labels{"job": job.Name, "target": t.Name})
 }
 
 // Targets implements scheduler.Sink.
@@ -280,6 +284,7 @@ func (e *Exporter) Targets(job *scheduler.Job, n int) {
 		e.lateness.Delete(l)
 		e.overruns.Delete(l)
 		e.forgetIdle(l)
+		e.forgetPath(l)
 		return
 	}
 	e.targets.With(l).Set(float64(n))
