@@ -44,6 +44,7 @@ type runFlags struct {
 	explainF    explainFlags   // --explain (run_explain.go)
 	kaF         keepaliveFlags // kind keepalive (run_keepalive.go)
 	trace       bool           // --trace (trace.go)
+	live        bool           // --live (live.go)
 	traceF      traceFlags
 	changed     func(name string) bool // whether a flag was given
 	stdout      io.Writer              // nil: os.Stdout
@@ -111,6 +112,7 @@ Exit status: 0 when every attempt succeeded, 1 when any failed, 2 on bad usage.`
 	addKeepaliveFlags(fl, &f.kaF)
 	fl.BoolVar(&f.trace, "trace", false, "after a failed handshake, trace the path to the target (TTL-limited SYNs, needs CAP_NET_RAW) and add the verdict to the evidence")
 	addTraceFlags(fl, &f.traceF, "trace-")
+	fl.BoolVar(&f.live, "live", false, "redraw a table in place (like mtr): per target the last reason, recent outcomes, loss, handshake times and, with --trace, the hops; q quits")
 	return cmd
 }
 
@@ -299,6 +301,12 @@ func runProbes(ctx context.Context, f runFlags, args []string) error {
 	tracer, err := newRunTracer(f)
 	if err != nil {
 		return err
+	}
+	ctx, cancelRun := context.WithCancel(ctx)
+	defer cancelRun()
+	var live *liveView
+	if plan.out, live = startLive(f, plan.out, cancelRun, liveTitle(f)); live != nil && tracer != nil {
+		tracer.seen = live.traced
 	}
 	failed := false
 	var mu sync.Mutex

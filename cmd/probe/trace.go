@@ -188,6 +188,7 @@ type runTracer struct {
 	cfg     trace.Config
 	explain bool
 	nsPath  string
+	seen    func(target string, tr *trace.Trace) // the live view's, when on
 }
 
 func (rt *runTracer) after(ctx context.Context, r *probe.Result) {
@@ -199,4 +200,7 @@ func (rt *runTracer) after(ctx context.Context, r *probe.Result) {
 		tr.Explain(tracePlaces(rt.nsPath))
 	}
 	r.Evidence = append(r.Evidence, "trace: "+tr.Verdict)
+	if rt.seen != nil {
+		rt.seen(r.Target, tr)
+	}
 }
