@@ -161,6 +161,11 @@ func writeTrace(w io.Writer, format string, tr *trace.Trace) error {
 // newRunTracer is nil unless --trace.
 func newRunTracer(f runFlags) (*runTracer, error) {
 	if !f.trace {
+		for _, n := range []string{"trace-max-hops", "trace-queries", "trace-hop-timeout", "trace-gap"} {
+			if f.changed != nil && f.changed(n) {
+				return nil, usagef("--%s needs --trace", n)
+			}
+		}
 		return nil, nil
 	}
 	var nsPath string

@@ -62,6 +62,11 @@ func TestTraceCLI(t *testing.T) {
 		t.Errorf("run --trace: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
 
+	_, stderr, code = probeCmd(t, "run", "--trace-queries", "1", "10.96.0.10:80")
+	if code != exitUsage || !strings.Contains(stderr, "--trace-queries needs --trace") {
+		t.Errorf("--trace-queries without --trace: exit %d, stderr %q", code, stderr)
+	}
+
 	_, stderr, code = probeCmd(t, "trace", "10.96.0.10")
 	if code != exitUsage || !strings.Contains(stderr, "want ip:port") {
 		t.Errorf("no port: exit %d, stderr %q", code, stderr)
