@@ -145,6 +145,9 @@ type Job struct {
 	Vantage *VantageOptions `yaml:"vantage"`
 	// Targets are where the job's targets come from.
 	Targets Targets `yaml:"targets"`
+	// Trace, when enabled, traces the path once when a target turns from
+	// ok to syn_timeout or unreachable (docs/trace.md).
+	Trace *TraceOptions `yaml:"trace"`
 
 	// Per-kind option blocks; at most the one of Kind may be set.
 
@@ -866,6 +869,9 @@ func (c *Config) Validate() error {
 				add(path, "netns and vantage exclude each other (vantage probes from every matching namespace)")
 			}
 			j.Vantage.validate(func(format string, args ...any) { add(path, format, args...) })
+		}
+		if j.Trace != nil {
+			j.Trace.validate(j, func(format string, args ...any) { add(path, format, args...) })
 		}
 		c.validateTargets(path, j, add)
 	}

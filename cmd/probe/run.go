@@ -43,9 +43,12 @@ type runFlags struct {
 	kindSet     bool   // --kind given explicitly: no fallback from syn to connect
 	paws        bool
 	synRate     int
-	idleF       idleFlags              // kind idle (run_idle.go)
-	explainF    explainFlags           // --explain (run_explain.go)
-	kaF         keepaliveFlags         // kind keepalive (run_keepalive.go)
+	idleF       idleFlags      // kind idle (run_idle.go)
+	explainF    explainFlags   // --explain (run_explain.go)
+	kaF         keepaliveFlags // kind keepalive (run_keepalive.go)
+	trace       bool           // --trace (trace.go)
+	live        bool           // --live (live.go)
+	traceF      traceFlags
 	changed     func(name string) bool // whether a flag was given
 	stdout      io.Writer              // nil: os.Stdout
 	stderr      io.Writer              // nil: os.Stderr
@@ -125,6 +128,9 @@ all, 2 on bad usage.`,
 	addExplainFlags(fl, &f.explainF)
 	addKeepaliveFlags(fl, &f.kaF)
 	addSummaryFlags(fl, &f)
+	fl.BoolVar(&f.trace, "trace", false, "after a failed handshake, trace the path to the target (TTL-limited SYNs, needs CAP_NET_RAW) and add the verdict to the evidence")
+	addTraceFlags(fl, &f.traceF, "trace-")
+	fl.BoolVar(&f.live, "live", false, "redraw a table in place (like mtr): per target the last reason, recent outcomes, loss, handshake times and, with --trace, the hops; q quits")
 	return cmd
 }
 
@@ -328,6 +334,16 @@ func runProbes(ctx context.Context, f runFlags, args []string) error {
 	detWG.Go(func() { det.Run(dctx) })
 	defer func() { stopDet(); detWG.Wait() }()
 
+	tracer, err := newRunTracer(f)
+	if err != nil {
+		return err
+	}
+	ctx, cancelRun := context.WithCancel(ctx)
+	defer cancelRun()
+	var live *liveView
+	if plan.out, live = startLive(f, plan.out, cancelRun, liveTitle(f)); live != nil && tracer != nil {
+		tracer.seen = live.traced
+	}
 	failed := false
 	attempted := make([]bool, len(plan.probers)) // got a result that was not canceled
 	judged := make([]bool, len(plan.probers))    // got a verdict about the target
@@ -372,6 +388,7 @@ func runProbes(ctx context.Context, f runFlags, args []string) error {
 						r.Target, st.Cause(), st.To.Sub(st.From).Round(time.Millisecond))
 				}
 				ex.add(pi, snap, &r)
+				tracer.after(ctx, &r)
 				if r.Reason == probe.ReasonCanceled {
 					return
 				}

@@ -167,6 +167,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 	}
 	s.status = st
 	s.sched = scheduler.New(scheduler.Tee(s.exp, st), log)
+	paths.Store(s.exp)
 	// Attempts during which the prober itself did not run (stopped,
 	// CPU-throttled, paused) are discarded as prober_stalled.
 	stalls := stall.New(stall.Options{})
@@ -441,11 +442,12 @@ func buildJobs(cfg *configs.Config, log *slog.Logger) ([]*scheduler.Job, error) 
 			errs = append(errs, fmt.Errorf("%s: %w", path, err))
 			continue
 		}
+		newJobProber, traceBudget := withTrace(j, nsPath, newJobProber, recordPath, log) // serve_trace.go
 		jobs = append(jobs, &scheduler.Job{
 			Name:        j.Name,
 			Kind:        j.Kind,
 			Interval:    j.Interval.D,
-			Timeout:     j.Timeout.D,
+			Timeout:     j.Timeout.D + traceBudget,
 			Concurrency: j.Concurrency,
 			Expect:      j.Expect.Expectation(),
 			Source:      source,

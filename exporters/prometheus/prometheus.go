@@ -78,6 +78,8 @@ type Exporter struct {
 
 	idleBoundary *prometheus.GaugeVec   // idle.go
 	idleSearches *prometheus.CounterVec // idle.go
+	pathHops     *prometheus.GaugeVec   // path.go
+	pathChanges  *prometheus.CounterVec // path.go
 }
 
 // Options tune an Exporter.
@@ -159,6 +161,7 @@ func New(o Options) *Exporter {
 	}, []string{"version", "revision", "goversion"})
 	build.WithLabelValues(version, revision, runtime.Version()).Set(1)
 	e.newIdleMetrics()
+	e.newPathMetrics()
 	reg.MustRegister(e.duration, e.jobInfo, e.targets, e.lateness, e.overruns, e.faults, e.reloadOK, e.reloadTime, build,
 		e.idleBoundary, e.idleSearches)
 	if !o.NoRuntimeMetrics {
@@ -299,6 +302,7 @@ func (e *Exporter) Target(job *scheduler.Job, t probe.Target) scheduler.TargetSi
 func (e *Exporter) Forget(job *scheduler.Job, t probe.Target) {
 	e.series.remove(job.Name, t.Name)
 	e.forgetIdle(prometheus.Labels{"job": job.Name, "target": t.Name})
+	e.forgetPath(prometheus.Labels{"job": job.Name, "target": t.Name})
 }
 
 // Targets implements scheduler.Sink.
@@ -312,6 +316,7 @@ func (e *Exporter) Targets(job *scheduler.Job, n int) {
 		e.overruns.Delete(l)
 		e.faults.DeletePartialMatch(l)
 		e.forgetIdle(l)
+		e.forgetPath(l)
 		return
 	}
 	e.targets.With(l).Set(float64(n))

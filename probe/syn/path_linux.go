@@ -64,7 +64,12 @@ type waitKey struct {
 }
 
 type waiter struct {
-	seq    uint32
+	seq uint32
+	// span is how many consecutive sequence numbers from seq are this
+	// waiter's: 1 for a probe's SYN, more for a Flow, whose SYNs share the
+	// port and differ only in their sequence number.
+	span   uint32
+	flow   bool // a Flow: replies from another address go to ch, marked foreign
 	remote netip.AddrPort
 	port   uint16
 	ch     chan arrival
@@ -113,7 +118,8 @@ func (w *waiter) takeStrays(dst []stray) []stray {
 // arrival is a matched reply and the kernel's receive timestamp.
 type arrival struct {
 	Reply
-	at time.Time
+	at      time.Time
+	foreign bool // (Flow only) from, or quoting, another address than the one probed
 }
 
 // portCursor walks the source-port range for the whole process, from a
@@ -390,9 +396,9 @@ func (p *path) dispatch(r Reply, at time.Time) bool {
 		return false
 	}
 	if w, ok := p.waiters[waitKey{r.Remote, r.LocalPort}]; ok {
-		if r.Ack == w.seq+1 {
+		if r.Ack-(w.seq+1) < w.span {
 			select {
-			case w.ch <- arrival{r, at}:
+			case w.ch <- arrival{Reply: r, at: at}:
 			default: // the probe already has its answer; a retransmitted SYN/ACK
 			}
 			return true
@@ -406,7 +412,14 @@ func (p *path) dispatch(r Reply, at time.Time) bool {
 		return false
 	}
 	for _, w := range p.byPort[r.LocalPort-PortLo] {
-		if r.Ack == w.seq+1 {
+		if r.Ack-(w.seq+1) < w.span {
+			if w.flow {
+				select {
+				case w.ch <- arrival{Reply: r, at: at, foreign: true}:
+				default:
+				}
+				return true
+			}
 			w.note(r, at, false)
 			return true
 		}
@@ -418,6 +431,12 @@ func (p *path) dispatch(r Reply, at time.Time) bool {
 // and files w (the prober's own, reused) as its waiter, emptied of any
 // answer left from the prober's previous SYN.
 func (p *path) register(remote netip.AddrPort, seq uint32, w *waiter) (uint16, error) {
+	w.span = 1
+	return p.registerSpan(remote, seq, w)
+}
+
+// registerSpan is register for a waiter whose span is set.
+func (p *path) registerSpan(remote netip.AddrPort, seq uint32, w *waiter) (uint16, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	const n = PortHi - PortLo + 1
@@ -494,16 +513,19 @@ func (p *path) source(dst netip.Addr) (netip.Addr, error) {
 // not allocate: the destination sockaddr, the PKTINFO control message (rebuilt
 // only when the source changes) and the closure handed to RawConn.Control.
 type sendBuf struct {
-	v6   bool
-	src  netip.Addr
-	oob  []byte
-	sa4  unix.SockaddrInet4
-	sa6  unix.SockaddrInet6
-	to   unix.Sockaddr
-	seg  []byte
-	at   time.Time
-	err  error
-	call func(fd uintptr)
+	v6  bool
+	src netip.Addr
+	ttl int // 0: the socket's default; else sent as IP_TTL / IPV6_HOPLIMIT
+	// oobTTL is the ttl the control message in oob carries.
+	oobTTL int
+	oob    []byte
+	sa4    unix.SockaddrInet4
+	sa6    unix.SockaddrInet6
+	to     unix.Sockaddr
+	seg    []byte
+	at     time.Time
+	err    error
+	call   func(fd uintptr)
 }
 
 func newSendBuf() *sendBuf {
@@ -527,13 +549,16 @@ func (p *path) send(sb *sendBuf, src, dst netip.Addr) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
-	if sb.src != src || sb.v6 != p.key.v6 || sb.oob == nil {
+	if sb.src != src || sb.v6 != p.key.v6 || sb.oob == nil || sb.ttl != sb.oobTTL {
 		if p.key.v6 {
 			sb.oob = unix.PktInfo6(&unix.Inet6Pktinfo{Addr: src.As16()})
 		} else {
 			sb.oob = unix.PktInfo4(&unix.Inet4Pktinfo{Spec_dst: src.As4()})
 		}
-		sb.src, sb.v6 = src, p.key.v6
+		if sb.ttl > 0 {
+			sb.oob = appendTTL(sb.oob, p.key.v6, sb.ttl)
+		}
+		sb.src, sb.v6, sb.oobTTL = src, p.key.v6, sb.ttl
 	}
 	if d := dst.Unmap(); d.Is4() {
 		sb.sa4.Addr, sb.to = d.As4(), &sb.sa4
@@ -547,6 +572,25 @@ func (p *path) send(sb *sendBuf, src, dst netip.Addr) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("syn: send: %w", os.NewSyscallError("sendmsg", sb.err))
 	}
 	return sb.at, nil
+}
+
+// appendTTL appends a control message that sets the TTL (IPv4, IP_TTL) or
+// hop limit (IPv6, IPV6_HOPLIMIT) of this one packet. Per packet, not a
+// socket option: the raw socket is shared by every prober of the namespace,
+// and a traced SYN must not change the TTL of a concurrent probe's SYN.
+// raw_sendmsg (ip_cmsg_send) and rawv6_sendmsg (ip6_datagram_send_ctl) both
+// take it; the value is an int.
+func appendTTL(oob []byte, v6 bool, ttl int) []byte {
+	level, typ := unix.IPPROTO_IP, unix.IP_TTL
+	if v6 {
+		level, typ = unix.IPPROTO_IPV6, unix.IPV6_HOPLIMIT
+	}
+	b := make([]byte, unix.CmsgSpace(4))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level, h.Type = int32(level), int32(typ)
+	h.SetLen(unix.CmsgLen(4))
+	binary.NativeEndian.PutUint32(b[unix.CmsgLen(0):], uint32(ttl))
+	return append(oob, b...)
 }
 
 // rxTimestamp finds the SCM_TIMESTAMPNS control message without allocating.
