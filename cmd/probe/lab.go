@@ -521,6 +521,7 @@ func runDemo(ctx context.Context, w io.Writer, timeout time.Duration) (err error
 		return err
 	}
 	defer dns.Close()
+	resolver := probe.NewResolver(netip.MustParseAddrPort(dns.Addr()))
 
 	// A namespace that existed when the prober was built, deleted before
 	// it probes: a pod that went away.
@@ -544,7 +545,7 @@ func runDemo(ctx context.Context, w io.Writer, timeout time.Duration) (err error
 		if sc.netns == "gone" {
 			t.NetNS = l.Path(gone)
 		}
-		cfg := connect.Config{Timeout: timeout, Resolver: dns.Resolver()}
+		cfg := connect.Config{Timeout: timeout, Resolver: resolver}
 		if sc.send {
 			cfg.Send, cfg.Expect = []byte("ping\n"), []byte("pong")
 		}
@@ -587,7 +588,7 @@ func runDemo(ctx context.Context, w io.Writer, timeout time.Duration) (err error
 			report.FormatDuration(r.Duration), demoEvidence(r))
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nDNS scenarios ask a fake DNS server on %s (Go's resolver still names /etc/resolv.conf's server in its error).\n", dns.Addr())
+	fmt.Fprintf(w, "\nDNS scenarios ask a fake DNS server on %s (the evidence names the server asked).\n", dns.Addr())
 	if bad > 0 {
 		fmt.Fprintf(w, "%d of %d scenarios were NOT classified as expected\n", bad, len(demoScenarios))
 		err = errFailed
