@@ -71,13 +71,13 @@ type Conn struct {
 	// The watched span: ctx for cancellation and the error a cut-short
 	// call reports, deadline (zero: none).
 	ctx      context.Context
-	deadline time.Time
+	deadline int64 // unix nanoseconds, 0: none (not a time.Time: the Conn fits a smaller size class)
 	// mu orders a span's start against a cancellation of an earlier span
 	// that is still on its way (its AfterFunc runs in a goroutine of its
 	// own, possibly after stop returned): gen tells it that its span is
 	// over, so it does not cut the next one short.
 	mu  sync.Mutex
-	gen uint64
+	gen uint32
 }
 
 // Open creates a TCP socket for remote's address family in the network
@@ -189,7 +189,10 @@ func (c *Conn) Watch(ctx context.Context, deadline time.Time) (stop func() bool)
 	c.mu.Lock()
 	c.gen++
 	gen := c.gen
-	c.ctx, c.deadline = ctx, deadline
+	c.ctx, c.deadline = ctx, 0
+	if !deadline.IsZero() {
+		c.deadline = deadline.UnixNano()
+	}
 	_ = c.f.SetDeadline(deadline)
 	c.mu.Unlock()
 	return context.AfterFunc(ctx, func() {
@@ -214,7 +217,7 @@ func (c *Conn) early(op string) error {
 	if err := c.ctx.Err(); err != nil {
 		return os.NewSyscallError(op, err)
 	}
-	if !c.deadline.IsZero() && !time.Now().Before(c.deadline) {
+	if c.deadline != 0 && time.Now().UnixNano() >= c.deadline {
 		return os.NewSyscallError(op, context.DeadlineExceeded)
 	}
 	return nil
