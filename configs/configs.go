@@ -85,6 +85,11 @@ type Global struct {
 	// sysctl findings; docs/podnetns.md) of the namespaces the jobs probe
 	// from, read on each scrape.
 	Kernel *KernelOptions `yaml:"kernel"`
+	// Resolver is the DNS server (ip or ip:port, port 53 by default) that
+	// resolves host name targets of every job that names none, and the
+	// dns target sources without a server. Unset: the system resolver
+	// (/etc/resolv.conf of the prober's own network namespace).
+	Resolver string `yaml:"resolver"`
 }
 
 // KernelOptions says whose kernel evidence `probe serve` exports. The netns
@@ -136,6 +141,9 @@ type Job struct {
 	// unreachable, where a successful attempt is the alarm; {fail: [...]}
 	// names the reasons that count as blocked (expect.go).
 	Expect Expect `yaml:"expect"`
+	// Resolver is the DNS server (ip or ip:port) of this job's host name
+	// targets and dns sources without a server; unset: global.resolver.
+	Resolver string `yaml:"resolver"`
 	// NetNS is the network namespace the job probes from: a name under
 	// /run/netns, a path, or pid:N. Empty: the prober's own.
 	NetNS string `yaml:"netns"`
@@ -729,6 +737,9 @@ func (c *Config) ApplyDefaults() {
 		if j.Concurrency == 0 {
 			j.Concurrency = DefaultConcurrency
 		}
+		if j.Resolver == "" {
+			j.Resolver = c.Global.Resolver
+		}
 		if v := j.Vantage; v != nil && !v.RefreshInterval.set() {
 			v.RefreshInterval.D = DefaultVantageRefresh
 		}
@@ -785,6 +796,9 @@ func (c *Config) Validate() error {
 			add("global", "kernel.stuck_after %s must not be negative", k.StuckAfter.D)
 		}
 	}
+	if _, err := probe.ParseResolver(c.Global.Resolver); err != nil {
+		add("global", "%v", err)
+	}
 	if len(c.Probes) == 0 {
 		add("probes", "no jobs: nothing to probe")
 	}
@@ -812,6 +826,11 @@ func (c *Config) Validate() error {
 			add(path, "timeout %s must be shorter than interval %s (or set concurrency to overlap attempts)", j.Timeout.D, j.Interval.D)
 		case okI && okT && j.Timeout.D >= j.Interval.D*time.Duration(j.Concurrency):
 			add(path, "timeout %s must be shorter than interval %s × concurrency %d = %s", j.Timeout.D, j.Interval.D, j.Concurrency, j.Interval.D*time.Duration(j.Concurrency))
+		}
+		if j.Resolver != c.Global.Resolver {
+			if _, err := probe.ParseResolver(j.Resolver); err != nil {
+				add(path, "%v", err)
+			}
 		}
 		j.Expect.validate(func(format string, args ...any) { add(path, format, args...) })
 		blocks := j.optionBlocks()
@@ -935,6 +954,13 @@ func (c *Config) validateTargets(path string, j *Job, add func(path, format stri
 			}
 		}
 	}
+}
+
+// DNSResolver is the job's resolver (nil: the system's); Validate has
+// checked it.
+func (j *Job) DNSResolver() *probe.Resolver {
+	r, _ := probe.ParseResolver(j.Resolver)
+	return r
 }
 
 // Job returns the job named name, or nil.

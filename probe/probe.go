@@ -41,6 +41,9 @@ type Target struct {
 	// URL is the parsed target when it was given as a URL; it carries the
 	// user information and path application probes need. Nil for host:port.
 	URL *url.URL
+	// Resolver, when set, resolves Host instead of the job's resolver: a
+	// DNS SRV source sets its server, which named the host (Resolve).
+	Resolver *Resolver
 }
 
 // HostPort returns Host and Port joined for net.Dial-like APIs.

@@ -113,13 +113,35 @@ func appHint(t probe.Target) string {
 }
 
 // jobConfigs are the typed Configs of a `probe serve` job: its option
-// block converted for the job's timeout.
+// block converted for the job's timeout, with the job's resolver.
 type jobConfigs struct{ j *configs.Job }
 
-func (c jobConfigs) connectConfig() (connect.Config, error) { return c.j.Connect.Config(c.j.Timeout.D) }
-func (c jobConfigs) synConfig() (syn.Config, error)         { return c.j.Syn.Config(c.j.Timeout.D) }
-func (c jobConfigs) appConfig() (app.Config, error)         { return c.j.App.Config(c.j.Timeout.D) }
-func (c jobConfigs) idleConfig() (idle.Config, error)       { return c.j.Idle.Config(c.j.Timeout.D) }
+func (c jobConfigs) connectConfig() (connect.Config, error) {
+	cfg, err := c.j.Connect.Config(c.j.Timeout.D)
+	cfg.Resolver = c.j.DNSResolver()
+	return cfg, err
+}
+
+func (c jobConfigs) synConfig() (syn.Config, error) {
+	cfg, err := c.j.Syn.Config(c.j.Timeout.D)
+	cfg.Resolver = c.j.DNSResolver()
+	return cfg, err
+}
+
+func (c jobConfigs) appConfig() (app.Config, error) {
+	cfg, err := c.j.App.Config(c.j.Timeout.D)
+	cfg.Resolver = c.j.DNSResolver()
+	return cfg, err
+}
+
+func (c jobConfigs) idleConfig() (idle.Config, error) {
+	cfg, err := c.j.Idle.Config(c.j.Timeout.D)
+	cfg.Resolver = c.j.DNSResolver()
+	return cfg, err
+}
+
 func (c jobConfigs) keepaliveConfig() (keepalive.Config, error) {
-	return c.j.Keepalive.Config(c.j.Timeout.D)
+	cfg, err := c.j.Keepalive.Config(c.j.Timeout.D)
+	cfg.Resolver = c.j.DNSResolver()
+	return cfg, err
 }

@@ -35,6 +35,7 @@ type runFlags struct {
 	timeout     time.Duration
 	netns       string
 	source      string
+	resolver    string
 	send        string
 	expect      string
 	userTimeout time.Duration
@@ -118,6 +119,7 @@ all, 2 on bad usage.`,
 	fl.DurationVar(&f.timeout, "timeout", connect.DefaultTimeout, "timeout of one attempt")
 	fl.StringVar(&f.netns, "netns", "", "network namespace to probe from: a name under /run/netns, a path, or pid:N")
 	fl.StringVar(&f.source, "source", "", "local source address")
+	fl.StringVar(&f.resolver, "resolver", "", "DNS server (ip or ip:port) that resolves host name targets (default: the system resolver, /etc/resolv.conf)")
 	fl.StringVar(&f.send, "send", "", `payload to send after the handshake (Go escapes: \r \n \x00)`)
 	fl.StringVar(&f.expect, "expect", "", "substring the reply must contain")
 	fl.StringVar(&f.expectFail, "expect-fail", "", "the targets must NOT answer: success is the failure; =REASON,... counts only those reasons as blocked (default: any verdict about the network)")
@@ -166,6 +168,9 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 		}
 		cfg.Source = a
 	}
+	if cfg.Resolver, err = probe.ParseResolver(f.resolver); err != nil {
+		errs = append(errs, fmt.Errorf("--resolver: %w", err))
+	}
 	if cfg.Send, err = unescape(f.send); err != nil {
 		errs = append(errs, fmt.Errorf("--send: %w", err))
 	}
@@ -205,7 +210,7 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 		fmt.Fprintf(os.Stderr, "probe: raw sockets not allowed (needs %s): falling back to --kind connect, no PAWS check\n", perm.Capability)
 		kind = connect.Kind
 	}
-	rc := runConfigs{f: f, conn: cfg, syn: syn.Config{Timeout: f.timeout, Source: cfg.Source, PAWS: f.paws && kind == syn.Kind}}
+	rc := runConfigs{f: f, conn: cfg, syn: syn.Config{Timeout: f.timeout, Source: cfg.Source, Resolver: cfg.Resolver, PAWS: f.paws && kind == syn.Kind}}
 	factories := map[string]func(probe.Target) (probe.Prober, error){}
 	plan := &runPlan{out: out, expect: expect}
 	for _, a := range args {
@@ -299,14 +304,14 @@ func checkRunTarget(k string, t probe.Target, cfg connect.Config) error {
 // (kindConfigs): the same ones serve's option blocks make.
 type runConfigs struct {
 	f    runFlags
-	conn connect.Config // --timeout, --source, --send, --expect, --user-timeout
+	conn connect.Config // --timeout, --source, --resolver, --send, --expect, --user-timeout
 	syn  syn.Config
 }
 
 func (c runConfigs) connectConfig() (connect.Config, error) { return c.conn, nil }
 func (c runConfigs) synConfig() (syn.Config, error)         { return c.syn, nil }
 func (c runConfigs) appConfig() (app.Config, error) {
-	return app.Config{Timeout: c.conn.Timeout, Source: c.conn.Source, UserTimeout: c.conn.UserTimeout}, nil
+	return app.Config{Timeout: c.conn.Timeout, Source: c.conn.Source, UserTimeout: c.conn.UserTimeout, Resolver: c.conn.Resolver}, nil
 }
 
 func runProbes(ctx context.Context, f runFlags, args []string) error {

@@ -49,6 +49,7 @@ func (c runConfigs) idleConfig() (idle.Config, error) {
 		ConnectTimeout: c.f.timeout,
 		ReplyTimeout:   c.f.idleF.replyTimeout,
 		Source:         c.conn.Source,
+		Resolver:       c.conn.Resolver,
 		Send:           c.conn.Send,
 		Expect:         c.conn.Expect,
 	}, nil

@@ -26,7 +26,7 @@ func addKeepaliveFlags(fl *pflag.FlagSet, f *keepaliveFlags) {
 func (c runConfigs) keepaliveConfig() (keepalive.Config, error) {
 	return keepalive.Config{
 		Idle: c.f.kaF.idle, Interval: c.f.kaF.interval, Count: c.f.kaF.count,
-		UserTimeout: c.conn.UserTimeout, ConnectTimeout: c.conn.Timeout, Source: c.conn.Source,
+		UserTimeout: c.conn.UserTimeout, ConnectTimeout: c.conn.Timeout, Source: c.conn.Source, Resolver: c.conn.Resolver,
 		Watch: c.f.interval,
 	}, nil
 }

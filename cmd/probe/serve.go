@@ -427,7 +427,7 @@ func buildJobs(cfg *configs.Config, log *slog.Logger) ([]*scheduler.Job, error) 
 				server = netip.MustParseAddrPort(d.Server) // checked by Validate
 			}
 			src = append(src, &targets.DNS{Name: d.Name, Type: d.Type, Port: uint16(d.Port),
-				Refresh: d.RefreshInterval.D, Server: server, NetNS: nsPath, Log: log.With("job", j.Name)})
+				Refresh: d.RefreshInterval.D, Server: server, Resolver: j.DNSResolver(), NetNS: nsPath, Log: log.With("job", j.Name)})
 		}
 		for k, kc := range j.Targets.Kubernetes {
 			ks, err := newKubernetesSource(kc, nsPath, log.With("job", j.Name))

@@ -59,6 +59,8 @@ type Config struct {
 	Source netip.Addr
 	// UserTimeout sets TCP_USER_TIMEOUT on the connection (0 = kernel default).
 	UserTimeout time.Duration
+	// Resolver resolves a host name target (nil: the system resolver).
+	Resolver *probe.Resolver
 	// InsecureSkipVerify turns off certificate verification for https://
 	// (and TLS-enabled mysql/postgres targets).
 	InsecureSkipVerify bool
@@ -70,7 +72,7 @@ func (c Config) Validate() error {
 }
 
 func (c Config) connect() connect.Config {
-	return connect.Config{Timeout: c.Timeout, Source: c.Source, UserTimeout: c.UserTimeout}
+	return connect.Config{Timeout: c.Timeout, Source: c.Source, UserTimeout: c.UserTimeout, Resolver: c.Resolver}
 }
 
 func (c Config) timeout() time.Duration {

@@ -12,9 +12,10 @@ package connect
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"time"
+
+	"github.com/connprobe/connprobe/probe"
 )
 
 // Config configures a connect probe.
@@ -31,9 +32,10 @@ type Config struct {
 	// UserTimeout sets TCP_USER_TIMEOUT: how long sent data may stay
 	// unacknowledged before the kernel drops the connection (0 = kernel default).
 	UserTimeout time.Duration
-	// Resolver resolves host names (nil: net.DefaultResolver). Tests and the
-	// lab demo point it at a loopback DNS server so no real DNS is asked.
-	Resolver *net.Resolver
+	// Resolver resolves host names (nil: the system resolver; probe.Resolve
+	// has the address-pick rule). Tests and the lab demo point it at a
+	// loopback DNS server so no real DNS is asked.
+	Resolver *probe.Resolver
 }
 
 // DefaultTimeout is the attempt timeout when Config.Timeout is zero.

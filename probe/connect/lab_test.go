@@ -252,7 +252,7 @@ func TestLabDNS(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { dns.Close() })
-	cfg := connect.Config{Resolver: dns.Resolver()}
+	cfg := connect.Config{Resolver: probe.NewResolver(netip.MustParseAddrPort(dns.Addr()))}
 
 	r := podProber(t, l, "nope.lab.invalid:80", cfg).Probe(t.Context())
 	if r.Reason != probe.ReasonDNSError || r.Phase != probe.PhaseResolve {

@@ -35,6 +35,8 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/connprobe/connprobe/probe"
 )
 
 // Kind is the probe kind name used in results and configs.
@@ -67,6 +69,8 @@ type Config struct {
 	ReplyTimeout time.Duration
 	// Source, when valid, is the local address to bind to.
 	Source netip.Addr
+	// Resolver resolves a host name target (nil: the system resolver).
+	Resolver *probe.Resolver
 	// Send is the payload written after the idle time in plain mode.
 	Send []byte
 	// Expect, in plain mode, must appear in what the server sends after Send

@@ -8,26 +8,22 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/mdlayher/socket"
-
 	"github.com/connprobe/connprobe/probe"
-	"github.com/connprobe/connprobe/probe/connect"
 	"github.com/connprobe/connprobe/probe/internal/inet"
+	"github.com/connprobe/connprobe/probe/internal/tcpsock"
 )
 
 // Prober runs idle probes against one target.
 type Prober struct {
-	target   probe.Target
-	cfg      Config
-	resolver *net.Resolver
-	onIdle   func(IdleStarted)
+	target probe.Target
+	cfg    Config
+	onIdle func(IdleStarted)
 }
 
 // OnIdle sets fn to be called, from the attempt's goroutine, each time an
@@ -49,7 +45,7 @@ func New(t probe.Target, cfg Config) (*Prober, error) {
 	if t.Port == 0 || t.Host == "" {
 		return nil, fmt.Errorf("idle: target %q has no host or port", t.Name)
 	}
-	p := &Prober{target: t, cfg: cfg.withDefaults(), resolver: net.DefaultResolver}
+	p := &Prober{target: t, cfg: cfg.withDefaults()}
 	_, login := p.mysqlConfig()
 	if p.cfg.Mode == ModePlain && len(cfg.Send) == 0 && !login {
 		return nil, errors.New("idle: mode plain needs a payload to send after the idle time (send), or a mysql://user:pass@host:port target")
@@ -90,7 +86,7 @@ func (p *Prober) ProbeIdle(ctx context.Context, d time.Duration) probe.Result {
 
 // session is one open connection to the target.
 type session struct {
-	c      *socket.Conn
+	c      *tcpsock.Conn
 	local  netip.AddrPort
 	remote netip.AddrPort
 	server netip.AddrPort // the responder's own address, from its first OK
@@ -110,7 +106,7 @@ type broke struct {
 }
 
 func (p *Prober) attempt(ctx context.Context, r *probe.Result, d time.Duration) {
-	addr, ok := p.resolve(ctx, r)
+	addr, ok := probe.ResolveFor(ctx, r, p.cfg.Resolver, p.target, p.cfg.Source, time.Time{})
 	if !ok {
 		return
 	}
@@ -195,61 +191,33 @@ func (p *Prober) judge(ctx context.Context, r *probe.Result, addr netip.AddrPort
 	r.Evidencef("the path forgot the idle session after %s idle (conntrack/IPVS/NAT entry expired?) while a fresh connection works", probe.Round(d))
 }
 
-func (p *Prober) resolve(ctx context.Context, r *probe.Result) (netip.AddrPort, bool) {
-	if a, ok := p.target.Addr(); ok {
-		return a, true
-	}
-	t0 := time.Now()
-	ips, err := p.resolver.LookupNetIP(ctx, "ip", p.target.Host)
-	r.Timings.Resolve = time.Since(t0)
-	if err == nil && len(ips) == 0 {
-		err = &net.DNSError{Err: "no addresses", Name: p.target.Host, IsNotFound: true}
-	}
-	if err != nil {
-		r.Fail(probe.PhaseResolve, err)
-		return netip.AddrPort{}, false
-	}
-	ip := ips[0]
-	if p.cfg.Source.IsValid() {
-		for _, a := range ips {
-			if a.Unmap().Is4() == p.cfg.Source.Unmap().Is4() {
-				ip = a
-				break
-			}
-		}
-	}
-	addr := netip.AddrPortFrom(ip.Unmap(), p.target.Port)
-	r.Evidencef("resolved %s to %s", p.target.Host, addr.Addr())
-	return addr, true
-}
-
 // open connects to addr and, with a responder, checks it answers an ECHO.
 // It records into r (the attempt's or the control's result) the handshake
 // and its outcome; on failure r holds the reason.
 func (p *Prober) open(ctx context.Context, r *probe.Result, addr netip.AddrPort, label string) (*session, bool) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 	defer cancel()
-	c, err := connect.Dial(p.target.NetNS, addr, p.cfg.Source, 0)
+	c, err := tcpsock.Open(p.target.NetNS, addr, tcpsock.Options{Source: p.cfg.Source})
 	if err != nil {
 		r.Fail(probe.PhaseSetup, err)
 		return nil, false
 	}
 	t0 := time.Now()
-	_, err = c.Connect(ctx, inet.Sockaddr(addr))
+	_, err = c.ConnectContext(ctx, addr)
 	hs := time.Since(t0)
 	if r.Timings.Handshake == 0 {
 		r.Timings.Handshake = hs
 	}
 	if err != nil {
 		r.Fail(probe.PhaseHandshake, err)
-		if info, ierr := connect.TCPInfo(c); ierr == nil {
+		if info, ierr := c.TCPInfo(); ierr == nil {
 			r.Retransmits = int(info.Total_retrans)
 		}
 		r.Evidencef("%sconnect to %s failed after %s", label, addr, probe.Round(hs))
 		c.Close()
 		return nil, false
 	}
-	s := &session{c: c, local: inet.LocalAddrOf(c), remote: addr}
+	s := &session{c: c, local: c.LocalAddr(), remote: addr}
 	if p.cfg.Mode == ModePlain {
 		r.Evidencef("%sestablished %s -> %s in %s", label, s.local, addr, probe.Round(hs))
 		r.Reason, r.Success, r.Phase = probe.ReasonOK, true, probe.PhaseHandshake
@@ -277,7 +245,7 @@ func (p *Prober) open(ctx context.Context, r *probe.Result, addr netip.AddrPort,
 
 // exchange sends req and reads the reply with verb want carrying req's nonce.
 func (s *session) exchange(ctx context.Context, req Request, want Verb) (Reply, error) {
-	if _, err := s.c.WriteContext(ctx, []byte(req.String())); err != nil {
+	if err := s.c.WriteContext(ctx, []byte(req.String())); err != nil {
 		return Reply{}, fmt.Errorf("idle: send %s: %w", req.Verb, err)
 	}
 	return s.expect(ctx, req.Nonce, want)
@@ -323,10 +291,9 @@ func (s *session) readLine(ctx context.Context) (string, error) {
 	}
 }
 
-// read is ReadContext with n never negative (unix.Read returns -1 on error).
+// read reads once, bounded by ctx.
 func (s *session) read(ctx context.Context, b []byte) (int, error) {
-	n, err := s.c.ReadContext(ctx, b)
-	return max(n, 0), err
+	return s.c.ReadContext(ctx, b)
 }
 
 // watch holds the connection idle until ctx's deadline, reading whatever
@@ -482,7 +449,7 @@ func (p *Prober) plain(ctx context.Context, r *probe.Result, s *session, d time.
 	defer cancel()
 	sent := tcpInfo(s.c)
 	t0 := time.Now()
-	if _, err := s.c.WriteContext(rctx, p.cfg.Send); err != nil {
+	if err := s.c.WriteContext(rctx, p.cfg.Send); err != nil {
 		return p.describeBroke(s, err, r.Timings.Idle, time.Since(t0), &sent, "wrote the payload")
 	}
 	var got []byte
@@ -580,8 +547,8 @@ type info struct {
 	lastAck    time.Duration // tcpi_last_ack_recv: since the last ACK came
 }
 
-func tcpInfo(c *socket.Conn) info {
-	ti, err := connect.TCPInfo(c)
+func tcpInfo(c *tcpsock.Conn) info {
+	ti, err := c.TCPInfo()
 	now := time.Now()
 	if err != nil {
 		return info{state: "unknown", at: now}

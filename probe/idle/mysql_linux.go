@@ -6,13 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
-	"golang.org/x/sys/unix"
 
 	"github.com/connprobe/connprobe/probe"
 )
@@ -56,21 +54,7 @@ func (p *Prober) mysqlLogin(ctx context.Context, mc *mysql.Config, s *session) (
 			return nc, nil
 		})
 	})
-	rc, err := s.c.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var fd int
-	var derr error
-	if err := rc.Control(func(f uintptr) { fd, derr = unix.Dup(int(f)) }); err != nil {
-		return nil, err
-	}
-	if derr != nil {
-		return nil, fmt.Errorf("idle: dup: %w", os.NewSyscallError("dup", derr))
-	}
-	f := os.NewFile(uintptr(fd), "mysql")
-	nc, err := net.FileConn(f)
-	f.Close()
+	nc, err := s.c.NetConn()
 	if err != nil {
 		return nil, fmt.Errorf("idle: mysql conn: %w", err)
 	}

@@ -33,6 +33,8 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/connprobe/connprobe/probe"
 )
 
 // Kind is the probe kind name used in results and configs.
@@ -56,8 +58,11 @@ type Config struct {
 	// Watch is how long one Probe call watches the connection when the
 	// caller's context has no earlier deadline.
 	Watch time.Duration
-	// Source, when valid, is the local address to bind to.
+	// Source, when valid, is the local address to bind to; a host name
+	// target resolves to an address of its family.
 	Source netip.Addr
+	// Resolver resolves a host name target (nil: the system resolver).
+	Resolver *probe.Resolver
 }
 
 // Defaults used for zero fields.

@@ -5,30 +5,25 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"syscall"
 	"time"
 
-	"github.com/mdlayher/socket"
-	"golang.org/x/sys/unix"
-
 	"github.com/connprobe/connprobe/probe"
-	"github.com/connprobe/connprobe/probe/connect"
 	"github.com/connprobe/connprobe/probe/internal/inet"
+	"github.com/connprobe/connprobe/probe/internal/tcpsock"
 	"github.com/connprobe/connprobe/probe/netns"
 )
 
 // Prober holds one long connection to its target and reports, per Probe
 // call, whether it is still alive and, when it ended, how.
 type Prober struct {
-	target   probe.Target
-	cfg      Config
-	resolver *net.Resolver
+	target probe.Target
+	cfg    Config
 
 	// The connection survives between Probe calls; nil when none is open.
-	conn   *socket.Conn
+	conn   *tcpsock.Conn
 	born   time.Time // when the handshake completed
 	local  netip.AddrPort
 	remote netip.AddrPort
@@ -43,7 +38,10 @@ func New(t probe.Target, cfg Config) (*Prober, error) {
 	if t.Port == 0 || t.Host == "" {
 		return nil, fmt.Errorf("keepalive: target %q has no host or port", t.Name)
 	}
-	return &Prober{target: t, cfg: cfg.WithDefaults(), resolver: net.DefaultResolver}, nil
+	if a, ok := t.Addr(); ok && cfg.Source.IsValid() && a.Addr().Is4() != cfg.Source.Unmap().Is4() {
+		return nil, fmt.Errorf("keepalive: source %s and target %s are of different address families", cfg.Source, t.Name)
+	}
+	return &Prober{target: t, cfg: cfg.WithDefaults()}, nil
 }
 
 // Close closes the held connection, if any.
@@ -105,37 +103,26 @@ func (p *Prober) probe(ctx context.Context, r *probe.Result) {
 // open resolves, creates the socket in the target's namespace, sets the
 // keep-alive options and connects.
 func (p *Prober) open(ctx context.Context, r *probe.Result) bool {
-	addr, ok := p.target.Addr()
+	addr, ok := probe.ResolveFor(ctx, r, p.cfg.Resolver, p.target, p.cfg.Source, time.Time{})
 	if !ok {
-		t0 := time.Now()
-		ips, err := p.resolver.LookupNetIP(ctx, "ip", p.target.Host)
-		r.Timings.Resolve = time.Since(t0)
-		if err == nil && len(ips) == 0 {
-			err = &net.DNSError{Err: "no addresses", Name: p.target.Host, IsNotFound: true}
-		}
-		if err != nil {
-			r.Fail(probe.PhaseResolve, err)
-			return false
-		}
-		addr = netip.AddrPortFrom(ips[0].Unmap(), p.target.Port)
-	}
-	r.Remote = addr
-	c, err := connect.Dial(p.target.NetNS, addr, p.cfg.Source, p.cfg.UserTimeout)
-	if err != nil {
-		r.Fail(probe.PhaseSetup, err)
 		return false
 	}
-	if err := setKeepalive(c, p.cfg); err != nil {
-		c.Close()
+	r.Remote = addr
+	c, err := tcpsock.Open(p.target.NetNS, addr, tcpsock.Options{
+		Source:      p.cfg.Source,
+		UserTimeout: p.cfg.UserTimeout,
+		KeepAlive:   tcpsock.KeepAlive{Idle: p.cfg.Idle, Interval: p.cfg.Interval, Count: p.cfg.Count},
+	})
+	if err != nil {
 		r.Fail(probe.PhaseSetup, err)
 		return false
 	}
 	cctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 	defer cancel()
 	t0 := time.Now()
-	_, err = c.Connect(cctx, inet.Sockaddr(addr))
+	_, err = c.ConnectContext(cctx, addr)
 	r.Timings.Handshake = time.Since(t0)
-	if info, ierr := connect.TCPInfo(c); ierr == nil {
+	if info, ierr := c.TCPInfo(); ierr == nil {
 		r.Retransmits = int(info.Total_retrans)
 	}
 	if err != nil {
@@ -147,7 +134,7 @@ func (p *Prober) open(ctx context.Context, r *probe.Result) bool {
 		return false
 	}
 	p.conn, p.born, p.got = c, time.Now(), 0
-	p.local, p.remote = inet.LocalAddrOf(c), addr
+	p.local, p.remote = c.LocalAddr(), addr
 	r.Evidencef("opened %s -> %s in %s with keep-alive idle %s, interval %s, count %d%s (dead path detected after %s)",
 		p.local, addr, probe.Round(r.Timings.Handshake), p.cfg.Idle, p.cfg.Interval, p.cfg.Count, userTimeoutNote(p.cfg), p.cfg.DeadAfter())
 	return true
@@ -158,26 +145,6 @@ func userTimeoutNote(c Config) string {
 		return fmt.Sprintf(", user timeout %s", c.UserTimeout)
 	}
 	return ""
-}
-
-// setKeepalive turns on SO_KEEPALIVE with the configured timers (tcp(7):
-// TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT take seconds / a count).
-func setKeepalive(c *socket.Conn, cfg Config) error {
-	for _, o := range []struct {
-		name       string
-		level, opt int
-		v          int
-	}{
-		{"SO_KEEPALIVE", unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
-		{"TCP_KEEPIDLE", unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, int(cfg.Idle / time.Second)},
-		{"TCP_KEEPINTVL", unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, int(cfg.Interval / time.Second)},
-		{"TCP_KEEPCNT", unix.IPPROTO_TCP, unix.TCP_KEEPCNT, cfg.Count},
-	} {
-		if err := c.SetsockoptInt(o.level, o.opt, o.v); err != nil {
-			return fmt.Errorf("keepalive: %s: %w", o.name, err)
-		}
-	}
-	return nil
 }
 
 // watch blocks in read until the watch ends or the connection does. The
@@ -207,7 +174,7 @@ func (p *Prober) watch(ctx context.Context, r *probe.Result, fresh bool) {
 	}
 	age := time.Since(p.born)
 	r.Timings.Idle = age
-	info, ierr := connect.TCPInfo(p.conn)
+	info, ierr := p.conn.TCPInfo()
 	if ierr == nil {
 		r.Timings.RTT = time.Duration(info.Rtt) * time.Microsecond
 	}

@@ -33,6 +33,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/connprobe/connprobe/probe"
 )
 
 // Kind is the probe kind name used in results and configs.
@@ -72,6 +74,8 @@ type Config struct {
 	// Source, when valid, is the source address of the SYNs; otherwise the
 	// route to the target chooses it.
 	Source netip.Addr
+	// Resolver resolves a host name target (nil: the system resolver).
+	Resolver *probe.Resolver
 	// Schedule lists the retransmission times as offsets from the first
 	// SYN, strictly increasing; nil is DefaultSchedule, empty (non-nil)
 	// means a single SYN.

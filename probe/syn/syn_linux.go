@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -19,9 +18,8 @@ import (
 // Prober runs SYN probes against one target. Probe must not be called
 // concurrently on one Prober (one instance per (job, target)).
 type Prober struct {
-	target   probe.Target
-	cfg      Config
-	resolver *net.Resolver
+	target probe.Target
+	cfg    Config
 
 	mu     sync.Mutex
 	paths  map[bool]*path        // by v6, acquired on first use, released by Close
@@ -52,14 +50,13 @@ func New(t probe.Target, cfg Config) (*Prober, error) {
 		return nil, fmt.Errorf("syn: source %s and target %s are of different address families", cfg.Source, t.Name)
 	}
 	return &Prober{
-		target:   t,
-		cfg:      cfg.withDefaults(),
-		resolver: net.DefaultResolver,
-		paths:    map[bool]*path{},
-		lastTS:   map[netip.Addr]uint32{},
-		w:        waiter{ch: make(chan arrival, 1)},
-		sb:       newSendBuf(),
-		ticket:   newTicket(),
+		target: t,
+		cfg:    cfg.withDefaults(),
+		paths:  map[bool]*path{},
+		lastTS: map[netip.Addr]uint32{},
+		w:      waiter{ch: make(chan arrival, 1)},
+		sb:     newSendBuf(),
+		ticket: newTicket(),
 	}, nil
 }
 
@@ -141,22 +138,9 @@ func earliest(ctx context.Context, d time.Time) time.Time {
 }
 
 func (p *Prober) probe(ctx context.Context, deadline time.Time, r *probe.Result) {
-	addr, ok := p.target.Addr()
+	addr, ok := probe.ResolveFor(ctx, r, p.cfg.Resolver, p.target, p.cfg.Source, deadline)
 	if !ok {
-		t0 := time.Now()
-		rctx, cancel := context.WithDeadline(ctx, deadline)
-		ips, err := p.resolver.LookupNetIP(rctx, "ip", p.target.Host)
-		cancel()
-		r.Timings.Resolve = time.Since(t0)
-		if err == nil && len(ips) == 0 {
-			err = &net.DNSError{Err: "no addresses", Name: p.target.Host, IsNotFound: true}
-		}
-		if err != nil {
-			r.Fail(probe.PhaseResolve, err)
-			return
-		}
-		addr = netip.AddrPortFrom(pick(ips, p.cfg.Source), p.target.Port)
-		r.Evidencef("resolved %s to %s in %s", p.target.Host, addr.Addr(), probe.Round(r.Timings.Resolve))
+		return
 	}
 	r.Remote = addr
 	v6 := !addr.Addr().Is4()
@@ -613,17 +597,4 @@ func offsets(sent []sentSYN) string {
 		b.WriteString(s.at.Sub(sent[0].at).Round(time.Millisecond).String())
 	}
 	return b.String()
-}
-
-// pick chooses the address to probe: the first of the source's family when a
-// source is set, else the first returned.
-func pick(ips []netip.Addr, source netip.Addr) netip.Addr {
-	if source.IsValid() {
-		for _, ip := range ips {
-			if ip.Unmap().Is4() == source.Unmap().Is4() {
-				return ip.Unmap()
-			}
-		}
-	}
-	return ips[0].Unmap()
 }

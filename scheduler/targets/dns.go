@@ -19,15 +19,20 @@ import (
 // each SRV record (its target and port) is a target. A lookup that fails
 // keeps the previous set, except "no such name", which empties it (the
 // Service or its records were deleted).
+//
+// An SRV record's target is a host name: the targets carry the resolver
+// that named it, so the probes resolve it through the same server.
 type DNS struct {
 	Name    string
 	Type    string // A, AAAA or SRV
 	Port    uint16 // for A and AAAA
 	Refresh time.Duration
-	// Server, when valid, is the DNS server to ask instead of the system's.
+	// Server, when valid, is the DNS server to ask; otherwise Resolver.
 	Server netip.AddrPort
-	NetNS  string // set on every target (a path), may be empty
-	Log    *slog.Logger
+	// Resolver is asked when Server is not set (nil: the system resolver).
+	Resolver *probe.Resolver
+	NetNS    string // set on every target (a path), may be empty
+	Log      *slog.Logger
 }
 
 // Run implements Source.
@@ -64,21 +69,14 @@ func (d *DNS) Run(ctx context.Context, update func([]probe.Target)) error {
 	}
 }
 
-func (d *DNS) resolver() *net.Resolver {
-	if !d.Server.IsValid() {
-		return net.DefaultResolver
+func (d *DNS) resolver() *probe.Resolver {
+	if d.Server.IsValid() {
+		return probe.NewResolver(d.Server)
 	}
-	server := d.Server.String()
-	return &net.Resolver{
-		PreferGo: true,
-		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			var dl net.Dialer
-			return dl.DialContext(ctx, network, server)
-		},
-	}
+	return d.Resolver
 }
 
-func (d *DNS) lookup(ctx context.Context, r *net.Resolver) ([]probe.Target, error) {
+func (d *DNS) lookup(ctx context.Context, r *probe.Resolver) ([]probe.Target, error) {
 	var out []probe.Target
 	switch d.Type {
 	case "A", "AAAA":
@@ -101,7 +99,7 @@ func (d *DNS) lookup(ctx context.Context, r *net.Resolver) ([]probe.Target, erro
 			})
 		}
 	case "SRV":
-		_, srvs, err := r.LookupSRV(ctx, "", "", d.Name)
+		srvs, err := r.LookupSRV(ctx, d.Name)
 		if err != nil {
 			return nil, fmt.Errorf("dns: %w", err)
 		}
@@ -116,6 +114,9 @@ func (d *DNS) lookup(ctx context.Context, r *net.Resolver) ([]probe.Target, erro
 				Host:   host,
 				Port:   s.Port,
 				NetNS:  d.NetNS,
+				// The probe resolves the host through the server that
+				// named it, not through the job's or the system's.
+				Resolver: r,
 			})
 		}
 	default:

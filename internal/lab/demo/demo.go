@@ -242,7 +242,7 @@ func runTable(ctx context.Context, w io.Writer, o Options) (err error) {
 		if sc.Gone {
 			t.NetNS = l.Path(gone)
 		}
-		cfg := connect.Config{Timeout: o.Timeout, Resolver: dns.Resolver()}
+		cfg := connect.Config{Timeout: o.Timeout, Resolver: probe.NewResolver(netip.MustParseAddrPort(dns.Addr()))}
 		if sc.Send {
 			cfg.Send, cfg.Expect = []byte("ping\n"), []byte("pong")
 		}
@@ -282,7 +282,7 @@ func runTable(ctx context.Context, w io.Writer, o Options) (err error) {
 			report.FormatDuration(r.Duration), Evidence(r))
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nDNS scenarios ask a fake DNS server on %s (Go's resolver still names /etc/resolv.conf's server in its error).\n", dns.Addr())
+	fmt.Fprintf(w, "\nDNS scenarios ask a fake DNS server on %s (the evidence names the server asked).\n", dns.Addr())
 	if bad > 0 {
 		fmt.Fprintf(w, "%d of %d scenarios were NOT classified as expected\n", bad, len(Scenarios))
 		err = ErrMismatch

@@ -1,6 +1,6 @@
 //go:build linux
 
-package connect_test
+package tcpsock_test
 
 import (
 	"encoding/binary"
@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/connprobe/connprobe/probe/connect"
+	"github.com/connprobe/connprobe/probe/internal/tcpsock"
 )
 
 // FuzzParseRecvErr: any control message parses or yields "" without a
@@ -28,7 +28,7 @@ func FuzzParseRecvErr(f *testing.F) {
 	f.Fuzz(func(t *testing.T, oob []byte) {
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
-		got := connect.ParseRecvErr(oob)
+		got := tcpsock.ParseRecvErr(oob)
 		if len(oob) > 0 && string(oob) == string(seed) && got == "" {
 			t.Errorf("the seed IP_RECVERR parsed to nothing")
 		}

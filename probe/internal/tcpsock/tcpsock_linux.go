@@ -1,0 +1,461 @@
+// Package tcpsock is the one TCP client socket of the kernel-facing probes
+// (connect, app, idle, keepalive): created in the target's network
+// namespace, non-blocking in Go's runtime poller, connected with a deadline,
+// and able to tell what the kernel knows about it (TCP_INFO, the ICMP error
+// queue of IP_RECVERR).
+//
+// A Conn is driven through its RawConn rather than through net.Conn or
+// mdlayher/socket: at thousands of probes per second the system calls and
+// allocations of a generic socket (F_SETFL/SO_TYPE probing of a socket just
+// made non-blocking, getpeername after connect, one goroutine per blocking
+// call watching a ctx) are most of the prober's own CPU. Instead every
+// blocking call is bounded by a deadline on the socket itself (a runtime
+// poller timer, no system call), and one context.AfterFunc per Watch moves
+// that deadline into the past when the ctx is canceled, so shutdown stays
+// prompt.
+//
+// Errors are os.SyscallErrors named by the operation ("connect: connection
+// refused", "read: connection reset by peer"); a call cut short by the
+// watched ctx or deadline returns the ctx's error under the operation's
+// name ("connect: context deadline exceeded"), so callers classify by errno
+// and phase (probe.Classify), never by text.
+package tcpsock
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/connprobe/connprobe/probe/internal/inet"
+	"github.com/connprobe/connprobe/probe/netns"
+)
+
+// Options are the socket options Open sets before connecting.
+type Options struct {
+	// Source, when valid, is the local address to bind to (the port is
+	// chosen at connect time).
+	Source netip.Addr
+	// UserTimeout, when > 0, sets TCP_USER_TIMEOUT: how long sent data (or
+	// keep-alive probes) may stay unacknowledged before the kernel drops
+	// the connection with ETIMEDOUT.
+	UserTimeout time.Duration
+	// KeepAlive, when its Idle is > 0, turns on SO_KEEPALIVE with these
+	// timers.
+	KeepAlive KeepAlive
+}
+
+// KeepAlive are the kernel keep-alive timers (tcp(7): TCP_KEEPIDLE and
+// TCP_KEEPINTVL take whole seconds, TCP_KEEPCNT a count).
+type KeepAlive struct {
+	Idle, Interval time.Duration
+	Count          int
+}
+
+// Conn is one TCP client socket. Its calls are not safe for concurrent use
+// (a probe drives its socket from one goroutine), except Close and the
+// cancellation Watch arms.
+type Conn struct {
+	f  *os.File
+	rc syscall.RawConn
+
+	// The watched span: ctx for cancellation and the error a cut-short
+	// call reports, deadline (zero: none).
+	ctx      context.Context
+	deadline int64 // unix nanoseconds, 0: none (not a time.Time: the Conn fits a smaller size class)
+	// mu orders a span's start against a cancellation of an earlier span
+	// that is still on its way (its AfterFunc runs in a goroutine of its
+	// own, possibly after stop returned): gen tells it that its span is
+	// over, so it does not cut the next one short.
+	mu  sync.Mutex
+	gen uint32
+}
+
+// Open creates a TCP socket for remote's address family in the network
+// namespace nsPath (empty: the prober's own) and sets opts. It does not
+// connect.
+//
+// Only socket creation happens inside the namespace: a socket keeps the
+// namespace it was created in for life, so connect and I/O run on ordinary
+// goroutines (probe/netns).
+func Open(nsPath string, remote netip.AddrPort, opts Options) (*Conn, error) {
+	family := unix.AF_INET
+	if !remote.Addr().Unmap().Is4() {
+		family = unix.AF_INET6
+	}
+	fd := -1
+	err := netns.Do(nsPath, func() error {
+		for {
+			var err error
+			fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+			if err != unix.EINTR {
+				return os.NewSyscallError("socket", err)
+			}
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect: socket: %w", err)
+	}
+	// A non-blocking fd: os.NewFile registers it with the runtime poller.
+	c := &Conn{f: os.NewFile(uintptr(fd), "tcp"), ctx: context.Background()}
+	c.rc, err = c.f.SyscallConn()
+	if err == nil {
+		err = c.setup(family, opts)
+	}
+	if err != nil {
+		c.f.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// setup sets the options Open promises; errors read "connect: IP_RECVERR:
+// setsockopt: ...".
+func (c *Conn) setup(family int, o Options) error {
+	// IP_RECVERR queues the ICMP error that fails a SYN_SENT socket, so its
+	// type, code and sender can be reported (tcp_v4_err calls ip_icmp_error
+	// in SYN_SENT); connect() alone says EHOSTUNREACH for both
+	// host-unreachable and admin-prohibited.
+	if family == unix.AF_INET {
+		if err := c.setsockopt(unix.IPPROTO_IP, unix.IP_RECVERR, 1); err != nil {
+			return fmt.Errorf("connect: IP_RECVERR: %w", err)
+		}
+	} else if err := c.setsockopt(unix.IPPROTO_IPV6, unix.IPV6_RECVERR, 1); err != nil {
+		return fmt.Errorf("connect: IPV6_RECVERR: %w", err)
+	}
+	if o.UserTimeout > 0 {
+		if err := c.setsockopt(unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(o.UserTimeout.Milliseconds())); err != nil {
+			return fmt.Errorf("connect: TCP_USER_TIMEOUT: %w", err)
+		}
+	}
+	if k := o.KeepAlive; k.Idle > 0 {
+		for _, opt := range []struct {
+			name       string
+			level, opt int
+			v          int
+		}{
+			{"SO_KEEPALIVE", unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+			{"TCP_KEEPIDLE", unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, int(k.Idle / time.Second)},
+			{"TCP_KEEPINTVL", unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, int(k.Interval / time.Second)},
+			{"TCP_KEEPCNT", unix.IPPROTO_TCP, unix.TCP_KEEPCNT, k.Count},
+		} {
+			if err := c.setsockopt(opt.level, opt.opt, opt.v); err != nil {
+				return fmt.Errorf("keepalive: %s: %w", opt.name, err)
+			}
+		}
+	}
+	if o.Source.IsValid() {
+		// Defer the port choice to connect() so the 4-tuple, not the local
+		// port alone, must be unique: binding with port 0 would reserve a
+		// port per probe and exhaust the range at high probe rates.
+		_ = c.setsockopt(unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+		var err error
+		if cerr := c.rc.Control(func(fd uintptr) { err = unix.Bind(int(fd), inet.Sockaddr(netip.AddrPortFrom(o.Source, 0))) }); cerr != nil {
+			err = cerr
+		}
+		if err := os.NewSyscallError("bind", err); err != nil {
+			return fmt.Errorf("connect: bind %s: %w", o.Source, err)
+		}
+	}
+	return nil
+}
+
+func (c *Conn) setsockopt(level, opt, v int) error {
+	var err error
+	if cerr := c.rc.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), level, opt, v) }); cerr != nil {
+		return cerr
+	}
+	return os.NewSyscallError("setsockopt", err)
+}
+
+// Close closes the socket.
+func (c *Conn) Close() error { return c.f.Close() }
+
+// Watch bounds the calls that follow (Connect, Read, Write) by deadline
+// (zero: none) and by ctx's cancellation, until stop is called: the
+// socket's deadline is set, and one context.AfterFunc moves it into the
+// past when ctx is done, which wakes a blocked call. Call stop before the
+// span ends.
+func (c *Conn) Watch(ctx context.Context, deadline time.Time) (stop func() bool) {
+	c.mu.Lock()
+	c.gen++
+	gen := c.gen
+	c.ctx, c.deadline = ctx, 0
+	if !deadline.IsZero() {
+		c.deadline = deadline.UnixNano()
+	}
+	_ = c.f.SetDeadline(deadline)
+	c.mu.Unlock()
+	return context.AfterFunc(ctx, func() {
+		c.mu.Lock()
+		if c.gen == gen {
+			// Wakes every blocked call with os.ErrDeadlineExceeded;
+			// harmless once the socket is closed.
+			_ = c.f.SetDeadline(time.Unix(0, 1))
+		}
+		c.mu.Unlock()
+	})
+}
+
+// watchCall is Watch for one call, bounded by ctx's own deadline.
+func (c *Conn) watchCall(ctx context.Context) (stop func() bool) {
+	d, _ := ctx.Deadline()
+	return c.Watch(ctx, d)
+}
+
+// early reports that the watched span is over before a call starts.
+func (c *Conn) early(op string) error {
+	if err := c.ctx.Err(); err != nil {
+		return os.NewSyscallError(op, err)
+	}
+	if c.deadline != 0 && time.Now().UnixNano() >= c.deadline {
+		return os.NewSyscallError(op, context.DeadlineExceeded)
+	}
+	return nil
+}
+
+// cut translates a call cut short by the watch into the ctx's error (a
+// deadline that fired just before ctx's own timer is a deadline too).
+func (c *Conn) cut(op string, err error) error {
+	if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	cause := c.ctx.Err()
+	if cause == nil {
+		cause = context.DeadlineExceeded
+	}
+	return os.NewSyscallError(op, cause)
+}
+
+// Connect runs the non-blocking connect(2) and waits in the poller for the
+// handshake to end, within the watch. On success it returns the TCP_INFO it
+// read to confirm the connection (nil when that read failed).
+func (c *Conn) Connect(remote netip.AddrPort) (*unix.TCPInfo, error) {
+	if err := c.early("connect"); err != nil {
+		return nil, err
+	}
+	info, err := c.connect(inet.Sockaddr(remote))
+	return info, c.cut("connect", err)
+}
+
+// ConnectContext is Connect bounded by ctx alone.
+func (c *Conn) ConnectContext(ctx context.Context, remote netip.AddrPort) (*unix.TCPInfo, error) {
+	defer c.watchCall(ctx)()
+	return c.Connect(remote)
+}
+
+func (c *Conn) connect(sa unix.Sockaddr) (*unix.TCPInfo, error) {
+	var (
+		started bool
+		info    *unix.TCPInfo
+		err     error
+	)
+	perr := c.rc.Write(func(fd uintptr) bool {
+		if !started {
+			started = true
+			err = unix.Connect(int(fd), sa)
+			// EINPROGRESS: the SYN is out; wait until writable.
+			return !waiting(err)
+		}
+		// Writable: the handshake ended. SO_ERROR says how.
+		var errno int
+		errno, err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
+		if err == nil && errno != 0 {
+			err = unix.Errno(errno)
+		}
+		if err != nil {
+			return !waiting(err)
+		}
+		// The poller may wake us spuriously with SO_ERROR 0 (internal/poll
+		// notes it): connected only once the socket left SYN-SENT. A socket
+		// already closed again (CLOSE) is left to wait, as a getpeername
+		// check would.
+		info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			info, err = nil, nil
+			return true
+		}
+		if s := info.State; s == unix.BPF_TCP_SYN_SENT || s == unix.BPF_TCP_CLOSE {
+			info = nil
+			return false
+		}
+		return true
+	})
+	if perr != nil {
+		return nil, perr
+	}
+	if err == unix.EISCONN {
+		return info, nil
+	}
+	return info, os.NewSyscallError("connect", err)
+}
+
+// Write writes all of b within the watch.
+func (c *Conn) Write(b []byte) error {
+	if err := c.early("write"); err != nil {
+		return err
+	}
+	nn := 0
+	var err error
+	perr := c.rc.Write(func(fd uintptr) bool {
+		var n int
+		n, err = unix.Write(int(fd), b[nn:])
+		if n > 0 {
+			nn += n
+		}
+		if nn == len(b) {
+			return true
+		}
+		if n == 0 && err == nil {
+			err = io.ErrUnexpectedEOF
+			return true
+		}
+		if err == nil {
+			return false // short write: wait for room
+		}
+		return !waiting(err)
+	})
+	if perr != nil {
+		return c.cut("write", perr)
+	}
+	return os.NewSyscallError("write", err)
+}
+
+// WriteContext is Write bounded by ctx alone.
+func (c *Conn) WriteContext(ctx context.Context, b []byte) error {
+	defer c.watchCall(ctx)()
+	return c.Write(b)
+}
+
+// Read reads once within the watch; 0 bytes from the peer (FIN) is io.EOF.
+// n is never negative.
+func (c *Conn) Read(b []byte) (int, error) {
+	if err := c.early("read"); err != nil {
+		return 0, err
+	}
+	var n int
+	var err error
+	perr := c.rc.Read(func(fd uintptr) bool {
+		n, err = unix.Read(int(fd), b)
+		return !waiting(err)
+	})
+	if n < 0 {
+		n = 0
+	}
+	if perr != nil {
+		return 0, c.cut("read", perr)
+	}
+	if n == 0 && err == nil {
+		return 0, io.EOF
+	}
+	return n, os.NewSyscallError("read", err)
+}
+
+// ReadContext is Read bounded by ctx alone.
+func (c *Conn) ReadContext(ctx context.Context, b []byte) (int, error) {
+	defer c.watchCall(ctx)()
+	return c.Read(b)
+}
+
+// waiting reports whether a non-blocking call must wait for the poller.
+func waiting(err error) bool {
+	return err == unix.EAGAIN || err == unix.EINPROGRESS || err == unix.EINTR
+}
+
+// TCPInfo reads TCP_INFO.
+func (c *Conn) TCPInfo() (*unix.TCPInfo, error) {
+	var info *unix.TCPInfo
+	var gerr error
+	if err := c.rc.Control(func(fd uintptr) {
+		info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}); err != nil {
+		return nil, err
+	}
+	return info, gerr
+}
+
+// LocalAddr is the socket's local address (getsockname); invalid when it
+// has none.
+func (c *Conn) LocalAddr() netip.AddrPort { return inet.LocalAddr(c.rc) }
+
+// NetConn returns a duplicate of the socket as a net.Conn in Go's own
+// poller, for a client library to speak over; the duplicate keeps the
+// namespace the socket was created in. The caller closes both.
+func (c *Conn) NetConn() (net.Conn, error) { return net.FileConn(c.f) }
+
+// ICMP drains the socket's error queue and describes the first ICMP error
+// in it: "ICMP host-unreachable (type 3 code 1) from 10.0.0.1"; "" when
+// there is none.
+func (c *Conn) ICMP() string {
+	var out string
+	_ = c.rc.Control(func(fd uintptr) {
+		buf := make([]byte, 512)
+		oob := make([]byte, 512)
+		_, oobn, _, _, err := unix.Recvmsg(int(fd), buf, oob, unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+		if err != nil {
+			return
+		}
+		out = ParseRecvErr(oob[:oobn])
+	})
+	return out
+}
+
+// ParseRecvErr describes an IP_RECVERR / IPV6_RECVERR control message that
+// carries an ICMP error. Malformed input yields "".
+func ParseRecvErr(oob []byte) string {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return ""
+	}
+	for _, m := range msgs {
+		isV4 := m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_RECVERR
+		isV6 := m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_RECVERR
+		if !isV4 && !isV6 {
+			continue
+		}
+		// struct sock_extended_err: errno u32, origin u8, type u8, code u8,
+		// pad u8, info u32, data u32; then the offender's sockaddr.
+		const eeLen = 16
+		if len(m.Data) < eeLen {
+			return ""
+		}
+		origin, typ, code := m.Data[4], m.Data[5], m.Data[6]
+		if origin != unix.SO_EE_ORIGIN_ICMP && origin != unix.SO_EE_ORIGIN_ICMP6 {
+			continue
+		}
+		from := offender(m.Data[eeLen:])
+		desc := inet.ICMPName(origin == unix.SO_EE_ORIGIN_ICMP6, typ, code)
+		s := fmt.Sprintf("ICMP %s (type %d code %d)", desc, typ, code)
+		if from.IsValid() {
+			s += " from " + from.String()
+		}
+		return s
+	}
+	return ""
+}
+
+func offender(b []byte) netip.Addr {
+	if len(b) < 2 {
+		return netip.Addr{}
+	}
+	switch binary.NativeEndian.Uint16(b) {
+	case unix.AF_INET:
+		if len(b) >= 8 {
+			return netip.AddrFrom4([4]byte(b[4:8]))
+		}
+	case unix.AF_INET6:
+		if len(b) >= 24 {
+			return netip.AddrFrom16([16]byte(b[8:24]))
+		}
+	}
+	return netip.Addr{}
+}
