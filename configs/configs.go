@@ -156,6 +156,9 @@ type Job struct {
 	// Trace, when enabled, traces the path once when a target turns from
 	// ok to syn_timeout or unreachable (docs/trace.md).
 	Trace *TraceOptions `yaml:"trace"`
+	// SLO is the job's service-level objective: what the SLO rules in
+	// deploy/prometheus hold its targets to (unset: their defaults).
+	SLO *SLO `yaml:"slo"`
 
 	// Per-kind option blocks; at most the one of Kind may be set.
 
@@ -234,6 +237,63 @@ type DNSSD struct {
 	// Server, when set, is the DNS server (ip:port) to ask instead of the
 	// system resolver.
 	Server string `yaml:"server"`
+}
+
+// SLO is a job's `slo` block: its availability objective and the latency
+// threshold of its latency SLI. The agent exports both
+// (connprobe_job_slo_objective, connprobe_job_slo_latency_seconds) and
+// counts the attempts slower than Latency (connprobe_probe_slow_total); the
+// rules in deploy/prometheus join them by job.
+type SLO struct {
+	// Objective is the fraction of attempts that must be good, in (0, 1):
+	// 0.999 allows 0.1 % bad attempts. Unset: the rules' default (0.999).
+	Objective *float64 `yaml:"objective"`
+	// Latency is the threshold of the latency SLI: a successful attempt
+	// slower than this is slow (handshake for connect, syn and keepalive;
+	// the whole attempt for app; the attempt less its idle time for idle).
+	// Unset: DefaultLatency, or half the timeout when that is shorter.
+	Latency Duration `yaml:"latency"`
+}
+
+// DefaultLatency is the latency threshold of a job without slo.latency.
+const DefaultLatency = 500 * time.Millisecond
+
+// LatencyThreshold returns the job's latency threshold: slo.latency, or
+// DefaultLatency capped at half the job's timeout.
+func (j *Job) LatencyThreshold() time.Duration {
+	if j.SLO != nil && j.SLO.Latency.D > 0 {
+		return j.SLO.Latency.D
+	}
+	if t := j.Timeout.D / 2; t > 0 && t < DefaultLatency {
+		return t
+	}
+	return DefaultLatency
+}
+
+// ObjectiveRatio returns the job's own objective, 0 when it sets none.
+func (j *Job) ObjectiveRatio() float64 {
+	if j.SLO == nil || j.SLO.Objective == nil {
+		return 0
+	}
+	return *j.SLO.Objective
+}
+
+func (o *SLO) validate(timeout time.Duration, add func(format string, args ...any)) {
+	if o.Objective == nil && !o.Latency.set() {
+		add("slo: neither objective nor latency (want e.g. slo: {objective: 0.999, latency: 100ms})")
+	}
+	if v := o.Objective; v != nil && !(*v > 0 && *v < 1) {
+		add("slo.objective %v must be between 0 and 1, exclusive (0.999 allows 0.1 %% bad attempts)", *v)
+	}
+	switch d := o.Latency; {
+	case d.Err != nil:
+		add("slo.latency %v", d.Err)
+	case !d.set():
+	case d.D <= 0:
+		add("slo.latency %s must be positive", d.D)
+	case timeout > 0 && d.D >= timeout:
+		add("slo.latency %s must be shorter than timeout %s (no attempt could be slower)", d.D, timeout)
+	}
 }
 
 // VantageOptions is a job's `vantage` block: the job's targets are probed
@@ -882,6 +942,9 @@ func (c *Config) Validate() error {
 					add(path, "%v", e)
 				}
 			}
+		}
+		if j.SLO != nil {
+			j.SLO.validate(j.Timeout.D, func(format string, args ...any) { add(path, format, args...) })
 		}
 		if j.Vantage != nil {
 			if j.NetNS != "" {

@@ -83,6 +83,15 @@ func TestBadConfigs(t *testing.T) {
 			`probes[0] "files": targets.file_sd.files[2] "cm/*": want a .json, .yaml or .yml file (the extension says the format)`,
 			`probes[0] "files": targets.file_sd.files[3]: empty path`,
 		}, "\n")},
+		{"bad-slo.yaml", strings.Join([]string{
+			`probes[0] "web": slo.objective 1 must be between 0 and 1, exclusive (0.999 allows 0.1 % bad attempts)`,
+			`probes[0] "web": slo.latency 2s must be shorter than timeout 2s (no attempt could be slower)`,
+			`probes[1] "db": slo.objective 0 must be between 0 and 1, exclusive (0.999 allows 0.1 % bad attempts)`,
+			`probes[1] "db": slo.latency -1ms must be positive`,
+			`probes[2] "api": slo.objective 99.9 must be between 0 and 1, exclusive (0.999 allows 0.1 % bad attempts)`,
+			`probes[2] "api": slo.latency "fast" is not a duration (want e.g. 500ms, 10s, 2m)`,
+			`probes[3] "empty": slo: neither objective nor latency (want e.g. slo: {objective: 0.999, latency: 100ms})`,
+		}, "\n")},
 		{"bad-many.yaml", strings.Join([]string{
 			`probes[0]: name is required`,
 			`probes[0]: concurrency -1 must be in 1-1000`,
@@ -148,6 +157,49 @@ probes:
 	}
 	if c.Probes[0].Fingerprint() == c.Probes[1].Fingerprint() {
 		t.Error("different jobs share a fingerprint")
+	}
+}
+
+func TestSLO(t *testing.T) {
+	c, err := Parse([]byte(`
+probes:
+  - name: own
+    timeout: 2s
+    slo: {objective: 0.99, latency: 100ms}
+    targets: {static: ["127.0.0.1:1"]}
+  - name: latency-only
+    slo: {latency: 1s}
+    targets: {static: ["127.0.0.1:1"]}
+  - name: default
+    targets: {static: ["127.0.0.1:1"]}
+  - name: short
+    interval: 500ms
+    timeout: 400ms
+    targets: {static: ["127.0.0.1:1"]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		job       string
+		objective float64
+		latency   time.Duration
+	}{
+		{"own", 0.99, 100 * time.Millisecond},
+		{"latency-only", 0, time.Second},     // the rules' default objective
+		{"default", 0, DefaultLatency},       // both defaults
+		{"short", 0, 200 * time.Millisecond}, // half the timeout: below the default
+	} {
+		j := c.Job(tt.job)
+		if got := j.ObjectiveRatio(); got != tt.objective {
+			t.Errorf("%s: objective %v, want %v", tt.job, got, tt.objective)
+		}
+		if got := j.LatencyThreshold(); got != tt.latency {
+			t.Errorf("%s: latency threshold %s, want %s", tt.job, got, tt.latency)
+		}
+	}
+	if c.Job("own").Fingerprint() == c.Job("default").Fingerprint() {
+		t.Error("the slo block is not part of the fingerprint: a reload would keep the old threshold")
 	}
 }
 

@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"encoding/json"
 	"net/netip"
 	"os"
 	"regexp"
@@ -16,6 +15,7 @@ import (
 	promexp "github.com/connprobe/connprobe/exporters/prometheus"
 	"github.com/connprobe/connprobe/internal/responder"
 	"github.com/connprobe/connprobe/probe"
+	"github.com/connprobe/connprobe/probe/kernel"
 	"github.com/connprobe/connprobe/scheduler"
 )
 
@@ -52,7 +52,7 @@ func exported(t *testing.T) map[string][]string {
 	// The agent: drive the exporter through the scheduler's Sink so every
 	// family has a series, then gather its registry.
 	e := promexp.New(promexp.Options{Version: "test", NoRuntimeMetrics: true})
-	job := &scheduler.Job{Name: "web", Kind: "idle"}
+	job := &scheduler.Job{Name: "web", Kind: "idle", Objective: 0.99, Latency: 100 * time.Millisecond}
 	e.Targets(job, 1)
 	ts := e.Target(job, probe.Target{Name: "service/shop/web:80"})
 	ts.Scheduled(time.Millisecond)
@@ -60,6 +60,10 @@ func exported(t *testing.T) map[string][]string {
 	ts.Result(&probe.Result{Target: "service/shop/web:80", Kind: "idle", Reason: probe.ReasonOK, Success: true,
 		Duration: time.Second, Retransmits: 1, Local: netip.MustParseAddrPort("10.244.1.2:40000"),
 		Timings: probe.Timings{Handshake: time.Millisecond, RTT: time.Millisecond}})
+	ts.(interface{ IdleTimeoutSearches() }).IdleTimeoutSearches()
+	ts.(interface {
+		IdleTimeout(survived, lost time.Duration, failed bool)
+	}).IdleTimeout(time.Minute, 2*time.Minute, false)
 	e.ConfigLoaded(true, time.Now())
 	mfs, err := e.Gatherer().Gather()
 	if err != nil {
@@ -70,6 +74,7 @@ func exported(t *testing.T) map[string][]string {
 		for _, lp := range mf.GetMetric()[0].GetLabel() {
 			names = append(names, lp.GetName())
 		}
+		names = append(names, ScrapeLabels...)
 		out[mf.GetName()] = names
 		if mf.GetType() == dto.MetricType_HISTOGRAM {
 			out[mf.GetName()+"_bucket"] = append(slices.Clone(names), "le")
@@ -82,98 +87,74 @@ func exported(t *testing.T) map[string][]string {
 	if _, err := responder.New(responder.Config{}, d, nil); err != nil {
 		t.Fatal(err)
 	}
+	// The kernel evidence (global.kernel) is read on scrape.
+	d.Register(&kernel.Collector{})
 	for name, ls := range d {
-		out[name] = ls
+		out[name] = append(ls, ScrapeLabels...)
 	}
 	return out
 }
-
-// selectorRE finds a metric name and its optional {matchers}.
-var (
-	selectorRE = regexp.MustCompile(`\b(connprobe_[a-zA-Z0-9_]+)(\{[^}]*\})?`)
-	matcherRE  = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)`)
-	byRE       = regexp.MustCompile(`\b(?:by|without)\s*\(([^)]*)\)`)
-)
 
 func TestDashboardQueriesOnlyExportedMetrics(t *testing.T) {
 	b, err := os.ReadFile("grafana/connprobe.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var dash struct {
-		Title  string `json:"title"`
-		UID    string `json:"uid"`
-		Panels []struct {
-			Title   string `json:"title"`
-			Type    string `json:"type"`
-			Targets []struct {
-				Expr string `json:"expr"`
-			} `json:"targets"`
-		} `json:"panels"`
-		Templating struct {
-			List []struct {
-				Name       string `json:"name"`
-				Definition string `json:"definition"`
-			} `json:"list"`
-		} `json:"templating"`
-	}
-	if err := json.Unmarshal(b, &dash); err != nil {
-		t.Fatalf("grafana/connprobe.json: %v", err)
+	queries, err := Dashboard(b)
+	if err != nil {
+		t.Fatal(err)
 	}
 	metrics := exported(t)
-	type query struct{ where, expr string }
-	var queries []query
-	for _, p := range dash.Panels {
-		for _, tg := range p.Targets {
-			queries = append(queries, query{p.Title, tg.Expr})
-		}
+	rules, err := os.ReadFile("prometheus/rules.yml")
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, v := range dash.Templating.List {
-		queries = append(queries, query{"variable " + v.Name, v.Definition})
+	recorded, err := Recorded(rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, ls := range recorded {
+		metrics[name] = ls
 	}
 	seen := map[string]bool{}
 	for _, q := range queries {
-		where, expr := q.where, q.expr
-		used := map[string]bool{} // labels the query relies on
-		for _, m := range byRE.FindAllStringSubmatch(expr, -1) {
-			for _, l := range strings.Split(m[1], ",") {
-				used[strings.TrimSpace(l)] = true
-			}
+		for _, p := range Check(q, metrics) {
+			t.Error(p)
 		}
-		for _, m := range selectorRE.FindAllStringSubmatch(expr, -1) {
-			name := m[1]
-			labels, ok := metrics[name]
-			if !ok {
-				t.Errorf("panel %q queries %s, which connprobe does not export", where, name)
-				continue
-			}
-			seen[name] = true
-			for _, mm := range matcherRE.FindAllStringSubmatch(m[2], -1) {
-				if !slices.Contains(labels, mm[1]) {
-					t.Errorf("panel %q: %s has no label %q (it has %v)", where, name, mm[1], labels)
-				}
-			}
-			for l := range used {
-				if l != "" && !slices.Contains(labels, l) && !strings.HasPrefix(name, "connprobe_responder_") {
-					t.Errorf("panel %q aggregates %s by %q, a label it does not have (%v)", where, name, l, labels)
-				}
-			}
+		for _, m := range Metrics(q.Expr) {
+			seen[m] = true
 		}
 	}
-	// The four views the dashboard exists for.
-	for _, want := range []string{"connprobe_probe_failures_total", "connprobe_probe_results_total", "connprobe_probe_handshake_seconds"} {
+	// The views the dashboard exists for.
+	for _, want := range []string{
+		"connprobe_probe_failures_total", "connprobe_probe_results_total", "connprobe_probe_handshake_seconds",
+		"connprobe_probe_slow_total", "connprobe_job_slo_latency_seconds", // latency SLI
+		"connprobe_idle_timeout_boundary_seconds", // the idle-timeout panel
+		"connprobe_netns_tcp_events_total",        // kernel evidence
+		"connprobe_vantage:probe_error:burning",   // localisation
+		"connprobe_build_info",                    // the instance variable
+	} {
 		if !seen[want] {
 			t.Errorf("no panel queries %s", want)
 		}
 	}
-	var heatmap, idle bool
-	for _, p := range dash.Panels {
-		heatmap = heatmap || p.Type == "heatmap" && strings.Contains(p.Title, "Handshake")
-		for _, tg := range p.Targets {
-			idle = idle || strings.Contains(tg.Expr, `kind="idle"`)
-		}
+	// The responder's resets of delayed replies are outcome="reset" of
+	// delayed_replies_total, not resets_total (which counts the others).
+	var resetLine bool
+	for _, q := range queries {
+		resetLine = resetLine || strings.Contains(q.Expr, `connprobe_responder_delayed_replies_total{outcome="reset"}`)
 	}
-	if !heatmap || !idle {
-		t.Errorf("want a handshake latency heatmap (%v) and an idle-timeout panel (%v)", heatmap, idle)
+	if !resetLine {
+		t.Error(`the responder panel does not show connprobe_responder_delayed_replies_total{outcome="reset"}`)
+	}
+	// Every agent query can be narrowed to the selected agents.
+	for _, q := range queries {
+		for _, m := range Metrics(q.Expr) {
+			if strings.HasPrefix(m, "connprobe_") && !strings.HasPrefix(m, "connprobe_responder_") &&
+				!strings.HasPrefix(m, "connprobe_job_slo_") && !strings.HasPrefix(q.Where, "variable") &&
+				!strings.Contains(q.Expr, `instance=~"$instance"`) {
+				t.Errorf("%s: %s is not filtered by the instance variable", q.Where, m)
+			}
+		}
 	}
 }

@@ -41,6 +41,12 @@ type Job struct {
 	// Expect is what the job wants of its targets: that they answer, or
 	// that they are blocked (Expect.Fail).
 	Expect probe.Expectation
+	// Latency is the threshold of the job's latency SLI: the Sink counts
+	// successful attempts slower than it (0: only degraded ones).
+	Latency time.Duration
+	// Objective is the job's own SLO objective in (0, 1); 0: none, the
+	// SLO rules' default applies.
+	Objective float64
 	// Source yields the targets.
 	Source targets.Source
 	// New builds a Prober for one target.

@@ -450,6 +450,8 @@ func buildJobs(cfg *configs.Config, log *slog.Logger) ([]*scheduler.Job, error) 
 			Timeout:     j.Timeout.D + traceBudget,
 			Concurrency: j.Concurrency,
 			Expect:      j.Expect.Expectation(),
+			Latency:     j.LatencyThreshold(),
+			Objective:   j.ObjectiveRatio(),
 			Source:      source,
 			New:         newJobProber,
 			Fingerprint: j.Fingerprint(),

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,8 +21,67 @@ import (
 )
 
 // shortWindows maps the SLO rules' windows to seconds for the end-to-end
-// test: the same rules, on a clock a few hundred times faster.
+// tests: the same rules, on a clock a few hundred times faster.
 var shortWindows = strings.NewReplacer("[5m]", "[3s]", "[30m]", "[4s]", "[1h]", "[6s]", "[6h]", "[8s]", "[3d]", "[10s]")
+
+// shortFor shortens the rules' for: clauses alike.
+var shortFor = regexp.MustCompile(`(?m)^(\s+for:) \d+[mh]$`)
+
+// shortRules returns deploy/prometheus/rules.yml on the end-to-end tests'
+// clock: windows of seconds, for: 5s.
+func shortRules(t *testing.T) string {
+	t.Helper()
+	rules, err := os.ReadFile("../../deploy/prometheus/rules.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	short := shortFor.ReplaceAllString(shortWindows.Replace(string(rules)), "$1 5s")
+	if !strings.Contains(short, "for: 5s") || strings.Contains(short, "[5m]") {
+		t.Fatal("shortRules: the rules' windows or for: clauses are not where the e2e tests expect them")
+	}
+	return short
+}
+
+// startPrometheus runs a real Prometheus (Debian's) with the shortened
+// rules, scraping the agents at addrs every second, and waits until it is
+// ready.
+func startPrometheus(t *testing.T, addrs ...string) *promAPI {
+	t.Helper()
+	promBin, err := exec.LookPath("prometheus")
+	if err != nil {
+		t.Fatalf("prometheus not found (Debian package prometheus, in .ci/packages.txt): %v", err)
+	}
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "rules.yml"), shortRules(t))
+	targets, _ := json.Marshal(addrs)
+	writeFile(t, filepath.Join(dir, "prometheus.yml"), fmt.Sprintf(`
+global: {scrape_interval: 1s, evaluation_interval: 1s}
+rule_files: [rules.yml]
+scrape_configs:
+  - job_name: connprobe
+    honor_labels: true
+    static_configs: [{targets: %s}]
+`, targets))
+	promAddr := closedPort(t)
+	cmd := exec.Command(promBin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
+		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+promAddr, "--log.level=warn")
+	var promLog syncBuffer
+	promLog.mu = make(chan struct{}, 1)
+	cmd.Stdout, cmd.Stderr = &promLog, &promLog
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("prometheus log:\n%s", promLog.String())
+		}
+	})
+	api := &promAPI{base: "http://" + promAddr}
+	api.waitReady(t)
+	return api
+}
 
 // TestServeE2EPrometheusAlerts: probe serve probes a Service VIP from the
 // lab's pod namespace; a real Prometheus scrapes it and evaluates
@@ -30,10 +90,6 @@ var shortWindows = strings.NewReplacer("[5m]", "[3s]", "[30m]", "[4s]", "[1h]", 
 // clearing it resolves the alert.
 func TestServeE2EPrometheusAlerts(t *testing.T) {
 	l := lab.New(t)
-	promBin, err := exec.LookPath("prometheus")
-	if err != nil {
-		t.Fatalf("prometheus not found (Debian package prometheus, in .ci/packages.txt): %v", err)
-	}
 	for _, ns := range []string{l.Backend1, l.Backend2} {
 		ln, err := l.Listen(ns, ":8080")
 		if err != nil {
@@ -59,38 +115,7 @@ probes:
     targets: {static: ["%s"]}
 `, l.Path(l.Pod), vip, l.Path(l.Pod), netip.AddrPortFrom(l.DBIP, 5432)), "")
 
-	// Prometheus with the shortened rules, scraping every second.
-	dir := t.TempDir()
-	rules, err := os.ReadFile("../../deploy/prometheus/rules.yml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(dir, "rules.yml"), shortWindows.Replace(string(rules)))
-	writeFile(t, filepath.Join(dir, "prometheus.yml"), fmt.Sprintf(`
-global: {scrape_interval: 1s, evaluation_interval: 1s}
-rule_files: [rules.yml]
-scrape_configs:
-  - job_name: connprobe
-    honor_labels: true
-    static_configs: [{targets: ["%s"]}]
-`, rs.addr))
-	promAddr := closedPort(t)
-	cmd := exec.Command(promBin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+promAddr, "--log.level=warn")
-	var promLog strings.Builder
-	cmd.Stdout, cmd.Stderr = &promLog, &promLog
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("prometheus log:\n%s", promLog.String())
-		}
-	})
-	api := &promAPI{base: "http://" + promAddr}
-	api.waitReady(t)
+	api := startPrometheus(t, rs.addr)
 
 	ratio := `connprobe:probe_error:ratio_rate5m{job="vip"}`
 	alert := `ALERTS{alertname="ConnprobeErrorBudgetBurnFast",alertstate="firing",job="vip"}`
@@ -190,6 +215,36 @@ func (p *promAPI) value(t *testing.T, q string) (float64, bool) {
 	s, _ := body.Data.Result[0].Value[1].(string)
 	v, err := strconv.ParseFloat(s, 64)
 	return v, err == nil
+}
+
+// labels runs an instant query and returns each sample's labels.
+func (p *promAPI) labels(t *testing.T, q string) []map[string]string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", p.base+"/api/v1/query?query="+url.QueryEscape(q), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("query %s: %v", q, err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   struct {
+			Result []struct {
+				Metric map[string]string `json:"metric"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Status != "success" {
+		t.Fatalf("query %s: %v %s", q, err, body.Error)
+	}
+	var out []map[string]string
+	for _, r := range body.Data.Result {
+		out = append(out, r.Metric)
+	}
+	return out
 }
 
 func (p *promAPI) waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {

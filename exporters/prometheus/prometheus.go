@@ -17,6 +17,7 @@
 //
 //	connprobe_probe_results_total{job,target,kind,reason}  every attempt, by reason
 //	connprobe_probe_failures_total{job,target}             attempts that did not meet the job's expectation
+//	connprobe_probe_slow_total{job,target}                 attempts that met the expectation, slower than the job's latency threshold
 //	connprobe_probe_success{job,target}                    1 if the last attempt met the expectation
 //	connprobe_probe_duration_seconds{job}                  attempt duration (classic + native histogram)
 //	connprobe_probe_handshake_seconds{job,target}          last handshake time
@@ -27,6 +28,8 @@
 //	connprobe_prober_faults_total{job,cause}               attempts the prober could not make properly (never a target failure)
 //	connprobe_job_info{job,kind,expect}                    1 per job
 //	connprobe_job_targets{job}                             targets per job
+//	connprobe_job_slo_objective{job}                       the job's own SLO objective (only when its config sets one)
+//	connprobe_job_slo_latency_seconds{job}                 the job's latency threshold
 //	connprobe_scheduler_lateness_seconds{job}              how late attempts start
 //	connprobe_scheduler_overruns_total{job}                firings skipped: every prober busy
 //	connprobe_config_last_reload_successful                1 if the last (re)load worked
@@ -69,6 +72,8 @@ type Exporter struct {
 
 	jobInfo  *prometheus.GaugeVec
 	targets  *prometheus.GaugeVec
+	sloObj   *prometheus.GaugeVec
+	sloLat   *prometheus.GaugeVec
 	lateness *prometheus.HistogramVec
 	overruns *prometheus.CounterVec
 	faults   *prometheus.CounterVec
@@ -119,6 +124,14 @@ func New(o Options) *Exporter {
 			Namespace: ns, Name: "job_targets",
 			Help: "Targets a job probes now.",
 		}, []string{"job"}),
+		sloObj: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Name: "job_slo_objective",
+			Help: "The job's own SLO objective (slo.objective): the fraction of attempts that must be good. Absent: the SLO rules' default.",
+		}, []string{"job"}),
+		sloLat: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Name: "job_slo_latency_seconds",
+			Help: "The job's latency threshold (slo.latency): successful attempts slower than it count in connprobe_probe_slow_total.",
+		}, []string{"job"}),
 		lateness: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Name: "scheduler_lateness_seconds",
 			Help:    "How late attempts started against their schedule.",
@@ -162,7 +175,7 @@ func New(o Options) *Exporter {
 	build.WithLabelValues(version, revision, runtime.Version()).Set(1)
 	e.newIdleMetrics()
 	e.newPathMetrics()
-	reg.MustRegister(e.duration, e.jobInfo, e.targets, e.lateness, e.overruns, e.faults, e.reloadOK, e.reloadTime, build,
+	reg.MustRegister(e.duration, e.jobInfo, e.targets, e.sloObj, e.sloLat, e.lateness, e.overruns, e.faults, e.reloadOK, e.reloadTime, build,
 		e.idleBoundary, e.idleSearches)
 	if !o.NoRuntimeMetrics {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -287,6 +300,8 @@ func (e *Exporter) Target(job *scheduler.Job, t probe.Target) scheduler.TargetSi
 		e:        e,
 		s:        e.series.add(job.Name, t.Name, job.Kind),
 		expect:   job.Expect,
+		latency:  job.Latency,
+		timing:   timingOf(job.Kind),
 		duration: e.duration.WithLabelValues(job.Name),
 		lateness: e.lateness.WithLabelValues(job.Name),
 		overruns: e.overruns.WithLabelValues(job.Name),
@@ -310,6 +325,8 @@ func (e *Exporter) Targets(job *scheduler.Job, n int) {
 	l := prometheus.Labels{"job": job.Name}
 	if n < 0 {
 		e.targets.Delete(l)
+		e.sloObj.Delete(l)
+		e.sloLat.Delete(l)
 		e.duration.Delete(l)
 		e.jobInfo.DeletePartialMatch(l)
 		e.lateness.Delete(l)
@@ -320,6 +337,12 @@ func (e *Exporter) Targets(job *scheduler.Job, n int) {
 		return
 	}
 	e.targets.With(l).Set(float64(n))
+	if job.Objective > 0 {
+		e.sloObj.With(l).Set(job.Objective)
+	} else {
+		e.sloObj.Delete(l) // a reload dropped it: the rules' default applies
+	}
+	e.sloLat.With(l).Set(job.Latency.Seconds())
 	for _, c := range ProberFaultCauses {
 		e.faults.WithLabelValues(job.Name, c) // 0 until the first fault
 	}
@@ -340,6 +363,8 @@ type recorder struct {
 	e        *Exporter
 	s        *series
 	expect   probe.Expectation
+	latency  time.Duration                 // the job's latency threshold
+	timing   timing                        // which timing the threshold applies to
 	duration prometheus.Observer           // per job
 	lateness prometheus.Observer           // per job
 	overruns prometheus.Counter            // per job
@@ -351,6 +376,47 @@ func (r *recorder) Scheduled(late time.Duration) { r.lateness.Observe(late.Secon
 
 // Overrun implements scheduler.TargetSink.
 func (r *recorder) Overrun(n int) { r.overruns.Add(float64(n)) }
+
+// timing is which of an attempt's timings the latency threshold applies to.
+type timing uint8
+
+const (
+	timingHandshake timing = iota // connect, syn, keepalive: the TCP handshake
+	timingAttempt                 // app: the whole attempt
+	timingActive                  // idle: the attempt less its deliberate idle time
+)
+
+func timingOf(kind string) timing {
+	switch kind {
+	case "app":
+		return timingAttempt
+	case "idle":
+		return timingActive
+	}
+	return timingHandshake
+}
+
+// slow reports whether a successful attempt counts against the latency
+// SLI: a degraded success (the handshake needed a SYN retransmission), or
+// its timing over the job's threshold.
+func (r *recorder) slow(res *probe.Result) bool {
+	if res.Reason.Class() == probe.ClassDegraded {
+		return true
+	}
+	if r.latency <= 0 {
+		return false
+	}
+	var d time.Duration
+	switch r.timing {
+	case timingHandshake:
+		d = res.Timings.Handshake // 0 when no handshake was made (a held keep-alive connection)
+	case timingAttempt:
+		d = res.Duration
+	case timingActive:
+		d = res.Duration - res.Timings.Idle
+	}
+	return d > r.latency
+}
 
 // Result implements scheduler.TargetSink.
 func (r *recorder) Result(res *probe.Result) {
@@ -374,6 +440,9 @@ func (r *recorder) Result(res *probe.Result) {
 	if met, judged := r.expect.Judge(res); judged {
 		if met {
 			s.success.Store(1)
+			if !r.expect.Fail && r.slow(res) {
+				s.slow.Add(1)
+			}
 		} else {
 			s.success.Store(0)
 			s.failures.Add(1)

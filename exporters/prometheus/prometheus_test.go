@@ -218,9 +218,9 @@ connprobe_config_last_reload_successful 0
 
 func TestRecordDoesNotAllocate(t *testing.T) {
 	e := New(Options{NoRuntimeMetrics: true})
-	r := e.Target(&scheduler.Job{Name: "web", Kind: "connect"}, probe.Target{Name: "a:1"})
-	res := okResult()
-	r.Result(res) // first use creates the lazy gauges
+	r := e.Target(&scheduler.Job{Name: "web", Kind: "connect", Latency: time.Millisecond}, probe.Target{Name: "a:1"})
+	res := okResult() // a 2ms handshake: slow, so the latency path runs too
+	r.Result(res)     // first use creates the lazy gauges
 	allocs := testing.AllocsPerRun(1000, func() {
 		r.Scheduled(time.Millisecond)
 		r.Result(res)

@@ -38,6 +38,7 @@ var (
 	famResults    = newFamily("connprobe_probe_results_total", "Probe attempts by outcome reason (ok on success; see docs for the closed list); the prober's own faults are in connprobe_prober_faults_total.", "counter", "job", "target", "kind", "reason")
 	famFailures   = newFamily("connprobe_probe_failures_total", "Probe attempts whose outcome did not meet the job's expectation (a failure; for expect: fail jobs, a success).", "counter", "job", "target")
 	famSuccess    = newFamily("connprobe_probe_success", "1 if the last attempt met the job's expectation, else 0.", "gauge", "job", "target")
+	famSlow       = newFamily("connprobe_probe_slow_total", "Attempts that met the job's expectation but slower than its latency threshold (connprobe_job_slo_latency_seconds), or only after a SYN retransmission: bad for the latency SLI, good for availability.", "counter", "job", "target")
 	famSynRetrans = newFamily("connprobe_probe_syn_retransmits_total", "SYN retransmissions the handshakes needed.", "counter", "job", "target")
 	famHandshake  = newFamily("connprobe_probe_handshake_seconds", "TCP handshake time of the last attempt that completed one.", "gauge", "job", "target")
 	famRTT        = newFamily("connprobe_probe_tcp_rtt_seconds", "Kernel smoothed RTT (TCP_INFO) of the last established connection.", "gauge", "job", "target")
@@ -48,6 +49,7 @@ type series struct {
 	job, target, kind string
 	results           []atomic.Uint64 // by index in probe.Reasons; prober-class ones stay unused
 	failures          atomic.Uint64
+	slow              atomic.Uint64
 	synRetrans        atomic.Uint64
 	success           atomic.Int32  // -1 until the first result
 	handshake, rtt    atomic.Uint64 // float64 bits; 0: never measured
@@ -106,6 +108,8 @@ func (sr *series) each(f *family, fn func(v float64, labelValues ...string)) {
 		}
 	case &famFailures:
 		fn(float64(sr.failures.Load()), sr.job, sr.target)
+	case &famSlow:
+		fn(float64(sr.slow.Load()), sr.job, sr.target)
 	case &famSuccess:
 		if v := sr.success.Load(); v >= 0 {
 			fn(float64(v), sr.job, sr.target)
@@ -123,7 +127,7 @@ func (sr *series) each(f *family, fn func(v float64, labelValues ...string)) {
 	}
 }
 
-var families = []*family{&famResults, &famFailures, &famSuccess, &famSynRetrans, &famHandshake, &famRTT}
+var families = []*family{&famResults, &famFailures, &famSlow, &famSuccess, &famSynRetrans, &famHandshake, &famRTT}
 
 // Describe implements prometheus.Collector.
 func (s *seriesSet) Describe(ch chan<- *prometheus.Desc) {
@@ -156,6 +160,7 @@ var textLabels = map[*family][]struct {
 }{
 	&famResults:    {{"job", 0}, {"kind", 2}, {"reason", 3}, {"target", 1}},
 	&famFailures:   {{"job", 0}, {"target", 1}},
+	&famSlow:       {{"job", 0}, {"target", 1}},
 	&famSuccess:    {{"job", 0}, {"target", 1}},
 	&famSynRetrans: {{"job", 0}, {"target", 1}},
 	&famHandshake:  {{"job", 0}, {"target", 1}},
