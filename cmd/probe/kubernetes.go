@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"os"
 
+	"k8s.io/klog/v2"
+
 	"github.com/connprobe/connprobe/scheduler/targets"
 	"github.com/connprobe/connprobe/scheduler/targets/kubernetes"
 	"github.com/connprobe/connprobe/scheduler/targets/kubernetes/spec"
@@ -20,8 +22,8 @@ const kubernetesBuilt = true
 // newKubernetesSource builds the source of one `kubernetes` target block.
 // The node facts come from the environment the DaemonSet sets with the
 // downward API (deploy/daemonset.yaml): NODE_NAME and HOST_IP.
-func newKubernetesSource(cfg spec.Config, nsPath string, log *slog.Logger) (targets.Source, error) {
-	opts := kubernetes.Options{NodeName: os.Getenv("NODE_NAME"), NetNS: nsPath, Logger: log}
+func newKubernetesSource(cfg spec.Config, nsPath string, log *slog.Logger, h *targets.Health, job string) (targets.Source, error) {
+	opts := kubernetes.Options{NodeName: os.Getenv("NODE_NAME"), NetNS: nsPath, Logger: log, Health: h, Job: job}
 	if ip := os.Getenv("HOST_IP"); ip != "" {
 		a, err := netip.ParseAddr(ip)
 		if err != nil {
@@ -38,6 +40,12 @@ func newKubernetesSource(cfg spec.Config, nsPath string, log *slog.Logger) (targ
 // Like the kubernetes target source, NODE_NAME comes from the downward API;
 // without it, or without an API, the Vantage logs why and keeps its last
 // set of pods.
-func newPodSource(sel spec.PodSelector, log *slog.Logger) (targets.PodSource, error) {
-	return kubernetes.NewPods(nil, sel, kubernetes.Options{NodeName: os.Getenv("NODE_NAME"), Logger: log})
+func newPodSource(sel spec.PodSelector, log *slog.Logger, h *targets.Health, job string) (targets.PodSource, error) {
+	return kubernetes.NewPods(nil, sel, kubernetes.Options{NodeName: os.Getenv("NODE_NAME"), Logger: log, Health: h, Job: job})
+}
+
+// routeKlog sends client-go's own log lines (klog) through log, so they
+// follow --log.level and --log.format like every other line.
+func routeKlog(log *slog.Logger) {
+	klog.SetSlogLogger(log.With("source", "client-go"))
 }

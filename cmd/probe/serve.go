@@ -108,7 +108,8 @@ type server struct {
 	sched   *scheduler.Scheduler
 	mu      sync.Mutex // serialises reloads
 	current *configs.Config
-	kernel  *kernelMetrics // global.kernel (serve_kernel.go)
+	kernel  *kernelMetrics  // global.kernel (serve_kernel.go)
+	health  *targets.Health // target sources (serve_discovery.go)
 }
 
 // serve runs until ctx is done. ready, when set, is called with the
@@ -124,7 +125,12 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 	if err := s.exp.Register(s.kernel.c); err != nil {
 		return fmt.Errorf("serve: kernel metrics: %w", err)
 	}
-	cfg, jobs, err := loadJobs(f.config, log)
+	s.health = &targets.Health{Log: log}
+	if err := s.exp.Register(newDiscoveryCollector(s.health)); err != nil {
+		return fmt.Errorf("serve: discovery metrics: %w", err)
+	}
+	routeKlog(log) // kubernetes.go
+	cfg, jobs, err := loadJobsHealth(f.config, log, s.health)
 	if err != nil {
 		s.exp.ConfigLoaded(false, time.Now())
 		return usageError{err}
@@ -158,6 +164,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 	g.Go(func() error { return s.sched.Run(gctx) })
 	applySynRate(cfg, nil, log)
 	s.kernel.apply(cfg)
+	s.health.Expect(discoverySources(cfg))
 	if err := s.sched.Update(gctx, jobs); err != nil {
 		ln.Close()
 		return g.Wait()
@@ -214,7 +221,7 @@ func (s *server) handleReload(w http.ResponseWriter, r *http.Request) {
 func (s *server) reload(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cfg, jobs, err := loadJobs(s.flags.config, s.log)
+	cfg, jobs, err := loadJobsHealth(s.flags.config, s.log, s.health)
 	if err != nil {
 		s.exp.ConfigLoaded(false, time.Now())
 		s.log.Error("reload failed; the previous config keeps running", "file", s.flags.config,
@@ -223,6 +230,7 @@ func (s *server) reload(ctx context.Context) error {
 	}
 	applySynRate(cfg, s.current, s.log)
 	s.kernel.apply(cfg)
+	s.health.Expect(discoverySources(cfg))
 	if err := s.sched.Update(ctx, jobs); err != nil {
 		return fmt.Errorf("reload: %w", err)
 	}
@@ -234,11 +242,16 @@ func (s *server) reload(ctx context.Context) error {
 
 // loadJobs loads and validates the config file and builds its jobs.
 func loadJobs(path string, log *slog.Logger) (*configs.Config, []*scheduler.Job, error) {
+	return loadJobsHealth(path, log, nil)
+}
+
+// loadJobsHealth is loadJobs with target sources that report to h.
+func loadJobsHealth(path string, log *slog.Logger, h *targets.Health) (*configs.Config, []*scheduler.Job, error) {
 	cfg, err := configs.Load(path)
 	if err != nil {
 		return nil, nil, err
 	}
-	jobs, err := buildJobs(cfg, log)
+	jobs, err := buildJobsHealth(cfg, log, h)
 	if _, kerr := kernelEnds(cfg); kerr != nil {
 		err = errors.Join(err, kerr)
 	}
@@ -252,6 +265,11 @@ func loadJobs(path string, log *slog.Logger) (*configs.Config, []*scheduler.Job,
 // problem (a kind not built in, a missing netns, a static target the kind
 // cannot probe) with the job's path.
 func buildJobs(cfg *configs.Config, log *slog.Logger) ([]*scheduler.Job, error) {
+	return buildJobsHealth(cfg, log, nil)
+}
+
+// buildJobsHealth is buildJobs with target sources that report to h.
+func buildJobsHealth(cfg *configs.Config, log *slog.Logger, h *targets.Health) ([]*scheduler.Job, error) {
 	var jobs []*scheduler.Job
 	var errs []error
 	for i := range cfg.Probes {
@@ -296,7 +314,7 @@ func buildJobs(cfg *configs.Config, log *slog.Logger) ([]*scheduler.Job, error) 
 		}
 		if fs := j.Targets.FileSD; fs != nil {
 			src = append(src, &targets.File{Paths: fs.Files, Refresh: fs.RefreshInterval.D, NetNS: nsPath,
-				Log: log.With("job", j.Name)})
+				Log: log.With("job", j.Name), Health: h, Job: j.Name})
 		}
 		for _, d := range j.Targets.DNS {
 			var server netip.AddrPort
@@ -304,17 +322,17 @@ func buildJobs(cfg *configs.Config, log *slog.Logger) ([]*scheduler.Job, error) 
 				server = netip.MustParseAddrPort(d.Server) // checked by Validate
 			}
 			src = append(src, &targets.DNS{Name: d.Name, Type: d.Type, Port: uint16(d.Port),
-				Refresh: d.RefreshInterval.D, Server: server, NetNS: nsPath, Log: log.With("job", j.Name)})
+				Refresh: d.RefreshInterval.D, Server: server, NetNS: nsPath, Log: log.With("job", j.Name), Health: h, Job: j.Name})
 		}
 		for k, kc := range j.Targets.Kubernetes {
-			ks, err := newKubernetesSource(kc, nsPath, log.With("job", j.Name))
+			ks, err := newKubernetesSource(kc, nsPath, log.With("job", j.Name), h, j.Name)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s: targets.kubernetes[%d]: %w", path, k, err))
 				continue
 			}
 			src = append(src, ks)
 		}
-		source, newJobProber, err := withVantage(j, src, newProber, log) // serve_vantage.go
+		source, newJobProber, err := withVantage(j, src, newProber, log, h) // serve_vantage.go
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", path, err))
 			continue

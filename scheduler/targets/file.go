@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,12 +33,17 @@ type File struct {
 	Refresh time.Duration
 	NetNS   string // set on every target (a path), may be empty
 	Log     *slog.Logger
+	// Health, when set, is told whether the files could be read (as
+	// source "file_sd" of Job).
+	Health *Health
+	Job    string
 }
 
 type fileState struct {
 	size    int64
 	mtime   time.Time
 	targets []probe.Target
+	err     error // the last read failed; nil once a read works
 }
 
 // Run implements Source.
@@ -46,6 +52,7 @@ func (f *File) Run(ctx context.Context, update func([]probe.Target)) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	st := f.Health.Start(ctx, f.Job, "file_sd", strings.Join(f.Paths, ","))
 	states := make(map[string]*fileState, len(f.Paths))
 	var last []probe.Target
 	first := true
@@ -53,6 +60,7 @@ func (f *File) Run(ctx context.Context, update func([]probe.Target)) error {
 	defer t.Stop()
 	for {
 		changed := false
+		var failed error // a file that newly failed on this pass
 		for _, p := range f.Paths {
 			st := states[p]
 			if st == nil {
@@ -65,6 +73,8 @@ func (f *File) Run(ctx context.Context, update func([]probe.Target)) error {
 					log.Warn("file_sd: cannot read file; its targets are dropped", "file", p, "err", err)
 					changed = changed || st.targets != nil
 					st.targets, st.size = nil, -2
+					st.err = fmt.Errorf("file_sd: %w", err)
+					failed = st.err
 				}
 				continue
 			}
@@ -75,10 +85,16 @@ func (f *File) Run(ctx context.Context, update func([]probe.Target)) error {
 			st.size, st.mtime = fi.Size(), fi.ModTime()
 			if err != nil {
 				log.Warn("file_sd: keeping the previous targets", "file", p, "err", err)
+				st.err, failed = err, err
 				continue
 			}
-			st.targets = ts
+			st.targets, st.err = ts, nil
 			changed = true
+		}
+		if failed != nil {
+			st.Error(failed)
+		} else if !slices.ContainsFunc(f.Paths, func(p string) bool { return states[p].err != nil }) {
+			st.OK()
 		}
 		if changed || first {
 			var all []probe.Target
