@@ -94,18 +94,32 @@ func CRDDir() (string, error) {
 	return script("kube-crds.sh")
 }
 
-// Main runs a package's tests with one shared cluster, stopped after
-// them: TestMain(m) { kubetest.Main(m, &cluster) }. A cluster that does
-// not start fails the run (it never skips).
-func Main(m *testing.M, c **Cluster) {
-	cl, err := Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+// Shared is a cluster started on first use and shared by a package's
+// tests; Main stops it after them.
+type Shared struct {
+	once sync.Once
+	c    *Cluster
+	err  error
+}
+
+// Get returns the cluster, starting it on the first call; a cluster that
+// does not start fails t (it never skips).
+func (s *Shared) Get(t testing.TB) *Cluster {
+	t.Helper()
+	s.once.Do(func() { s.c, s.err = Start() })
+	if s.err != nil {
+		t.Fatal(s.err)
 	}
-	*c = cl
+	return s.c
+}
+
+// Main runs a package's tests and then stops the shared cluster, if one
+// was started: TestMain(m) { kubetest.Main(m, &shared) }.
+func Main(m *testing.M, s *Shared) {
 	code := m.Run()
-	cl.Stop()
+	if s.c != nil {
+		s.c.Stop()
+	}
 	os.Exit(code)
 }
 
@@ -197,4 +211,25 @@ func (c *Cluster) InstallCRDs(ctx context.Context) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// Agent applies deploy/namespace.yaml and deploy/rbac.yaml (the agent's
+// ServiceAccount, ClusterRole and binding, as shipped) and returns a token
+// of ServiceAccount connprobe/connprobe-agent: what the DaemonSet's pods
+// authenticate with.
+func (c *Cluster) Agent(ctx context.Context) (string, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	for _, f := range []string{"namespace.yaml", "rbac.yaml"} {
+		b, err := os.ReadFile(filepath.Join(root, "deploy", f))
+		if err != nil {
+			return "", err
+		}
+		if _, err := c.Apply(ctx, b); err != nil {
+			return "", err
+		}
+	}
+	return c.Token(ctx, "connprobe", "connprobe-agent")
 }

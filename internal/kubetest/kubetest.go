@@ -265,7 +265,10 @@ func startLogged(cmd *exec.Cmd, logPath string) (chan error, error) {
 		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// Its own process group, so a terminal's ^C reaches the test alone and
+	// Stop ends the server. (No Pdeathsig: it fires when the forking OS
+	// thread exits, which a Go program does not control.)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, err
