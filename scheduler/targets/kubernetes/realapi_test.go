@@ -46,24 +46,6 @@ func agentClient(t *testing.T, cluster *kubetest.Cluster) clientset.Interface {
 	return c
 }
 
-// lockedLog is a slog text log tests can read while it is written.
-type lockedLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // running is a Source watching in the background.
 type running struct {
 	mu     sync.Mutex
