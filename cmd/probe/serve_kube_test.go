@@ -356,7 +356,7 @@ func TestServeKubernetesRealAPI(t *testing.T) {
 		a.waitMetricFor(t, fmt.Sprintf(`connprobe_discovery_synced{job=%q} 1`, job), 90*time.Second)
 	}
 	t.Logf("recovered %s after the API came back", time.Since(up).Round(time.Second))
-	a.waitMetricFor(t, `connprobe_job_targets{job="k8s-nodes"} 1`, 30*time.Second)
+	a.waitMetricFor(t, `connprobe_job_targets{job="k8s-nodes"} 1`, 90*time.Second)
 	// client-go's own lines (klog) went through slog: every line is JSON.
 	for _, l := range strings.Split(strings.TrimSpace(a.logs.String()), "\n") {
 		if !json.Valid([]byte(l)) {

@@ -79,7 +79,16 @@ func newListWatch[L runtime.Object](
 			if err := wrap(ctx, err); err != nil {
 				return nil, err
 			}
-			return w, nil
+			// A watch can be accepted and then end with an error event: after
+			// an API server restart, typically 410 Gone (the resource version
+			// is older than the new server's cache). The reflector then
+			// relists, after its backoff; until that list the view is stale.
+			return watch.Filter(w, func(e watch.Event) (watch.Event, bool) {
+				if e.Type == watch.Error {
+					_ = wrap(ctx, fmt.Errorf("watch ended: %w", apierrors.FromObject(e.Object)))
+				}
+				return e, true
+			}), nil
 		},
 	}}
 }
