@@ -3,10 +3,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
 
 	"k8s.io/klog/v2"
 
@@ -45,7 +49,42 @@ func newPodSource(sel spec.PodSelector, log *slog.Logger, h *targets.Health, job
 }
 
 // routeKlog sends client-go's own log lines (klog) through log, so they
-// follow --log.level and --log.format like every other line.
+// follow --log.level and --log.format like every other line. klog's logger
+// may be set only before client-go runs (klog.SetSlogLogger is not safe
+// for concurrent use), so it is set once, to a handler that forwards to
+// the logger of the latest call.
 func routeKlog(log *slog.Logger) {
-	klog.SetSlogLogger(log.With("source", "client-go"))
+	klogTo.Store(log.With("source", "client-go"))
+	klogOnce.Do(func() { klog.SetSlogLogger(slog.New(klogHandler{})) })
+}
+
+var (
+	klogOnce sync.Once
+	klogTo   atomic.Pointer[slog.Logger]
+)
+
+// klogHandler forwards to klogTo's handler, replaying its own attributes
+// and groups on it.
+type klogHandler struct {
+	ops []func(slog.Handler) slog.Handler
+}
+
+func (h klogHandler) cur() slog.Handler {
+	c := klogTo.Load().Handler()
+	for _, op := range h.ops {
+		c = op(c)
+	}
+	return c
+}
+
+func (h klogHandler) Enabled(ctx context.Context, l slog.Level) bool { return h.cur().Enabled(ctx, l) }
+
+func (h klogHandler) Handle(ctx context.Context, r slog.Record) error { return h.cur().Handle(ctx, r) }
+
+func (h klogHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return klogHandler{append(slices.Clone(h.ops), func(c slog.Handler) slog.Handler { return c.WithAttrs(as) })}
+}
+
+func (h klogHandler) WithGroup(g string) slog.Handler {
+	return klogHandler{append(slices.Clone(h.ops), func(c slog.Handler) slog.Handler { return c.WithGroup(g) })}
 }

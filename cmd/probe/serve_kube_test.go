@@ -225,19 +225,17 @@ func TestServeKubernetesRealAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	nstest.Exec(t, pair.Server, "ip", "addr", "add", svc.Spec.ClusterIP+"/32", "dev", "lo")
-	slice := func(name string, ips ...string) *discoveryv1.EndpointSlice {
+	slice := func(name, pod, ip string) *discoveryv1.EndpointSlice {
 		es := &discoveryv1.EndpointSlice{
 			ObjectMeta:  metav1.ObjectMeta{Name: name, Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
 			AddressType: discoveryv1.AddressTypeIPv4,
 			Ports:       []discoveryv1.EndpointPort{{Name: new("http"), Port: new(int32(8080)), Protocol: new(corev1.ProtocolTCP)}},
 		}
-		for i, ip := range ips {
-			es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{ip},
-				TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: fmt.Sprintf("web-%d", i), Namespace: ns}, NodeName: &node})
-		}
+		es.Endpoints = []discoveryv1.Endpoint{{Addresses: []string{ip},
+			TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: pod, Namespace: ns}, NodeName: &node}}
 		return es
 	}
-	if _, err := admin.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice("web-1", server), metav1.CreateOptions{}); err != nil {
+	if _, err := admin.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice("web-1", "web-0", server), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	pod, err := admin.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
@@ -290,7 +288,7 @@ func TestServeKubernetesRealAPI(t *testing.T) {
 	}
 
 	// Objects change: a second endpoint appears and goes again.
-	es2, err := admin.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice("web-2", "10.250.255.9"), metav1.CreateOptions{})
+	es2, err := admin.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice("web-2", "web-9", "10.250.255.9"), metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
