@@ -3,6 +3,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CONNPROBE_REQUIRE_PRIV=1
+# The real-API-server tests (internal/kubetest) run kube-apiserver built
+# from the module proxy and CRDs generated from the prometheus-operator's Go
+# types; both are cached under ~/.cache/connprobe, so only a fresh machine
+# builds them (a few minutes, once).
+CONNPROBE_KUBE_APISERVER=$(./scripts/kube-apiserver.sh)
+CONNPROBE_KUBE_CRDS=$(./scripts/kube-crds.sh)
+export CONNPROBE_KUBE_APISERVER CONNPROBE_KUBE_CRDS
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

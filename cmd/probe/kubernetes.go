@@ -3,10 +3,16 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"k8s.io/klog/v2"
 
 	"github.com/connprobe/connprobe/scheduler/targets"
 	"github.com/connprobe/connprobe/scheduler/targets/kubernetes"
@@ -20,8 +26,8 @@ const kubernetesBuilt = true
 // newKubernetesSource builds the source of one `kubernetes` target block.
 // The node facts come from the environment the DaemonSet sets with the
 // downward API (deploy/daemonset.yaml): NODE_NAME and HOST_IP.
-func newKubernetesSource(cfg spec.Config, nsPath string, log *slog.Logger) (targets.Source, error) {
-	opts := kubernetes.Options{NodeName: os.Getenv("NODE_NAME"), NetNS: nsPath, Logger: log}
+func newKubernetesSource(cfg spec.Config, nsPath string, log *slog.Logger, h *targets.Health, job string) (targets.Source, error) {
+	opts := kubernetes.Options{NodeName: os.Getenv("NODE_NAME"), NetNS: nsPath, Logger: log, Health: h, Job: job}
 	if ip := os.Getenv("HOST_IP"); ip != "" {
 		a, err := netip.ParseAddr(ip)
 		if err != nil {
@@ -38,6 +44,47 @@ func newKubernetesSource(cfg spec.Config, nsPath string, log *slog.Logger) (targ
 // Like the kubernetes target source, NODE_NAME comes from the downward API;
 // without it, or without an API, the Vantage logs why and keeps its last
 // set of pods.
-func newPodSource(sel spec.PodSelector, log *slog.Logger) (targets.PodSource, error) {
-	return kubernetes.NewPods(nil, sel, kubernetes.Options{NodeName: os.Getenv("NODE_NAME"), Logger: log})
+func newPodSource(sel spec.PodSelector, log *slog.Logger, h *targets.Health, job string) (targets.PodSource, error) {
+	return kubernetes.NewPods(nil, sel, kubernetes.Options{NodeName: os.Getenv("NODE_NAME"), Logger: log, Health: h, Job: job})
+}
+
+// routeKlog sends client-go's own log lines (klog) through log, so they
+// follow --log.level and --log.format like every other line. klog's logger
+// may be set only before client-go runs (klog.SetSlogLogger is not safe
+// for concurrent use), so it is set once, to a handler that forwards to
+// the logger of the latest call.
+func routeKlog(log *slog.Logger) {
+	klogTo.Store(log.With("source", "client-go"))
+	klogOnce.Do(func() { klog.SetSlogLogger(slog.New(klogHandler{})) })
+}
+
+var (
+	klogOnce sync.Once
+	klogTo   atomic.Pointer[slog.Logger]
+)
+
+// klogHandler forwards to klogTo's handler, replaying its own attributes
+// and groups on it.
+type klogHandler struct {
+	ops []func(slog.Handler) slog.Handler
+}
+
+func (h klogHandler) cur() slog.Handler {
+	c := klogTo.Load().Handler()
+	for _, op := range h.ops {
+		c = op(c)
+	}
+	return c
+}
+
+func (h klogHandler) Enabled(ctx context.Context, l slog.Level) bool { return h.cur().Enabled(ctx, l) }
+
+func (h klogHandler) Handle(ctx context.Context, r slog.Record) error { return h.cur().Handle(ctx, r) }
+
+func (h klogHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return klogHandler{append(slices.Clone(h.ops), func(c slog.Handler) slog.Handler { return c.WithAttrs(as) })}
+}
+
+func (h klogHandler) WithGroup(g string) slog.Handler {
+	return klogHandler{append(slices.Clone(h.ops), func(c slog.Handler) slog.Handler { return c.WithGroup(g) })}
 }

@@ -21,10 +21,13 @@ const kubernetesBuilt = false
 // errNoKubernetes is what a kubernetes block gets from this build.
 var errNoKubernetes = errors.New("this probe binary was built without Kubernetes support (rebuild with `make build TAGS=kubernetes`; the connprobe image has it)")
 
-func newKubernetesSource(spec.Config, string, *slog.Logger) (targets.Source, error) {
+func newKubernetesSource(spec.Config, string, *slog.Logger, *targets.Health, string) (targets.Source, error) {
 	return nil, errNoKubernetes
 }
 
-func newPodSource(spec.PodSelector, *slog.Logger) (targets.PodSource, error) {
+func newPodSource(spec.PodSelector, *slog.Logger, *targets.Health, string) (targets.PodSource, error) {
 	return nil, errNoKubernetes
 }
+
+// routeKlog has nothing to route: this build has no client-go.
+func routeKlog(*slog.Logger) {}

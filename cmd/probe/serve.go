@@ -115,6 +115,7 @@ type server struct {
 	current *configs.Config // owned by the reload loop once serving
 	kernel  *kernelMetrics  // global.kernel (serve_kernel.go)
 	status  *status.Status  // history, status page, API, failure log (serve_status.go)
+	health  *targets.Health // target sources (serve_discovery.go)
 	// reloads hands POST /-/reload requests to the reload loop, the one
 	// goroutine that reloads (SIGHUP too). Each request carries a result
 	// channel with room for the answer, so the loop never waits for a
@@ -137,8 +138,15 @@ func (s *server) checkPreflight(cfg *configs.Config) {
 }
 
 func (s *server) handleReady(w http.ResponseWriter, _ *http.Request) {
+	var problems []string
 	if msg := s.notReady.Load(); msg != nil && *msg != "" {
-		http.Error(w, strings.TrimSuffix(*msg, "\n"), http.StatusServiceUnavailable)
+		problems = append(problems, strings.TrimSuffix(*msg, "\n"))
+	}
+	if err := s.discoveryReady(); err != nil {
+		problems = append(problems, err.Error())
+	}
+	if len(problems) > 0 {
+		http.Error(w, strings.Join(problems, "\n"), http.StatusServiceUnavailable)
 		return
 	}
 	fmt.Fprintln(w, "ready")
@@ -176,7 +184,11 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 	if err := s.exp.Register(s.kernel.c); err != nil {
 		return fmt.Errorf("serve: kernel metrics: %w", err)
 	}
-	cfg, jobs, err := loadJobs(ctx, f.config, log)
+	s.health = &targets.Health{Log: log}
+	if err := s.exp.Register(newDiscoveryCollector(s.health)); err != nil {
+		return fmt.Errorf("serve: discovery metrics: %w", err)
+	}
+	cfg, jobs, err := loadJobsHealth(ctx, f.config, log, s.health)
 	if err != nil {
 		s.exp.ConfigLoaded(false, time.Now())
 		return usageError{err}
@@ -205,6 +217,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 	applySynRate(cfg, nil, log)
 	s.checkPreflight(cfg)
 	s.kernel.apply(cfg)
+	s.health.Expect(discoverySources(cfg))
 	if err := s.sched.Update(gctx, jobs); err != nil {
 		ln.Close()
 		return g.Wait()
@@ -336,7 +349,7 @@ func (s *server) reloadLoop(ctx context.Context, hup <-chan os.Signal) {
 
 // reload re-reads the config; on any problem the running config stays.
 func (s *server) reload(ctx context.Context) error {
-	cfg, jobs, err := loadJobs(ctx, s.flags.config, s.log)
+	cfg, jobs, err := loadJobsHealth(ctx, s.flags.config, s.log, s.health)
 	if err != nil {
 		s.exp.ConfigLoaded(false, time.Now())
 		s.log.Error("reload failed; the previous config keeps running", "file", s.flags.config,
@@ -346,6 +359,7 @@ func (s *server) reload(ctx context.Context) error {
 	applySynRate(cfg, s.current, s.log)
 	s.checkPreflight(cfg)
 	s.kernel.apply(cfg)
+	s.health.Expect(discoverySources(cfg))
 	if err := s.sched.Update(ctx, jobs); err != nil {
 		return fmt.Errorf("reload: %w", err) // shutting down
 	}
@@ -357,11 +371,16 @@ func (s *server) reload(ctx context.Context) error {
 
 // loadJobs loads and validates the config file and builds its jobs.
 func loadJobs(ctx context.Context, path string, log *slog.Logger) (*configs.Config, []*scheduler.Job, error) {
+	return loadJobsHealth(ctx, path, log, nil)
+}
+
+// loadJobsHealth is loadJobs with target sources that report to h.
+func loadJobsHealth(ctx context.Context, path string, log *slog.Logger, h *targets.Health) (*configs.Config, []*scheduler.Job, error) {
 	cfg, err := configs.Load(ctx, path)
 	if err != nil {
 		return nil, nil, err
 	}
-	jobs, err := buildJobs(cfg, log)
+	jobs, err := buildJobsHealth(cfg, log, h)
 	if _, kerr := kernelEnds(cfg); kerr != nil {
 		err = errors.Join(err, kerr)
 	}
@@ -375,6 +394,11 @@ func loadJobs(ctx context.Context, path string, log *slog.Logger) (*configs.Conf
 // problem (a kind not built in, a missing netns, a static target the kind
 // cannot probe) with the job's path.
 func buildJobs(cfg *configs.Config, log *slog.Logger) ([]*scheduler.Job, error) {
+	return buildJobsHealth(cfg, log, nil)
+}
+
+// buildJobsHealth is buildJobs with target sources that report to h.
+func buildJobsHealth(cfg *configs.Config, log *slog.Logger, h *targets.Health) ([]*scheduler.Job, error) {
 	var jobs []*scheduler.Job
 	var errs []error
 	for i := range cfg.Probes {
@@ -419,7 +443,7 @@ func buildJobs(cfg *configs.Config, log *slog.Logger) ([]*scheduler.Job, error) 
 		}
 		if fs := j.Targets.FileSD; fs != nil {
 			src = append(src, &targets.File{Paths: fs.Files, Refresh: fs.RefreshInterval.D, NetNS: nsPath,
-				Log: log.With("job", j.Name)})
+				Log: log.With("job", j.Name), Health: h, Job: j.Name})
 		}
 		for _, d := range j.Targets.DNS {
 			var server netip.AddrPort
@@ -427,17 +451,17 @@ func buildJobs(cfg *configs.Config, log *slog.Logger) ([]*scheduler.Job, error) 
 				server = netip.MustParseAddrPort(d.Server) // checked by Validate
 			}
 			src = append(src, &targets.DNS{Name: d.Name, Type: d.Type, Port: uint16(d.Port),
-				Refresh: d.RefreshInterval.D, Server: server, Resolver: j.DNSResolver(), NetNS: nsPath, Log: log.With("job", j.Name)})
+				Refresh: d.RefreshInterval.D, Server: server, Resolver: j.DNSResolver(), NetNS: nsPath, Log: log.With("job", j.Name), Health: h, Job: j.Name})
 		}
 		for k, kc := range j.Targets.Kubernetes {
-			ks, err := newKubernetesSource(kc, nsPath, log.With("job", j.Name))
+			ks, err := newKubernetesSource(kc, nsPath, log.With("job", j.Name), h, j.Name)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s: targets.kubernetes[%d]: %w", path, k, err))
 				continue
 			}
 			src = append(src, ks)
 		}
-		source, newJobProber, err := withVantage(j, src, newProber, log) // serve_vantage.go
+		source, newJobProber, err := withVantage(j, src, newProber, log, h) // serve_vantage.go
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", path, err))
 			continue

@@ -16,7 +16,7 @@ import (
 // gone makes the source look again at once, so the vanished namespace's
 // targets are dropped after one netns_gone. Without a block both are
 // returned unchanged.
-func withVantage(j *configs.Job, src targets.Source, newProber func(probe.Target) (probe.Prober, error), log *slog.Logger) (targets.Source, func(probe.Target) (probe.Prober, error), error) {
+func withVantage(j *configs.Job, src targets.Source, newProber func(probe.Target) (probe.Prober, error), log *slog.Logger, h *targets.Health) (targets.Source, func(probe.Target) (probe.Prober, error), error) {
 	o := j.Vantage
 	if o == nil {
 		return src, newProber, nil
@@ -39,7 +39,7 @@ func withVantage(j *configs.Job, src targets.Source, newProber func(probe.Target
 	v := targets.NewVantage(src, targets.MatchAny(ms...))
 	v.Refresh, v.Log = o.RefreshInterval.D, log.With("job", j.Name)
 	if o.PodsSelector != nil {
-		p, err := newPodSource(*o.PodsSelector, v.Log) // kubernetes.go
+		p, err := newPodSource(*o.PodsSelector, v.Log, h, j.Name) // kubernetes.go
 		if err != nil {
 			return nil, nil, fmt.Errorf("vantage.pods_selector: %w", err)
 		}

@@ -33,11 +33,16 @@ type DNS struct {
 	Resolver *probe.Resolver
 	NetNS    string // set on every target (a path), may be empty
 	Log      *slog.Logger
+	// Health, when set, is told how each lookup went (as source "dns" of
+	// Job); a name that does not exist is an answer, not a failure.
+	Health *Health
+	Job    string
 }
 
 // Run implements Source.
 func (d *DNS) Run(ctx context.Context, update func([]probe.Target)) error {
 	log := newLimitedLog(d.Log)
+	st := d.Health.Start(ctx, d.Job, "dns", d.Type+" "+d.Name)
 	r := d.resolver()
 	var last []probe.Target
 	first := true
@@ -56,6 +61,10 @@ func (d *DNS) Run(ctx context.Context, update func([]probe.Target)) error {
 			log.Warn("dns: name not found; no targets", "name", d.Name, "type", d.Type)
 		case err != nil:
 			log.Warn("dns: lookup failed; keeping the previous targets", "name", d.Name, "type", d.Type, "err", err)
+			st.Error(err)
+		}
+		if err == nil {
+			st.OK()
 		}
 		if err == nil && (first || !sameTargets(ts, last)) {
 			update(ts)

@@ -57,17 +57,23 @@ type File struct {
 	Refresh time.Duration
 	NetNS   string // set on every target (a path), may be empty
 	Log     *slog.Logger
+	// Health, when set, is told whether the files could be read (as
+	// source "file_sd" of Job).
+	Health *Health
+	Job    string
 }
 
 type fileState struct {
 	hash    [sha256.Size]byte
 	read    bool // hash is set
 	targets []probe.Target
+	err     error // the last read failed; nil once a read works
 }
 
 // Run implements Source.
 func (f *File) Run(ctx context.Context, update func([]probe.Target)) error {
 	log := newLimitedLog(f.Log)
+	health := f.Health.Start(ctx, f.Job, "file_sd", strings.Join(f.Paths, ","))
 	states := make(map[string]*fileState)
 	var last []probe.Target
 	first := true
@@ -79,6 +85,7 @@ func (f *File) Run(ctx context.Context, update func([]probe.Target)) error {
 			log.Warn("file_sd: "+p.Problem, "pattern", p.Pattern)
 		}
 		changed := false
+		var failed error // a file that failed on this pass
 		for p, st := range states {
 			if !slices.Contains(files, p) {
 				delete(states, p) // no longer matched by its glob
@@ -96,6 +103,7 @@ func (f *File) Run(ctx context.Context, update func([]probe.Target)) error {
 			case ctx.Err() != nil:
 				return nil
 			case errors.Is(err, fs.ErrNotExist):
+				failed = fmt.Errorf("file_sd: %w", err)
 				if st.targets != nil || st.read {
 					log.Warn("file_sd: file gone; its targets are dropped", "file", p)
 				}
@@ -104,6 +112,8 @@ func (f *File) Run(ctx context.Context, update func([]probe.Target)) error {
 				continue
 			case err != nil:
 				log.Warn("file_sd: cannot read file; keeping its previous targets", "file", p, "err", err)
+				st.err = fmt.Errorf("file_sd: %w", err)
+				failed = st.err
 				continue
 			}
 			h := sha256.Sum256(b)
@@ -114,10 +124,16 @@ func (f *File) Run(ctx context.Context, update func([]probe.Target)) error {
 			ts, err := ParseFileSD(b, p, f.NetNS, log.log)
 			if err != nil {
 				log.Warn("file_sd: keeping the previous targets", "file", p, "err", err)
+				st.err, failed = err, err
 				continue
 			}
-			st.targets = ts
+			st.targets, st.err = ts, nil
 			changed = true
+		}
+		if failed != nil {
+			health.Error(failed)
+		} else if !slices.ContainsFunc(files, func(p string) bool { st := states[p]; return st != nil && st.err != nil }) {
+			health.OK()
 		}
 		if changed || first {
 			var all []probe.Target

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -253,4 +254,67 @@ func TestDNSServerDownKeepsTargets(t *testing.T) {
 	if n != 0 {
 		t.Errorf("a source whose server never answers pushed %d set(s), want none", n)
 	}
+}
+
+// waitJob polls h until job's state satisfies ok.
+func waitJob(t *testing.T, h *Health, job string, what string, ok func(JobStatus) bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, j := range h.Jobs() {
+			if j.Job == job && ok(j) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s never %s: %+v", job, what, h.Jobs())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// DNS reports to Health: a server that does not answer is counted and
+// never synced; a name that does not exist is an answer (synced).
+func TestDNSHealth(t *testing.T) {
+	f := startFakeDNS(t)
+	f.set(func(f *fakeDNS) { f.a["db.connprobe.test."] = []netip.Addr{netip.MustParseAddr("127.0.0.1")} })
+	dead, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dead.Close()
+	h := &Health{}
+	h.Expect(map[string]int{"up": 1, "gone": 1, "down": 1})
+	// (A refresh also bounds each lookup: long enough not to time out here.)
+	run(t, &DNS{Name: "db.connprobe.test.", Type: "A", Port: 1, Refresh: time.Second, Server: f.addr, Health: h, Job: "up"})
+	run(t, &DNS{Name: "nx.connprobe.test.", Type: "A", Port: 1, Refresh: time.Second, Server: f.addr, Health: h, Job: "gone"})
+	run(t, &DNS{Name: "db.connprobe.test.", Type: "A", Port: 1, Refresh: 20 * time.Millisecond,
+		Server: dead.LocalAddr().(*net.UDPAddr).AddrPort(), Health: h, Job: "down"})
+	waitJob(t, h, "up", "synced", func(j JobStatus) bool { return j.Synced })
+	waitJob(t, h, "gone", "synced", func(j JobStatus) bool { return j.Synced })
+	waitJob(t, h, "down", "counted its failures", func(j JobStatus) bool { return !j.Synced && j.Errors["dns"] >= 1 })
+	if err := h.Ready(); err == nil || !strings.Contains(err.Error(), `job "down": dns A db.connprobe.test. has not synced`) {
+		t.Errorf("Ready = %v, want job down not synced", err)
+	}
+}
+
+// file_sd reports to Health: a broken file is counted and unsynced until
+// it is fixed.
+func TestFileSDHealth(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "t.yaml")
+	if err := os.WriteFile(p, []byte("- targets: [\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := &Health{}
+	run(t, &File{Paths: []string{p}, Refresh: 10 * time.Millisecond, Health: h, Job: "files"})
+	waitJob(t, h, "files", "counted the bad file", func(j JobStatus) bool { return !j.Synced && j.Errors["file_sd"] == 1 })
+	if err := os.WriteFile(p, []byte("- targets: ['127.0.0.1:80']\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitJob(t, h, "files", "synced", func(j JobStatus) bool { return j.Synced && j.Errors["file_sd"] == 1 })
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	waitJob(t, h, "files", "counted the missing file", func(j JobStatus) bool { return !j.Synced && j.Errors["file_sd"] == 2 })
 }

@@ -37,12 +37,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
 	clientset "k8s.io/client-go/kubernetes"
+	listersv1 "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -86,6 +86,11 @@ type Options struct {
 	Resync time.Duration
 	// Logger receives watch errors; nil: slog.Default().
 	Logger *slog.Logger
+	// Health is told the outcome of every list and watch request (as
+	// source "kubernetes" of Job); nil: a Health of its own that logs to
+	// Logger, so a blind source is always reported.
+	Health *targets.Health
+	Job    string
 }
 
 // Target is a discovered target with the Kubernetes object it came from.
@@ -127,6 +132,9 @@ func New(client clientset.Interface, cfg Config, opts Options) (*Source, error) 
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.Health == nil {
+		opts.Health = &targets.Health{Log: opts.Logger}
+	}
 	s := &Source{client: client, cfg: cfg, opts: opts, selector: sel}
 	if cfg.Role == RoleNode {
 		p, _ := strconv.Atoi(cfg.Ports[0])
@@ -156,8 +164,11 @@ func (s *Source) ready() error {
 // NewClient returns a clientset: from the kubeconfig file when one is named,
 // else the in-cluster service account, else $KUBECONFIG or ~/.kube/config.
 func NewClient(kubeconfig string) (clientset.Interface, error) {
+	kubeconfig, err := spec.ExpandHome(kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes: kubeconfig %w", err)
+	}
 	var rc *rest.Config
-	var err error
 	if kubeconfig == "" {
 		rc, err = rest.InClusterConfig()
 	}
@@ -182,8 +193,8 @@ func NewClient(kubeconfig string) (clientset.Interface, error) {
 
 // lister lists the cached objects of one namespace.
 type lister struct {
-	factory informers.SharedInformerFactory
-	list    func() ([]Target, []string, error) // targets and their mesh keys
+	inf  cache.SharedIndexInformer
+	list func() ([]Target, []string, error) // targets and their mesh keys
 }
 
 // Run implements targets.Source: Watch, handing on the probe targets.
@@ -199,12 +210,29 @@ func (s *Source) Run(ctx context.Context, update func([]probe.Target)) error {
 
 var _ targets.Source = (*Source)(nil)
 
+// describe names the source in logs.
+func (s *Source) describe() string {
+	d := "role=" + s.cfg.Role
+	if len(s.cfg.Namespaces) > 0 {
+		d += " namespaces=" + strings.Join(s.cfg.Namespaces, ",")
+	}
+	if s.cfg.LabelSelector != "" {
+		d += " label_selector=" + s.cfg.LabelSelector
+	}
+	return d
+}
+
 // Watch watches until ctx is done, calling update with the complete, sorted
 // target list once the caches have synced and again whenever it changes. It
-// returns nil when ctx is done, or an error if the caches never synced.
-// update is called from Watch's goroutine, never concurrently.
+// returns nil when ctx is done, or an error if the source cannot start (no
+// client config, a node fact missing). update is called from Watch's
+// goroutine, never concurrently. Every list and watch request's outcome
+// goes to opts.Health; Watch returns within a bounded time of ctx ending,
+// also while the API server is unreachable.
 func (s *Source) Watch(ctx context.Context, update func([]Target)) error {
+	st := s.opts.Health.Start(ctx, s.opts.Job, "kubernetes", s.describe())
 	if err := s.ready(); err != nil {
+		st.Error(err)
 		return err
 	}
 	changed, handler := changeSignal()
@@ -212,31 +240,25 @@ func (s *Source) Watch(ctx context.Context, update func([]Target)) error {
 	if len(namespaces) == 0 {
 		namespaces = []string{metav1.NamespaceAll}
 	}
+	tr := newTracker(st)
+	var set informerSet
 	var listers []lister
 	for _, ns := range dedupe(namespaces) {
-		l, err := s.newLister(ns, handler)
+		l, err := s.newLister(ns, handler, tr.add())
 		if err != nil {
 			return err
 		}
 		listers = append(listers, l)
+		set.infs = append(set.infs, l.inf)
 	}
-	for _, l := range listers {
-		l.factory.Start(ctx.Done())
-	}
+	ictx, cancel := context.WithCancel(ctx)
+	set.run(ictx)
 	defer func() {
-		for _, l := range listers {
-			l.factory.Shutdown() // informers stop with ctx; this waits for them
-		}
+		cancel()
+		set.wait()
 	}()
-	for _, l := range listers {
-		for typ, ok := range l.factory.WaitForCacheSync(ctx.Done()) {
-			if !ok {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return fmt.Errorf("kubernetes: %s cache did not sync", typ)
-			}
-		}
+	if !set.synced(ctx) {
+		return nil // ctx is done
 	}
 	var last []Target
 	first := true
@@ -281,27 +303,23 @@ func (s *Source) targets(listers []lister) ([]Target, error) {
 	return slices.CompactFunc(all, func(a, b Target) bool { return a.Name == b.Name }), nil
 }
 
-func (s *Source) newLister(ns string, h cache.ResourceEventHandler) (lister, error) {
-	opts := []informers.SharedInformerOption{
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.LabelSelector = s.cfg.LabelSelector
-			if s.cfg.ThisNode {
-				o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", s.opts.NodeName).String()
-			}
-		}),
+// tweak sets the server-side selectors of every list and watch.
+func (s *Source) tweak(o *metav1.ListOptions) {
+	o.LabelSelector = s.cfg.LabelSelector
+	if s.cfg.ThisNode {
+		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", s.opts.NodeName).String()
 	}
-	if ns != metav1.NamespaceAll {
-		opts = append(opts, informers.WithNamespace(ns))
-	}
-	f := informers.NewSharedInformerFactoryWithOptions(s.client, s.opts.Resync, opts...)
-	var inf cache.SharedIndexInformer
-	l := lister{factory: f}
+}
+
+func (s *Source) newLister(ns string, h cache.ResourceEventHandler, report func(error)) (lister, error) {
+	var l lister
 	switch s.cfg.Role {
 	case RoleService:
-		si := f.Core().V1().Services()
-		inf = si.Informer()
+		c := s.client.CoreV1().Services(ns)
+		l.inf = newInformer(newListWatch("services", c.List, c.Watch, s.tweak, report), &corev1.Service{}, s.opts.Resync)
+		lis := listersv1.NewServiceLister(l.inf.GetIndexer())
 		l.list = func() ([]Target, []string, error) {
-			objs, err := si.Lister().Services(ns).List(s.selector)
+			objs, err := lis.Services(ns).List(s.selector)
 			var ts []Target
 			for _, o := range objs {
 				ts = append(ts, s.serviceTargets(o)...)
@@ -309,10 +327,11 @@ func (s *Source) newLister(ns string, h cache.ResourceEventHandler) (lister, err
 			return ts, nil, err
 		}
 	case RoleEndpoints:
-		ei := f.Discovery().V1().EndpointSlices()
-		inf = ei.Informer()
+		c := s.client.DiscoveryV1().EndpointSlices(ns)
+		l.inf = newInformer(newListWatch("endpointslices", c.List, c.Watch, s.tweak, report), &discoveryv1.EndpointSlice{}, s.opts.Resync)
+		lis := discoverylisters.NewEndpointSliceLister(l.inf.GetIndexer())
 		l.list = func() ([]Target, []string, error) {
-			objs, err := ei.Lister().EndpointSlices(ns).List(s.selector)
+			objs, err := lis.EndpointSlices(ns).List(s.selector)
 			var ts []Target
 			var keys []string
 			for _, o := range objs {
@@ -326,10 +345,11 @@ func (s *Source) newLister(ns string, h cache.ResourceEventHandler) (lister, err
 			return ts, keys, err
 		}
 	case RolePod:
-		pi := f.Core().V1().Pods()
-		inf = pi.Informer()
+		c := s.client.CoreV1().Pods(ns)
+		l.inf = newInformer(newListWatch("pods", c.List, c.Watch, s.tweak, report), &corev1.Pod{}, s.opts.Resync)
+		lis := listersv1.NewPodLister(l.inf.GetIndexer())
 		l.list = func() ([]Target, []string, error) {
-			objs, err := pi.Lister().Pods(ns).List(s.selector)
+			objs, err := lis.Pods(ns).List(s.selector)
 			var ts []Target
 			var keys []string
 			for _, o := range objs {
@@ -344,10 +364,11 @@ func (s *Source) newLister(ns string, h cache.ResourceEventHandler) (lister, err
 			return ts, keys, err
 		}
 	case RoleNode:
-		ni := f.Core().V1().Nodes()
-		inf = ni.Informer()
+		c := s.client.CoreV1().Nodes()
+		l.inf = newInformer(newListWatch("nodes", c.List, c.Watch, s.tweak, report), &corev1.Node{}, s.opts.Resync)
+		lis := listersv1.NewNodeLister(l.inf.GetIndexer())
 		l.list = func() ([]Target, []string, error) {
-			objs, err := ni.Lister().List(s.selector)
+			objs, err := lis.List(s.selector)
 			var ts []Target
 			var keys []string
 			for _, o := range objs {
@@ -360,16 +381,10 @@ func (s *Source) newLister(ns string, h cache.ResourceEventHandler) (lister, err
 		}
 	}
 	log := s.opts.Logger.With("source", "kubernetes", "role", s.cfg.Role, "namespace", ns)
-	if err := inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
-		if apierrors.IsForbidden(err) {
-			log.Error("kubernetes: watch forbidden: the service account needs get/list/watch (deploy/rbac.yaml)", "err", err)
-			return
-		}
-		log.Warn("kubernetes: watch failed, retrying", "err", err)
-	}); err != nil {
+	if err := debugWatchErrors(l.inf, log); err != nil {
 		return lister{}, fmt.Errorf("kubernetes: %w", err)
 	}
-	if _, err := inf.AddEventHandler(h); err != nil {
+	if _, err := l.inf.AddEventHandler(h); err != nil {
 		return lister{}, fmt.Errorf("kubernetes: %w", err)
 	}
 	return l, nil

@@ -9,14 +9,11 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
 	clientset "k8s.io/client-go/kubernetes"
 	listersv1 "k8s.io/client-go/listers/core/v1"
-	"k8s.io/client-go/tools/cache"
 
 	"github.com/connprobe/connprobe/scheduler/targets"
 	"github.com/connprobe/connprobe/scheduler/targets/kubernetes/spec"
@@ -37,6 +34,8 @@ type Pods struct {
 
 var _ targets.PodSource = (*Pods)(nil)
 
+var errNoNodeName = errors.New("kubernetes: pods_selector needs the node name (set NODE_NAME from spec.nodeName, see deploy/daemonset.yaml)")
+
 // NewPods checks sel and returns a Pods; it does not contact the API. With
 // a nil client, Run makes one from sel.Kubeconfig (NewClient); opts.NodeName
 // is checked when Run starts.
@@ -51,6 +50,9 @@ func NewPods(client clientset.Interface, sel spec.PodSelector, opts Options) (*P
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.Health == nil {
+		opts.Health = &targets.Health{Log: opts.Logger}
+	}
 	return &Pods{client: client, sel: sel, opts: opts, selector: ls}, nil
 }
 
@@ -58,12 +60,15 @@ func NewPods(client clientset.Interface, sel spec.PodSelector, opts Options) (*P
 // update with the complete set (sorted by UID) once the caches have synced
 // and whenever it changes. Without a node name or a client it fails at once.
 func (p *Pods) Run(ctx context.Context, update func([]targets.Pod)) error {
+	st := p.opts.Health.Start(ctx, p.opts.Job, "kubernetes", "vantage pods_selector")
 	if p.opts.NodeName == "" {
-		return errors.New("kubernetes: pods_selector needs the node name (set NODE_NAME from spec.nodeName, see deploy/daemonset.yaml)")
+		st.Error(errNoNodeName)
+		return errNoNodeName
 	}
 	if p.client == nil {
 		c, err := NewClient(p.sel.Kubeconfig)
 		if err != nil {
+			st.Error(err)
 			return err
 		}
 		p.client = c
@@ -77,56 +82,34 @@ func (p *Pods) Run(ctx context.Context, update func([]targets.Pod)) error {
 		ns     string
 		lister listersv1.PodLister
 	}
-	var factories []informers.SharedInformerFactory
+	tweak := func(o *metav1.ListOptions) {
+		o.LabelSelector = p.sel.LabelSelector
+		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", p.opts.NodeName).String()
+	}
+	tr := newTracker(st)
+	var set informerSet
 	var listers []nsLister
-	defer func() {
-		for _, f := range factories {
-			f.Shutdown() // informers stop with ctx; this waits for them
-		}
-	}()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel() // before Shutdown: stop the informers
 	for _, ns := range dedupe(namespaces) {
-		opts := []informers.SharedInformerOption{
-			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-				o.LabelSelector = p.sel.LabelSelector
-				o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", p.opts.NodeName).String()
-			}),
-		}
-		if ns != metav1.NamespaceAll {
-			opts = append(opts, informers.WithNamespace(ns))
-		}
-		f := informers.NewSharedInformerFactoryWithOptions(p.client, p.opts.Resync, opts...)
-		pi := f.Core().V1().Pods()
-		inf := pi.Informer()
+		c := p.client.CoreV1().Pods(ns)
+		inf := newInformer(newListWatch("pods", c.List, c.Watch, tweak, tr.add()), &corev1.Pod{}, p.opts.Resync)
 		log := p.opts.Logger.With("source", "vantage pods_selector", "namespace", ns)
-		if err := inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
-			if apierrors.IsForbidden(err) {
-				log.Error("kubernetes: watch forbidden: the service account needs get/list/watch on pods (deploy/rbac.yaml)", "err", err)
-				return
-			}
-			log.Warn("kubernetes: watch failed, retrying", "err", err)
-		}); err != nil {
+		if err := debugWatchErrors(inf, log); err != nil {
 			return fmt.Errorf("kubernetes: %w", err)
 		}
 		if _, err := inf.AddEventHandler(handler); err != nil {
 			return fmt.Errorf("kubernetes: %w", err)
 		}
-		factories = append(factories, f)
-		listers = append(listers, nsLister{ns, pi.Lister()})
+		set.infs = append(set.infs, inf)
+		listers = append(listers, nsLister{ns, listersv1.NewPodLister(inf.GetIndexer())})
 	}
-	for _, f := range factories {
-		f.Start(ctx.Done())
-	}
-	for _, f := range factories {
-		for typ, ok := range f.WaitForCacheSync(ctx.Done()) {
-			if !ok {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return fmt.Errorf("kubernetes: %s cache did not sync", typ)
-			}
-		}
+	ictx, cancel := context.WithCancel(ctx)
+	set.run(ictx)
+	defer func() {
+		cancel()
+		set.wait()
+	}()
+	if !set.synced(ctx) {
+		return nil // ctx is done
 	}
 	var last []targets.Pod
 	first := true

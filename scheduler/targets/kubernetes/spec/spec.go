@@ -7,7 +7,10 @@ package spec
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/labels"
 )
@@ -40,8 +43,34 @@ type Config struct {
 	// that chose this node (roles node, pod, endpoints).
 	Mesh Mesh `yaml:"mesh"`
 	// Kubeconfig is the kubeconfig file to use outside a cluster; empty: the
-	// in-cluster service account, else $KUBECONFIG or ~/.kube/config.
+	// in-cluster service account, else $KUBECONFIG or ~/.kube/config. A
+	// leading "~/" is the user's home directory (ExpandHome).
 	Kubeconfig string `yaml:"kubeconfig"`
+}
+
+// ExpandHome returns path with a leading "~" or "~/" replaced by the
+// user's home directory ($HOME), as a shell would; other paths are
+// returned unchanged. "~user/..." (another user's home) is an error.
+func ExpandHome(path string) (string, error) {
+	if path != "~" && !strings.HasPrefix(path, "~/") {
+		if strings.HasPrefix(path, "~") {
+			return "", fmt.Errorf("%q: only ~/ (your own home directory) is expanded, not ~user/", path)
+		}
+		return path, nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("%q: %w", path, err)
+	}
+	return filepath.Join(home, strings.TrimPrefix(path, "~")), nil
+}
+
+func kubeconfigErrs(path string) []error {
+	if strings.HasPrefix(path, "~") && path != "~" && !strings.HasPrefix(path, "~/") {
+		_, err := ExpandHome(path)
+		return []error{fmt.Errorf("kubeconfig %w", err)}
+	}
+	return nil
 }
 
 // Mesh is the mesh-mode block.
@@ -62,6 +91,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("role %q: want service, endpoints, pod or node", c.Role))
 	}
 	errs = append(errs, selectorErrs(c.Namespaces, c.LabelSelector)...)
+	errs = append(errs, kubeconfigErrs(c.Kubeconfig)...)
 	for i, p := range c.Ports {
 		if n, err := strconv.Atoi(p); err == nil && (n < 1 || n > 65535) {
 			errs = append(errs, fmt.Errorf("ports[%d]: %d is not in 1-65535", i, n))
@@ -125,5 +155,5 @@ type PodSelector struct {
 
 // Validate reports every problem of p; paths are relative to the block.
 func (p PodSelector) Validate() error {
-	return errors.Join(selectorErrs(p.Namespaces, p.LabelSelector)...)
+	return errors.Join(append(selectorErrs(p.Namespaces, p.LabelSelector), kubeconfigErrs(p.Kubeconfig)...)...)
 }
