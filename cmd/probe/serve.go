@@ -178,7 +178,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 	paths.Store(s.exp)
 	// Attempts during which the prober itself did not run (stopped,
 	// CPU-throttled, paused) are discarded as prober_stalled.
-	stalls := stall.New(stall.Options{})
+	stalls := stall.New(stall.Options{Log: log})
 	s.sched.DetectStalls(stalls)
 	s.kernel = newKernelMetrics()
 	if err := s.exp.Register(s.kernel.c); err != nil {

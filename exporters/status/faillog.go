@@ -163,9 +163,6 @@ func (s *Status) logAttempt(t *target, r *probe.Result, class probe.Class, d eve
 	switch d.ev {
 	case evFirst, evChange:
 		msg = "target failing"
-		if class == probe.ClassProber {
-			msg = "prober fault"
-		}
 		if d.ev == evChange {
 			msg += ": new reason"
 			attrs = append(attrs, slog.String("from", string(d.from)))

@@ -171,14 +171,17 @@ func TestFailureLogProberFaultsAndForget(t *testing.T) {
 		j := &scheduler.Job{Name: "j", Kind: "syn"}
 		tg := probe.Target{Name: "10.0.0.9:443"}
 		ts := s.Target(j, tg)
+		// Prober faults are logged where they happen (the stall detector,
+		// the preflight), once, not per target: here they log nothing.
 		attempt(ts, probe.ReasonProberBudget, "no SYN budget in time")
+		attempt(ts, probe.ReasonProberStalled, "the prober itself stalled")
 		attempt(ts, probe.ReasonSynTimeout, "no reply")
+		attempt(ts, probe.ReasonProberStalled, "the prober itself stalled")
 		s.Forget(j, tg)
 		got := buf.lines(t, "class", "failed_attempts")
 		want := []map[string]any{
-			{"msg": "prober fault", "class": "prober"},
-			{"msg": "target failing: new reason", "class": "failure"},
-			{"msg": "target removed while failing", "failed_attempts": 2.0},
+			{"msg": "target failing", "class": "failure"},
+			{"msg": "target removed while failing", "failed_attempts": 1.0},
 		}
 		if d := cmp.Diff(want, got); d != "" {
 			t.Errorf("(-want +got):\n%s", d)

@@ -362,7 +362,13 @@ func (t *target) Result(r *probe.Result) {
 		if class != probe.ClassOK && class != probe.ClassDegraded {
 			t.keepFailure(r)
 		}
-		ev = t.bad.streak.observe(t.s.o.Now(), t.s.o.SummaryEvery, r.Reason, class)
+		// A prober fault says nothing about the target: it neither starts
+		// nor ends a streak. Its causes are process- or job-wide (a stall,
+		// the SYN budget, a capability) and are logged once there, not once
+		// per target: a 150 ms stall spoils every attempt in flight.
+		if class != probe.ClassProber {
+			ev = t.bad.streak.observe(t.s.o.Now(), t.s.o.SummaryEvery, r.Reason, class)
+		}
 	}
 	t.mu.Unlock()
 	t.s.logAttempt(t, r, class, ev)

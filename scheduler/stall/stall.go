@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -59,7 +60,14 @@ type Options struct {
 	// Now is the clock (tests); default time.Now, whose readings carry the
 	// monotonic clock.
 	Now func() time.Time
+	// Log, when set, gets one WARN line per stall (at most one per
+	// LogEvery, with the count of those not logged): the one place a
+	// stall is logged, however many attempts it spoiled.
+	Log *slog.Logger
 }
+
+// LogEvery is the least time between two of a Detector's log lines.
+const LogEvery = 10 * time.Second
 
 // Stall describes the stalls that overlapped an attempt.
 type Stall struct {
@@ -123,6 +131,9 @@ type Detector struct {
 	pendFrom     time.Time
 	pendThrottle time.Duration
 	total        Totals
+	log          *slog.Logger
+	lastLog      time.Time
+	unlogged     int // stalls since the last line
 }
 
 // Totals are what a Detector has seen since it started.
@@ -134,7 +145,7 @@ type Totals struct {
 
 // New returns a Detector; call Run.
 func New(o Options) *Detector {
-	d := &Detector{tick: o.Tick, threshold: o.Threshold, now: o.Now, statPath: o.CPUStat}
+	d := &Detector{tick: o.Tick, threshold: o.Threshold, now: o.Now, statPath: o.CPUStat, log: o.Log}
 	if d.tick <= 0 {
 		d.tick = DefaultTick
 	}
@@ -196,7 +207,25 @@ func (d *Detector) beat(now time.Time) {
 		st, stErr = readCPUStat(d.statPath)
 	}
 	d.mu.Lock()
-	defer d.mu.Unlock()
+	stalls := d.total.Stalls
+	defer func() {
+		var line *Stall
+		if d.total.Stalls > stalls && d.log != nil {
+			d.unlogged++
+			if w := d.wins[len(d.wins)-1]; d.lastLog.IsZero() || now.Sub(d.lastLog) >= LogEvery {
+				line = &Stall{From: w.from, To: w.to, Paused: w.paused, Throttled: w.throttled}
+			}
+		}
+		n := d.unlogged
+		if line != nil {
+			d.lastLog, d.unlogged = now, 0
+		}
+		d.mu.Unlock()
+		if line != nil {
+			d.log.Warn("the prober itself stalled: attempts in flight are discarded as prober_stalled, not blamed on their targets",
+				"stall", line.String(), "cause", line.Cause(), "stalls_since_last_line", n)
+		}
+	}()
 	prev := d.last
 	d.last = now
 	if gap := now.Sub(prev) - d.tick; gap > d.threshold {

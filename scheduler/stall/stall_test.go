@@ -1,7 +1,9 @@
 package stall
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -232,5 +234,34 @@ func TestFindCPUStat(t *testing.T) {
 		if got := findCPUStat([]byte(tt.in), root); got != tt.want {
 			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
 		}
+	}
+}
+
+// A stall is logged once, however many attempts it spoils, and stalls
+// closer together than LogEvery share one line that counts them.
+func TestStallsAreLoggedOnceAndRateLimited(t *testing.T) {
+	var buf bytes.Buffer
+	d := newTest("none")
+	d.log = slog.New(slog.NewTextHandler(&buf, nil))
+	beats(d, 50, 1000)
+	d.beat(at(1300)) // a 250 ms pause: logged
+	beats(d, 1350, 2000)
+	d.beat(at(2400)) // another, 1 s later: counted, not logged
+	beats(d, 2450, 12000)
+	d.beat(at(12500)) // after LogEvery: logged, with the one held back
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d log lines, want 2:\n%s", len(lines), buf.String())
+	}
+	for i, want := range []string{"stalls_since_last_line=1", "stalls_since_last_line=2"} {
+		if !strings.Contains(lines[i], "the prober itself stalled") || !strings.Contains(lines[i], want) || !strings.Contains(lines[i], "heartbeat gap") {
+			t.Errorf("line %d = %q, want the stall, its cause and %s", i, lines[i], want)
+		}
+	}
+	for range 100 { // spoiled attempts do not log
+		d.Check(at(1000), at(1400))
+	}
+	if n := strings.Count(buf.String(), "\n"); n != 2 {
+		t.Errorf("%d lines after checking attempts, want still 2", n)
 	}
 }
