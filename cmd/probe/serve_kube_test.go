@@ -48,7 +48,7 @@ func startKubeServe(t *testing.T, path string) *kubeServe {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan net.Addr, 1)
 	ks := &kubeServe{runningServe: rs, cancel: cancel, done: make(chan error, 1)}
-	f := serveFlags{config: path, listen: "127.0.0.1:0"}
+	f := serveFlags{config: path, listen: "127.0.0.1:0", lifecycle: true}
 	go func() { ks.done <- serve(ctx, f, log, rs.hup, func(a net.Addr) { ready <- a }) }()
 	select {
 	case a := <-ready:

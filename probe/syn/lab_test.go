@@ -596,9 +596,18 @@ func TestLabBudgetOverload(t *testing.T) {
 		if s == 0 {
 			continue // the first second: the burst, and the loops starting
 		}
-		if n < rate*9/10 || n > rate*11/10 {
-			t.Errorf("second %d: %d SYNs on the wire, want %d ±10%%", s+1, n, rate)
+		if n >= rate*9/10 && n <= rate*11/10 {
+			continue
 		}
+		// A send the loaded machine delayed across a second's boundary
+		// moves packets from one second to the next, not the budget: such
+		// a pair must be within ±10 % of two seconds' budget together.
+		pairOK := func(m int) bool { return n+m >= 2*rate*9/10 && n+m <= 2*rate*11/10 }
+		if (s > 1 && pairOK(perSecond[s-1])) || (s+1 < len(perSecond) && pairOK(perSecond[s+1])) {
+			t.Logf("second %d: %d SYNs, a neighbour making up the difference (boundary jitter)", s+1, n)
+			continue
+		}
+		t.Errorf("second %d: %d SYNs on the wire, want %d ±10%%", s+1, n, rate)
 	}
 	for _, b := range bad {
 		t.Error(b)

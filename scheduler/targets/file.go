@@ -103,17 +103,22 @@ func (f *File) Run(ctx context.Context, update func([]probe.Target)) error {
 			case ctx.Err() != nil:
 				return nil
 			case errors.Is(err, fs.ErrNotExist):
-				failed = fmt.Errorf("file_sd: %w", err)
 				if st.targets != nil || st.read {
 					log.Warn("file_sd: file gone; its targets are dropped", "file", p)
 				}
 				changed = changed || st.targets != nil
-				*st = fileState{}
+				newly := st.err == nil // counted once, not every refresh
+				*st = fileState{err: fmt.Errorf("file_sd: %w", err)}
+				if newly {
+					failed = st.err
+				}
 				continue
 			case err != nil:
 				log.Warn("file_sd: cannot read file; keeping its previous targets", "file", p, "err", err)
+				if st.err == nil {
+					failed = fmt.Errorf("file_sd: %w", err)
+				}
 				st.err = fmt.Errorf("file_sd: %w", err)
-				failed = st.err
 				continue
 			}
 			h := sha256.Sum256(b)
