@@ -78,7 +78,8 @@ type Config struct {
 	ExpectBody string
 	// RootCAs, when set, replaces the system's roots for https:// targets;
 	// CAFile is the file it was read from (ReadCAFile), named in errors and
-	// evidence. A CAFile without RootCAs is an error: the file was not read.
+	// evidence. New refuses a CAFile without RootCAs: the file was not read
+	// (Validate, which reads no file, accepts it).
 	CAFile  string
 	RootCAs *x509.CertPool
 }
@@ -96,9 +97,6 @@ func (c Config) Validate() error {
 	}
 	if c.CAFile != "" && c.InsecureSkipVerify {
 		errs = append(errs, errors.New("ca_file and insecure_skip_verify exclude each other (one trusts a CA, the other trusts any certificate)"))
-	}
-	if c.CAFile != "" && c.RootCAs == nil {
-		errs = append(errs, fmt.Errorf("ca_file %q was not read (app.ReadCAFile)", c.CAFile))
 	}
 	return errors.Join(errs...)
 }
@@ -183,6 +181,9 @@ func New(t probe.Target, cfg Config) (*Prober, error) {
 	mk, ok := protocols[t.Scheme]
 	if !ok {
 		return nil, fmt.Errorf("app: target %q: scheme %q has no application probe (want one of %s)", t.Name, t.Scheme, strings.Join(Schemes(), ", "))
+	}
+	if cfg.CAFile != "" && cfg.RootCAs == nil {
+		return nil, fmt.Errorf("app: ca_file %q was not read (app.ReadCAFile)", cfg.CAFile)
 	}
 	if n := cfg.httpOnly(t.Scheme); len(n) > 0 {
 		want := "http:// and https://"

@@ -98,6 +98,12 @@ func ReadCAFile(ctx context.Context, path string) (*x509.CertPool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca_file: %w", err)
 	}
+	return ParseCAFile(path, b)
+}
+
+// ParseCAFile parses b, the contents of the ca_file at path, as ReadCAFile
+// does.
+func ParseCAFile(path string, b []byte) (*x509.CertPool, error) {
 	pool := x509.NewCertPool()
 	n := 0
 	for rest := b; ; {
