@@ -247,7 +247,7 @@ func (p *httpProbe) speak(ctx context.Context, c *conn, r *probe.Result) error {
 	if p.expectBody != "" {
 		if !bytes.Contains(body, []byte(p.expectBody)) {
 			r.Evidencef("%s (%s)", status, detail)
-			return &ExpectationError{Msg: fmt.Sprintf("body did not contain %s in its first %d bytes (%d byte(s) read)", quoteClip(p.expectBody), MaxBody, len(body))}
+			return &ExpectationError{Msg: fmt.Sprintf("body did not contain %s in its first %d bytes (%d byte(s) read)%s", quoteClip(p.expectBody), MaxBody, len(body), snippet)}
 		}
 		r.Evidencef("%s (%s); body contains %s", status, detail, quoteClip(p.expectBody))
 		return nil

@@ -129,7 +129,7 @@ func TestHTTPExpectations(t *testing.T) {
 		{"body contains", "/", with(func(c *Config) { c.ExpectBody = "ok" }), probe.ReasonOK,
 			[]string{"HTTP/1.1 200 OK", `body contains "ok"`}, nil},
 		{"body does not contain", "/", with(func(c *Config) { c.ExpectBody = "healthy" }), probe.ReasonAppError,
-			[]string{`body did not contain "healthy" in its first 4096 bytes (10 byte(s) read)`, "HTTP/1.1 200 OK ("}, nil},
+			[]string{`body did not contain "healthy" in its first 4096 bytes (10 byte(s) read): status: ok`, "HTTP/1.1 200 OK ("}, nil},
 		{"body beyond the first 4096 bytes does not count", "/late-ok", with(func(c *Config) { c.ExpectBody = "ok" }), probe.ReasonAppError,
 			[]string{`body did not contain "ok" in its first 4096 bytes (4096 byte(s) read)`}, nil},
 		{"a huge body is read up to 4096 bytes", "/huge", with(func(c *Config) { c.ExpectBody = "status: ok" }), probe.ReasonOK,
