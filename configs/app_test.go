@@ -1,6 +1,15 @@
 package configs
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -194,5 +203,97 @@ probes:
 	want = `probes[0] "short": idle.find_timeout.every 1m0s is shorter than one search round can take (2m19s: a connection idle max_idle 2m0s, reply, control connection)`
 	if err == nil || err.Error() != want {
 		t.Errorf("got:\n%v\nwant:\n%s", err, want)
+	}
+}
+
+// writeCA writes a self-signed CA certificate as PEM to dir/name.
+func writeCA(t *testing.T, dir, name, cn string) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestAppHTTPOptions(t *testing.T) {
+	dir := t.TempDir()
+	ca := writeCA(t, dir, "ca.pem", "test CA")
+	path := filepath.Join(dir, "c.yaml")
+	doc := `
+probes:
+  - name: web
+    app:
+      expect_status: [200, 3xx, "404"]
+      expect_body: '"status":"ok"'
+      ca_file: ` + ca + `
+    targets: {static: ["https://10.0.0.6:8443/healthz"]}
+  - name: lb
+    app: {insecure_skip_verify: true, expect_status: [2xx]}
+    targets: {static: ["https://10.0.0.7/", "http://10.0.0.7/", "mysql://10.0.0.5:3306?tls=true"]}
+`
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(t.Context(), path)
+	if err == nil {
+		t.Fatal("expect_status with a mysql:// target accepted")
+	}
+	want := `probes[1] "lb": app.expect_status: targets.static[2] "mysql://10.0.0.5:3306?tls=true" is not an http:// or https:// URL`
+	if !strings.HasSuffix(err.Error(), want) {
+		t.Errorf("got %v, want %s", err, want)
+	}
+	doc = strings.Replace(doc, `, "mysql://10.0.0.5:3306?tls=true"`, "", 1)
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c, err = Load(t.Context(), path); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := c.Probes[0].App.Config(c.Probes[0].Timeout.D)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Probes[0].Kind != "app" || len(cfg.ExpectStatus) != 3 || cfg.ExpectStatus[1].String() != "3xx" || cfg.ExpectStatus[2].Lo != 404 ||
+		cfg.ExpectBody != `"status":"ok"` || cfg.CAFile != ca || cfg.RootCAs == nil || cfg.InsecureSkipVerify {
+		t.Errorf("app.Config = %+v", cfg)
+	}
+	if cfg, _ := c.Probes[1].App.Config(c.Probes[1].Timeout.D); !cfg.InsecureSkipVerify || cfg.RootCAs != nil || cfg.ExpectStatus[0].String() != "2xx" {
+		t.Errorf("lb: app.Config = %+v", cfg)
+	}
+
+	// A new CA in the same file changes the job's fingerprint: a reload
+	// rebuilds the job with the new roots.
+	fp := c.Probes[0].Fingerprint()
+	if !strings.Contains(fp, "ca_file_sha256:") {
+		t.Errorf("fingerprint without the CA digest:\n%s", fp)
+	}
+	writeCA(t, dir, "ca.pem", "rotated CA")
+	c2, err := Load(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c2.Probes[0].Fingerprint() == fp {
+		t.Error("fingerprint unchanged after the CA file changed")
+	}
+	if c2.Probes[1].Fingerprint() != c.Probes[1].Fingerprint() {
+		t.Error("fingerprint of a job without ca_file changed")
+	}
+	// The digest is no YAML key a config may set.
+	if _, err := Parse([]byte("probes: [{name: a, app: {ca_file_sha256: x}, targets: {static: ['https://10.0.0.1/']}}]")); err == nil {
+		t.Error("ca_file_sha256 accepted in a config")
 	}
 }

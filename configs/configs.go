@@ -527,6 +527,12 @@ type AppOptions struct {
 	// InsecureSkipVerify turns off certificate verification for https://
 	// (and TLS-enabled mysql/postgres targets).
 	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+	// ExpectStatus, ExpectBody and CAFile are for http(s):// targets
+	// (app_http.go).
+	ExpectStatus []string `yaml:"expect_status"`
+	ExpectBody   string   `yaml:"expect_body"`
+	CAFile       string   `yaml:"ca_file"`
+	ca           caFile   // CAFile as Load read it
 }
 
 // Config converts the block (nil: no options) into app.Config for a job
@@ -541,6 +547,7 @@ func (o *AppOptions) Config(timeout time.Duration) (app.Config, error) {
 		}
 		cfg.UserTimeout = o.UserTimeout.D
 		cfg.InsecureSkipVerify = o.InsecureSkipVerify
+		errs = o.httpConfig(&cfg, errs)
 	}
 	if err := cfg.Validate(); err != nil {
 		for _, e := range splitJoined(err) {
@@ -699,6 +706,9 @@ func Load(ctx context.Context, path string) (*Config, error) {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	c, err := Parse(b)
+	if err == nil {
+		err = c.readCAFiles(ctx)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
@@ -942,6 +952,7 @@ func (c *Config) Validate() error {
 					add(path, "%v", e)
 				}
 			}
+			j.App.checkStatic(j.Targets.Static, func(format string, args ...any) { add(path, format, args...) })
 		}
 		if j.SLO != nil {
 			j.SLO.validate(j.Timeout.D, func(format string, args ...any) { add(path, format, args...) })

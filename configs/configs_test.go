@@ -75,6 +75,18 @@ func TestBadConfigs(t *testing.T) {
 			`probes[1] "dns": targets.dns[1].refresh_interval -1s must be positive`,
 			`probes[2] "vantage": vantage.refresh_interval 1ms is below the minimum 1s`,
 		}, "\n")},
+		{"bad-app-http.yaml", strings.Join([]string{
+			`probes[0] "web": app.expect_status[1]: status "6xx": want a code 100-599 (302) or a class 1xx-5xx (2xx)`,
+			`probes[0] "web": app.expect_status[2]: status "2x": want a code 100-599 (302) or a class 1xx-5xx (2xx)`,
+			`probes[0] "web": app: ca_file and insecure_skip_verify exclude each other (one trusts a CA, the other trusts any certificate)`,
+			`probes[0] "web": app.ca_file: targets.static[1] "http://127.0.0.1:8080/" is not an https:// URL`,
+			`probes[1] "db": app.expect_status: empty (leave it out for the default: any status below 500)`,
+			`probes[1] "db": app.expect_body: targets.static[0] "redis://127.0.0.1:6379" is not an http:// or https:// URL`,
+		}, "\n")},
+		{"bad-app-ca.yaml", strings.Join([]string{
+			`probes[0] "web": app.ca_file: open testdata/no-such-ca.pem: no such file or directory`,
+			`probes[1] "api": app.ca_file testdata/bad-app-ca.yaml: no PEM certificate (-----BEGIN CERTIFICATE-----) in its 346 bytes`,
+		}, "\n")},
 		{"bad-global-timeout.yaml", `global: timeout 5s must be shorter than interval 1s`},
 		{"bad-two-documents.yaml", `line 4: a second YAML document: a config is one document (remove the ---, or merge the jobs into one probes list)`},
 		{"bad-file-sd.yaml", strings.Join([]string{

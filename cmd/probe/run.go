@@ -47,6 +47,7 @@ type runFlags struct {
 	idleF       idleFlags      // kind idle (run_idle.go)
 	explainF    explainFlags   // --explain (run_explain.go)
 	kaF         keepaliveFlags // kind keepalive (run_keepalive.go)
+	appF        appFlags       // http(s):// app targets (run_app.go)
 	trace       bool           // --trace (trace.go)
 	live        bool           // --live (live.go)
 	traceF      traceFlags
@@ -129,6 +130,7 @@ all, 2 on bad usage.`,
 	addIdleFlags(fl, &f.idleF)
 	addExplainFlags(fl, &f.explainF)
 	addKeepaliveFlags(fl, &f.kaF)
+	addAppFlags(fl, &f.appF)
 	addSummaryFlags(fl, &f)
 	fl.BoolVar(&f.trace, "trace", false, "after a failed handshake, trace the path to the target (TTL-limited SYNs, needs CAP_NET_RAW) and add the verdict to the evidence")
 	addTraceFlags(fl, &f.traceF, "trace-")
@@ -195,6 +197,8 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 	}
 	errs = append(errs, checkIdleFlags(f, kind, f.changed)...)
 	errs = append(errs, checkKindFlags(kind, f.changed)...)
+	appCfg, appErrs := f.appF.config(app.Config{Timeout: cfg.Timeout, Source: cfg.Source, UserTimeout: cfg.UserTimeout, Resolver: cfg.Resolver})
+	errs = append(errs, appErrs...)
 	expect, err := parseExpectFail(f.expectFail)
 	if err != nil {
 		errs = append(errs, err)
@@ -210,7 +214,7 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 		fmt.Fprintf(os.Stderr, "probe: raw sockets not allowed (needs %s): falling back to --kind connect, no PAWS check\n", perm.Capability)
 		kind = connect.Kind
 	}
-	rc := runConfigs{f: f, conn: cfg, syn: syn.Config{Timeout: f.timeout, Source: cfg.Source, Resolver: cfg.Resolver, PAWS: f.paws && kind == syn.Kind}}
+	rc := runConfigs{f: f, conn: cfg, app: appCfg, syn: syn.Config{Timeout: f.timeout, Source: cfg.Source, Resolver: cfg.Resolver, PAWS: f.paws && kind == syn.Kind}}
 	factories := map[string]func(probe.Target) (probe.Prober, error){}
 	plan := &runPlan{out: out, expect: expect}
 	for _, a := range args {
@@ -225,6 +229,9 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 			k = app.Kind
 		}
 		if err := checkRunTarget(k, t, cfg); err != nil {
+			return nil, usageError{err}
+		}
+		if err := checkAppTarget(f.appF, k, t); err != nil {
 			return nil, usageError{err}
 		}
 		newProber, ok := factories[k]
@@ -306,15 +313,17 @@ type runConfigs struct {
 	f    runFlags
 	conn connect.Config // --timeout, --source, --resolver, --send, --expect, --user-timeout
 	syn  syn.Config
+	app  app.Config // and --expect-status, --expect-body, --ca-file, --insecure
 }
 
 func (c runConfigs) connectConfig() (connect.Config, error) { return c.conn, nil }
 func (c runConfigs) synConfig() (syn.Config, error)         { return c.syn, nil }
-func (c runConfigs) appConfig() (app.Config, error) {
-	return app.Config{Timeout: c.conn.Timeout, Source: c.conn.Source, UserTimeout: c.conn.UserTimeout, Resolver: c.conn.Resolver}, nil
-}
+func (c runConfigs) appConfig() (app.Config, error)         { return c.app, nil }
 
 func runProbes(ctx context.Context, f runFlags, args []string) error {
+	if err := f.appF.readCA(ctx); err != nil {
+		return err
+	}
 	plan, err := planRun(f, args)
 	if err != nil {
 		return err

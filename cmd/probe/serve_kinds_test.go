@@ -1,12 +1,14 @@
 package main
 
 import (
+	"encoding/pem"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -51,6 +53,51 @@ probes:
 	}
 	if !strings.Contains(body, `connprobe_probe_handshake_seconds{job="web",target="`+ok+`"}`) {
 		t.Error("no handshake time for the app target")
+	}
+}
+
+// TestServeAppHTTPOptions: the app block's expect_status, expect_body,
+// ca_file and insecure_skip_verify, against a self-signed https server.
+func TestServeAppHTTPOptions(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/login" {
+			http.Redirect(w, r, "https://sso.example.test/", http.StatusFound)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	}))
+	t.Cleanup(srv.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ok, login := srv.URL+"/healthz", srv.URL+"/login"
+	rs := startServe(t, `
+probes:
+  - name: trusted
+    interval: 100ms
+    app: {ca_file: `+ca+`, expect_body: ok}
+    targets: {static: ["`+ok+`"]}
+  - name: system-roots
+    interval: 100ms
+    targets: {static: ["`+ok+`"]}
+  - name: redirect
+    interval: 100ms
+    app: {insecure_skip_verify: true, expect_status: [2xx]}
+    targets: {static: ["`+ok+`", "`+login+`"]}
+  - name: redirect-ok
+    interval: 100ms
+    app: {ca_file: `+ca+`, expect_status: [302]}
+    targets: {static: ["`+login+`"]}
+`, "")
+	rs.waitMetric(t, `connprobe_probe_success{job="trusted",target="`+ok+`"} 1`)
+	rs.waitMetric(t, `connprobe_probe_success{job="system-roots",target="`+ok+`"} 0`)
+	rs.waitMetric(t, `connprobe_probe_success{job="redirect",target="`+ok+`"} 1`)
+	rs.waitMetric(t, `connprobe_probe_success{job="redirect",target="`+login+`"} 0`)
+	rs.waitMetric(t, `connprobe_probe_success{job="redirect-ok",target="`+login+`"} 1`)
+	_, body := rs.get(t, "/metrics")
+	if v := metricValue(t, body, `connprobe_probe_results_total{job="redirect",kind="app",reason="app_error",target="`+login+`"}`); v < 1 {
+		t.Errorf("302 with expect_status [2xx]: app_error = %v, want >= 1\n%s", v, grepLines(body, "results_total"))
 	}
 }
 

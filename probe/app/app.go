@@ -34,6 +34,7 @@ package app
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -64,11 +65,58 @@ type Config struct {
 	// InsecureSkipVerify turns off certificate verification for https://
 	// (and TLS-enabled mysql/postgres targets).
 	InsecureSkipVerify bool
+
+	// The options below apply to http:// and https:// targets only; New
+	// refuses them for another scheme.
+
+	// ExpectStatus lists the statuses that count as an answer (any one
+	// matches). Empty: the default rule, any status below 500 (a redirect
+	// and a 404 are answers, a 5xx is app_error).
+	ExpectStatus []StatusRange
+	// ExpectBody, when set, must occur in the first MaxBody bytes of the
+	// body; otherwise the attempt is app_error.
+	ExpectBody string
+	// RootCAs, when set, replaces the system's roots for https:// targets;
+	// CAFile is the file it was read from (ReadCAFile), named in errors and
+	// evidence. New refuses a CAFile without RootCAs: the file was not read
+	// (Validate, which reads no file, accepts it).
+	CAFile  string
+	RootCAs *x509.CertPool
 }
 
 // Validate reports every problem of c at once.
 func (c Config) Validate() error {
-	return c.connect().Validate()
+	errs := []error{c.connect().Validate()}
+	for _, s := range c.ExpectStatus {
+		if s.Lo < 100 || s.Hi > 599 || s.Lo > s.Hi {
+			errs = append(errs, fmt.Errorf("expect_status %d-%d: want a code 100-599 or a class 1xx-5xx", s.Lo, s.Hi))
+		}
+	}
+	if len(c.ExpectBody) > MaxBody {
+		errs = append(errs, fmt.Errorf("expect_body of %d bytes is longer than the %d bytes of body the probe reads", len(c.ExpectBody), MaxBody))
+	}
+	if c.CAFile != "" && c.InsecureSkipVerify {
+		errs = append(errs, errors.New("ca_file and insecure_skip_verify exclude each other (one trusts a CA, the other trusts any certificate)"))
+	}
+	return errors.Join(errs...)
+}
+
+// httpOnly returns the names of the options set in c that only http:// and
+// https:// targets take (ca_file: https:// only) and that scheme would not.
+func (c Config) httpOnly(scheme string) []string {
+	var n []string
+	if scheme != "http" && scheme != "https" {
+		if len(c.ExpectStatus) > 0 {
+			n = append(n, "expect_status")
+		}
+		if c.ExpectBody != "" {
+			n = append(n, "expect_body")
+		}
+	}
+	if scheme != "https" && c.CAFile != "" {
+		n = append(n, "ca_file")
+	}
+	return n
 }
 
 func (c Config) connect() connect.Config {
@@ -134,6 +182,20 @@ func New(t probe.Target, cfg Config) (*Prober, error) {
 	if !ok {
 		return nil, fmt.Errorf("app: target %q: scheme %q has no application probe (want one of %s)", t.Name, t.Scheme, strings.Join(Schemes(), ", "))
 	}
+	if cfg.CAFile != "" && cfg.RootCAs == nil {
+		return nil, fmt.Errorf("app: ca_file %q was not read (app.ReadCAFile)", cfg.CAFile)
+	}
+	if n := cfg.httpOnly(t.Scheme); len(n) > 0 {
+		want := "http:// and https://"
+		if len(n) == 1 && n[0] == "ca_file" {
+			want = "https://"
+		}
+		verb := "applies"
+		if len(n) > 1 {
+			verb = "apply"
+		}
+		return nil, fmt.Errorf("app: target %q: %s %s to %s targets, not %s://", t.Name, strings.Join(n, ", "), verb, want, t.Scheme)
+	}
 	tcp, err := connect.New(t, cfg.connect())
 	if err != nil {
 		return nil, fmt.Errorf("app: %w", err)
@@ -184,6 +246,15 @@ type ServerError struct {
 
 func (e *ServerError) Error() string { return e.Msg }
 
+// ExpectationError is an answer that the probe's expectation (expect_status,
+// expect_body) refuses: it makes the attempt app_error, with Msg saying what
+// was expected and what came.
+type ExpectationError struct {
+	Msg string // "status 503, expected 2xx"
+}
+
+func (e *ExpectationError) Error() string { return e.Msg }
+
 func serverErrorf(format string, args ...any) error {
 	return &ServerError{Msg: fmt.Sprintf(format, args...)}
 }
@@ -198,6 +269,7 @@ func appFailed(ctx context.Context, r *probe.Result, c *conn, scheme string, err
 	r.Phase = probe.PhaseApp
 	r.Err = err
 	var se *ServerError
+	var unmet *ExpectationError
 	var big *TooLargeError
 	ioErr, nread, nwritten, waiting := c.state()
 	switch {
@@ -206,6 +278,10 @@ func appFailed(ctx context.Context, r *probe.Result, c *conn, scheme string, err
 		// own words ("unexpected EOF", "bad conn").
 		r.Reason = probe.ReasonAppError
 		r.Evidencef("%v (while waiting for the %s; %d byte(s) received, %d sent)", big, waiting, nread, nwritten)
+		return
+	case errors.As(err, &unmet):
+		r.Reason = probe.ReasonAppError
+		r.Evidencef("%s", unmet.Msg)
 		return
 	case errors.As(err, &se):
 		r.Reason = probe.ReasonAppError
