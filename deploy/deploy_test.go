@@ -21,6 +21,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -100,7 +101,12 @@ type Kustomization struct {
 		Pairs            map[string]string `json:"pairs"`
 		IncludeSelectors bool              `json:"includeSelectors,omitempty"`
 	} `json:"labels"`
-	Resources          []string `json:"resources"`
+	Resources []string `json:"resources"`
+	Images    []struct {
+		Name    string `json:"name"`
+		NewName string `json:"newName,omitempty"`
+		NewTag  string `json:"newTag,omitempty"`
+	} `json:"images"`
 	ConfigMapGenerator []struct {
 		Name    string   `json:"name"`
 		Files   []string `json:"files"`
@@ -137,6 +143,8 @@ func newObject(gvk string) (any, bool) {
 		return &rbacv1.ClusterRole{}, true
 	case "rbac.authorization.k8s.io/v1/ClusterRoleBinding":
 		return &rbacv1.ClusterRoleBinding{}, true
+	case "policy/v1/PodDisruptionBudget":
+		return &policyv1.PodDisruptionBudget{}, true
 	case "monitoring.coreos.com/v1/ServiceMonitor":
 		return &ServiceMonitor{}, true
 	case "monitoring.coreos.com/v1/PrometheusRule":
@@ -405,6 +413,9 @@ metadata:
   namespace: connprobe
   labels:
     app.kubernetes.io/name: connprobe
+    # kube-prometheus-stack selects rules labelled release=<Helm release>
+    # (docs/kubernetes.md): set it to yours.
+    release: kube-prometheus-stack
 spec:
 `), indent(src[i+1:], 2)...)
 	checkGenerated(t, "prometheusrule.yaml", want)
@@ -611,8 +622,8 @@ func TestRBACIsReadOnlyAndMinimal(t *testing.T) {
 	cr := find[*rbacv1.ClusterRole](t, manifests(t), "connprobe-agent")
 	got := map[string]bool{}
 	for _, r := range cr.Rules {
-		if !slices.Equal(r.Verbs, []string{"get", "list", "watch"}) {
-			t.Errorf("rule %v: verbs %v, want exactly get, list, watch", r.Resources, r.Verbs)
+		if !slices.Equal(r.Verbs, []string{"list", "watch"}) {
+			t.Errorf("rule %v: verbs %v, want exactly list, watch (informers never get one object)", r.Resources, r.Verbs)
 		}
 		for _, g := range r.APIGroups {
 			for _, res := range r.Resources {

@@ -129,7 +129,7 @@ func TestRunNetNSInLab(t *testing.T) {
 
 	// A namespace that does not exist is bad usage, said in one line.
 	_, stderr, code = probeCmd(t, "run", "--netns", l.Prefix+"-nope", vip)
-	if code != exitUsage || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "network namespace gone") {
+	if code != exitUsage || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "network namespace not found") {
 		t.Fatalf("unknown netns: exit %d stderr %q, want exit 2 and one line", code, stderr)
 	}
 }

@@ -74,6 +74,7 @@ func newRootCmd() *cobra.Command {
 		newResponderCmd(),
 		newServeCmd(),
 		newLintCmd(),
+		newNetnsCmd(), // netns_cmd.go
 		newVersionCmd(),
 	)
 	return root

@@ -38,6 +38,9 @@ type serveFlags struct {
 	config    string
 	listen    string
 	webConfig string
+	// health is --web.health-listen-address: /healthz and /-/ready
+	// without TLS or auth ("" = off; serve_health.go).
+	health    string
 	logLevel  string
 	logFormat string
 	// lifecycle enables POST /-/reload (--web.enable-lifecycle).
@@ -95,6 +98,7 @@ Scrape with honor_labels: true, so the job label is the probe job's.`,
 	fl.StringVar(&f.config, "config", "", "config file (YAML); check one with probe lint --config")
 	fl.StringVar(&f.listen, "web.listen-address", ":9716", "[ip]:port to serve /metrics, /healthz and /-/reload on (an IP literal: names are not resolved)")
 	fl.StringVar(&f.webConfig, "web.config.file", "", "exporter-toolkit web config file: TLS and basic auth")
+	fl.StringVar(&f.health, "web.health-listen-address", "", "[ip]:port to serve /healthz and /-/ready on as well, plain HTTP without auth (for kubelet probes when --web.config.file sets TLS or auth); off when empty")
 	fl.BoolVar(&f.lifecycle, "web.enable-lifecycle", false, "allow POST /-/reload (same-site requests only); SIGHUP always reloads")
 	fl.IntVar(&f.web.MaxConns, "web.max-connections", defaultWebMaxConns, "most open HTTP connections; more wait in the kernel's accept queue")
 	fl.DurationVar(&f.web.Idle, "web.idle-timeout", defaultWebIdleTimeout, "close a keep-alive HTTP connection idle this long")
@@ -158,6 +162,9 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 	if err := checkListenAddr("--web.listen-address", f.listen); err != nil {
 		return err
 	}
+	if err := checkHealthListen(f.health, f.listen); err != nil {
+		return err
+	}
 	if f.web.MaxConns == 0 { // callers that set no limits (tests): the flags' defaults
 		f.web = httpLimits{MaxConns: defaultWebMaxConns, ReadHeader: defaultWebReadHeader, Read: defaultWebRead,
 			Write: defaultWebWriteTimeout, Idle: defaultWebIdleTimeout}
@@ -202,6 +209,11 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 	if err != nil {
 		return fmt.Errorf("serve: listen: %w", err)
 	}
+	hln, err := listenHealth(ctx, f.health)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	ln, srv := f.web.serve(ln, s.routes())
 	webFlags := &web.FlagConfig{
 		WebListenAddresses: &[]string{f.listen},
@@ -220,6 +232,9 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 	s.health.Expect(discoverySources(cfg))
 	if err := s.sched.Update(gctx, jobs); err != nil {
 		ln.Close()
+		if hln != nil {
+			hln.Close()
+		}
 		return g.Wait()
 	}
 	s.current = cfg
@@ -239,6 +254,10 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, hup <-chan os.Si
 		return srv.Shutdown(sctx)
 	})
 	g.Go(func() error { s.reloadLoop(gctx, hup); return nil })
+	if hln != nil {
+		s.serveHealth(gctx, g, hln)
+		log.Info("serving health", "address", hln.Addr().String())
+	}
 	log.Info("serving", "address", ln.Addr().String(), "version", version, "kubernetes", kubernetesBuilt,
 		"lifecycle", f.lifecycle, "max_connections", f.web.MaxConns, "idle_timeout", f.web.Idle, "write_timeout", f.web.Write)
 	if ready != nil {

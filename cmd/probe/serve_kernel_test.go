@@ -25,7 +25,7 @@ func TestKernelEnds(t *testing.T) {
 		{"jobs", "global: {kernel: {}}\nprobes: [{name: a, targets: {static: ['127.0.0.1:1']}}, {name: b, targets: {static: ['127.0.0.1:2']}}]", []string{"host"}, ""},
 		{"listed, not jobs", "global: {kernel: {jobs: false, netns: [host, pid:" + self + "]}}\nprobes: [{name: a, targets: {static: ['127.0.0.1:1']}}]", []string{"host", "pid:" + self}, ""},
 		{"missing", "global: {kernel: {netns: [connprobe-no-such-ns]}}\nprobes: [{name: a, targets: {static: ['127.0.0.1:1']}}]", []string{"host"},
-			`global: kernel.netns[0]: netns "connprobe-no-such-ns": /run/netns/connprobe-no-such-ns: network namespace gone`},
+			`global: kernel.netns[0]: netns "connprobe-no-such-ns": /run/netns/connprobe-no-such-ns: network namespace not found (no such name in /run/netns; ip netns list or probe netns ls shows the ones there are)`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg, err := configs.Parse([]byte(tt.config))

@@ -317,7 +317,7 @@ probes:
 `), 0o644)
 	_, _, err := loadJobs(t.Context(), path, slog.New(slog.DiscardHandler))
 	want := "config " + path + `: probes[0] "app": targets.static[0]: target "redis://127.0.0.1:6379": scheme "redis" is not supported by kind connect (want host:port or tcp://); a redis:// target speaks its protocol under kind app (set kind: app, or leave kind unset in a job whose static targets are all such URLs)` + "\n" +
-		`probes[1] "ns": netns "connprobe-no-such-ns": /run/netns/connprobe-no-such-ns: network namespace gone`
+		`probes[1] "ns": netns "connprobe-no-such-ns": /run/netns/connprobe-no-such-ns: network namespace not found (no such name in /run/netns; ip netns list or probe netns ls shows the ones there are)`
 	if err == nil || err.Error() != want {
 		t.Errorf("got  %v\nwant %s", err, want)
 	}

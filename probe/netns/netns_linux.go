@@ -25,7 +25,9 @@ const NamedDir = "/run/netns"
 // Resolve turns a user's namespace spec into the path of a namespace file:
 // "pid:N" is /proc/N/ns/net, a spec containing "/" is a path, anything else
 // is a name under /run/netns. It checks that the file exists and is a network
-// namespace; a missing one wraps probe.ErrNetNSGone.
+// namespace. One that does not exist wraps ErrNotFound (with a hint of
+// where to look); a namespace file whose namespace died wraps
+// probe.ErrNetNSGone.
 func Resolve(spec string) (string, error) {
 	var path string
 	switch {
@@ -42,10 +44,24 @@ func Resolve(spec string) (string, error) {
 	default:
 		path = filepath.Join(NamedDir, spec)
 	}
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH) {
+		return "", fmt.Errorf("netns %q: %s: %w (%s)", spec, path, ErrNotFound, notFoundHint(spec))
+	}
 	if err := Check(path); err != nil {
 		return "", fmt.Errorf("netns %q: %w", spec, err)
 	}
 	return path, nil
+}
+
+// notFoundHint says where the namespaces a spec of this form come from.
+func notFoundHint(spec string) string {
+	switch {
+	case strings.HasPrefix(spec, "pid:"):
+		return "no such process; probe netns ls lists pods' namespaces with a PID"
+	case strings.Contains(spec, "/"):
+		return "no such file"
+	}
+	return "no such name in " + NamedDir + "; ip netns list or probe netns ls shows the ones there are"
 }
 
 // Check verifies that path is (still) a network namespace.

@@ -57,7 +57,7 @@ func newListWatch[L runtime.Object](
 			return err
 		}
 		if err != nil && apierrors.IsForbidden(err) {
-			err = fmt.Errorf("kubernetes: %s forbidden: the service account needs get/list/watch on %s (deploy/rbac.yaml): %w", resource, resource, err)
+			err = fmt.Errorf("kubernetes: %s forbidden: the service account needs list/watch on %s (deploy/rbac.yaml): %w", resource, resource, err)
 		} else if err != nil {
 			err = fmt.Errorf("kubernetes: %s: %w", resource, err)
 		}
