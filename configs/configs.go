@@ -7,8 +7,7 @@
 //
 // Each probe kind owns its typed Config (connect.Config, ...); this package
 // holds the YAML option block of each kind (ConnectOptions, ...) and converts
-// it. Adding a kind: add its option block as a field of Job, list it in
-// Job.optionBlocks, and add its case to cmd/probe/kinds.go.
+// it. The kinds a job may name are one table (kinds.go).
 package configs
 
 import (
@@ -172,17 +171,6 @@ type Job struct {
 	App *AppOptions `yaml:"app"`
 	// Keepalive holds the options of kind keepalive.
 	Keepalive *KeepaliveOptions `yaml:"keepalive"`
-}
-
-// optionBlocks names the per-kind option blocks and whether each is set.
-func (j *Job) optionBlocks() map[string]bool {
-	return map[string]bool{
-		connect.Kind:   j.Connect != nil,
-		syn.Kind:       j.Syn != nil,
-		idle.Kind:      j.Idle != nil,
-		app.Kind:       j.App != nil,
-		keepalive.Kind: j.Keepalive != nil,
-	}
 }
 
 // defaultKind is the kind of a job that names none: app when it has an app
@@ -893,51 +881,22 @@ func (c *Config) Validate() error {
 			}
 		}
 		j.Expect.validate(func(format string, args ...any) { add(path, format, args...) })
-		blocks := j.optionBlocks()
-		if _, known := blocks[j.Kind]; !known {
-			add(path, "kind %q: want one of %s", j.Kind, strings.Join(sortedKeys(blocks), ", "))
-		}
-		for _, k := range sortedKeys(blocks) {
-			if blocks[k] && k != j.Kind {
-				add(path, "option block %q does not apply to kind %q", k, j.Kind)
+		var kind *kindBlock
+		for i, k := range kindBlocks {
+			if k.name == j.Kind {
+				kind = &kindBlocks[i]
 			}
 		}
-		if j.Kind == connect.Kind {
-			if _, err := j.Connect.Config(j.Timeout.D); err != nil {
-				for _, e := range splitJoined(err) {
-					add(path, "%v", e)
-				}
+		if kind == nil {
+			add(path, "kind %q: want one of %s", j.Kind, strings.Join(slices.Sorted(slices.Values(Kinds())), ", "))
+		}
+		for _, k := range slices.SortedFunc(slices.Values(kindBlocks), func(a, b kindBlock) int { return strings.Compare(a.name, b.name) }) {
+			if k.set(j) && k.name != j.Kind {
+				add(path, "option block %q does not apply to kind %q", k.name, j.Kind)
 			}
 		}
-		if j.Kind == idle.Kind {
-			cfg, err := j.Idle.Config(j.Timeout.D)
-			if err != nil {
-				for _, e := range splitJoined(err) {
-					add(path, "%v", e)
-				}
-			}
-			if _, _, _, err := j.Idle.Search(cfg); err != nil {
-				for _, e := range splitJoined(err) {
-					add(path, "%v", e)
-				}
-			}
-		}
-		if j.Kind == syn.Kind {
-			if _, err := j.Syn.Config(j.Timeout.D); err != nil {
-				for _, e := range splitJoined(err) {
-					add(path, "%v", e)
-				}
-			}
-		}
-		if j.Kind == keepalive.Kind {
-			if _, err := j.Keepalive.Config(j.Timeout.D); err != nil {
-				for _, e := range splitJoined(err) {
-					add(path, "%v", e)
-				}
-			}
-		}
-		if j.Kind == app.Kind {
-			if _, err := j.App.Config(j.Timeout.D); err != nil {
+		if kind != nil {
+			if err := kind.check(j); err != nil {
 				for _, e := range splitJoined(err) {
 					add(path, "%v", e)
 				}
@@ -1044,15 +1003,6 @@ func (j *Job) Fingerprint() string {
 		return "error:" + strconv.Quote(err.Error())
 	}
 	return string(b)
-}
-
-func sortedKeys(m map[string]bool) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // splitJoined undoes errors.Join so each problem gets its own path.

@@ -19,17 +19,10 @@ type idleTimeoutSink interface {
 	IdleTimeout(survived, lost time.Duration, failed bool)
 }
 
-// jobBackground returns the scheduler.Job.Background of a job: for an idle
-// job with find_timeout, the periodic idle-timeout search of each target;
-// nil for every other job.
-func jobBackground(j *configs.Job, log *slog.Logger) (func(context.Context, probe.Target, scheduler.TargetSink), error) {
-	if j.Kind != idle.Kind {
-		return nil, nil
-	}
-	cfg, err := j.Idle.Config(j.Timeout.D)
-	if err != nil {
-		return nil, err
-	}
+// idleBackground returns the scheduler.Job.Background of an idle job whose
+// probes use cfg: with find_timeout, the periodic idle-timeout search of
+// each target; nil without.
+func idleBackground(j *configs.Job, cfg idle.Config, log *slog.Logger) (backgroundFunc, error) {
 	fo, every, ok, err := j.Idle.Search(cfg)
 	if err != nil || !ok {
 		return nil, err
