@@ -34,6 +34,7 @@ import (
 	"github.com/connprobe/connprobe/probe/idle"
 	"github.com/connprobe/connprobe/probe/keepalive"
 	"github.com/connprobe/connprobe/probe/syn"
+	"github.com/connprobe/connprobe/scheduler/targets"
 	"github.com/connprobe/connprobe/scheduler/targets/kubernetes/spec"
 )
 
@@ -301,12 +302,9 @@ type VantageOptions struct {
 	// NetNS are globs over the names of named namespaces (/run/netns).
 	NetNS []string `yaml:"netns"`
 	// RefreshInterval is how often namespaces are rediscovered (default
-	// 10s); a probe that finds its namespace gone triggers one at once.
+	// targets.DefaultVantageRefresh, 10s); a probe that finds its namespace gone triggers one at once.
 	RefreshInterval Duration `yaml:"refresh_interval"`
 }
-
-// DefaultVantageRefresh is the default vantage.refresh_interval.
-const DefaultVantageRefresh = 10 * time.Second
 
 func (o *VantageOptions) validate(add func(format string, args ...any)) {
 	if len(o.Pods) == 0 && o.PodsSelector == nil && len(o.NetNS) == 0 {
@@ -789,7 +787,7 @@ func (c *Config) ApplyDefaults() {
 			j.Resolver = c.Global.Resolver
 		}
 		if v := j.Vantage; v != nil && !v.RefreshInterval.set() {
-			v.RefreshInterval.D = DefaultVantageRefresh
+			v.RefreshInterval.D = targets.DefaultVantageRefresh
 		}
 		if j.Targets.FileSD != nil && !j.Targets.FileSD.RefreshInterval.set() {
 			j.Targets.FileSD.RefreshInterval.D = DefaultFileSDRefresh
