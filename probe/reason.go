@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"syscall"
 )
 
@@ -58,44 +59,40 @@ const (
 type ReasonDoc struct {
 	Reason  Reason
 	Class   Class
-	Success bool   // whether an attempt with this reason counts as a success
-	Meaning string // what happened on the wire
+	Meaning string // what happened (the README's reasons table is rendered from these: ReasonTable)
 	Check   string // what to look at next
 }
 
-// Reasons is the closed list, in the order the README documents it.
+// Reasons is the closed list, in the order of the README's table.
 var Reasons = []ReasonDoc{
-	{ReasonOK, ClassOK, true, "The probe did everything asked (handshake; request and expected reply when configured) with no SYN retransmission.", "Nothing."},
-	{ReasonSynRetransmitted, ClassDegraded, true, "The handshake completed, but only after at least one SYN was retransmitted: a degraded success (incidents 000/002: a connect that takes 1 s, 3 s or 85 s).", "Packet loss or drops on the SYN or SYN/ACK path, a full accept backlog (ListenDrops), PAWS, conntrack insert failures."},
-	{ReasonSynTimeout, ClassFailure, false, "SYNs were sent and nothing came back: no SYN/ACK, no RST, no ICMP, until the timeout.", "A firewall silently dropping, SYN/ACK lost on the way back, a dead backend behind a VIP, PAWS drops on the server (netstat -s: SYNs to LISTEN sockets dropped)."},
-	{ReasonPAWSRejected, ClassFailure, false, "A SYN with a fresh TCP timestamp was answered, but a SYN with an older TSval to the same destination got no answer: the target (or a box in front of it) drops SYNs whose timestamps go backwards per source host, PAWS as tcp_tw_recycle did (incident 004); clients behind one SNAT address then fail at random.", "Per-host PAWS on the server or a middlebox (tcp_tw_recycle on old kernels; netstat -s: passive connections rejected because of time stamp, SYNs to LISTEN sockets dropped); clients behind SNAT with per-connection random timestamp offsets."},
-	{ReasonRefused, ClassFailure, false, "The target answered the SYN with a RST (nothing listens, or a firewall rejects with tcp reset); ICMP port-unreachable also ends here.", "Is the service running and listening on that address and port? Is a reject rule in the path?"},
-	{ReasonUnreachable, ClassFailure, false, "An ICMP error (host, net or admin-prohibited unreachable) or a missing route ended the handshake; evidence names the errno and ICMP kind.", "Routing tables and firewall reject rules along the path; NetworkPolicy."},
-	{ReasonDNSError, ClassFailure, false, "The target's name did not resolve; the evidence names the DNS server that was asked.", "That DNS server (resolver: in the config or --resolver, else /etc/resolv.conf of the prober's own namespace), the name itself."},
-	{ReasonLocalError, ClassProber, false, "The local side could not make the attempt: source address not available, ephemeral ports exhausted, out of file descriptors or buffers.", "--source address, net.ipv4.ip_local_port_range, ulimit -n, conntrack table full."},
-	{ReasonPermission, ClassProber, false, "The prober lacks a capability it needs; evidence names it.", "Run as root or grant the capability named (deploy/ grants NET_RAW, NET_ADMIN, SYS_ADMIN)."},
-	{ReasonNetNSGone, ClassFailure, false, "The network namespace to probe from does not exist (any more): the pod or namespace was deleted.", "Nothing if the pod went away on purpose; the target is dropped."},
-	{ReasonReset, ClassFailure, false, "An established connection was reset by an RST in answer to something we sent (a request, a keep-alive probe), or a write hit a connection the peer had already torn down (broken pipe).", "Server crashes or restarts, a stale NAT/IPVS entry re-balancing to another backend, middleboxes timing out flows."},
-	{ReasonPeerClosed, ClassFailure, false, "The peer ended the connection on its own where it should have stayed open: a FIN, or an RST that answers nothing we sent (an abortive close); idle and keep-alive probes follow the same rule.", "The server's idle timeout (wait_timeout, keep-alive settings), proxies closing idle connections."},
-	{ReasonKeepaliveTimeout, ClassFailure, false, "An idle long connection died: the kernel's TCP keep-alive probes (TCP_KEEPIDLE/INTVL/CNT) went unanswered, or TCP_USER_TIMEOUT expired, and the kernel gave up (ETIMEDOUT); evidence has the probes sent and the connection's age.", "A path that silently drops the flow: a NAT/conntrack or IPVS entry that expired, a dead peer host, a firewall dropping mid-flow; compare the age with the path's idle timeouts."},
-	{ReasonReplyTimeout, ClassFailure, false, "Connected and sent the request, but the expected reply did not arrive in time.", "A hung server, a stale NAT session eating the reply, --expect not matching what the server sends."},
-	{ReasonAppTimeout, ClassFailure, false, "The TCP handshake completed but the application protocol did not: no greeting or answer (MySQL greeting, PostgreSQL SSLRequest reply, Redis PONG, Kafka ApiVersions, HTTP response) before the timeout; evidence says how far it got.", "A hung or overloaded server (accept queue served but no worker free), a proxy or port-forward that accepts but has no backend, the wrong service on the port."},
-	{ReasonAppError, ClassFailure, false, "The server answered, with an error: MySQL \"Too many connections\" or access denied, a PostgreSQL FATAL, a Redis error reply, a Kafka error code, an HTTP 5xx, or something that is not the expected protocol; the server's message is in the evidence.", "The server's message: connection limits (max_connections, maxclients), credentials, pg_hba.conf, the broker's or application's health."},
-	{ReasonStaleSession, ClassFailure, false, "A connection held idle broke (RST, no reply, or EOF after the idle time) while a fresh connection over the same path, opened at once, worked: the path forgot the idle session (incident 003: a conntrack/IPVS/NAT entry expired); evidence has what the idle connection saw, the idle time and the fresh connection's result.", "Keep-alive (or traffic) more often than the path's session timeout, or raise that timeout (IPVS tcp timeout, nf_conntrack_tcp_timeout_established, cloud NAT idle timeout); `probe run --kind idle --find-idle-timeout` measures it."},
-	{ReasonCanceled, ClassProber, false, "The attempt was cut short by the prober itself (shutdown, Ctrl-C); not a network failure.", "Nothing."},
-	{ReasonOther, ClassFailure, false, "An error no other reason covers; the evidence holds the error.", "Read the evidence and the error; report it so it can get its own reason."},
-	{ReasonProberStalled, ClassProber, false, "The prober itself was not running for part of the attempt (CPU throttling, a stopped process, a long pause): its timings and verdict would be the prober's, not the network's, so the attempt is discarded.", "The agent's CPU limit and throttling (cpu.stat), node load, connprobe_prober_faults_total{cause=\"stalled\"}."},
-	{ReasonProberBudget, ClassProber, false, "The attempt was skipped: the global SYN packet budget had no packet for it in time.", "Raise --syn-rate / global.syn_rate, or probe fewer SYN targets or less often."},
+	{ReasonOK, ClassOK, "Everything asked happened (handshake; reply when configured), no SYN retransmission.", "Nothing."},
+	{ReasonSynRetransmitted, ClassDegraded, "The handshake completed only after ≥1 SYN retransmission: a connect that took 1 s, 3 s or 85 s.", "Loss or drops on the SYN or SYN/ACK path, a full accept queue (ListenDrops), PAWS, conntrack insert failures."},
+	{ReasonSynTimeout, ClassFailure, "SYNs sent, nothing came back: no SYN/ACK, no RST, no ICMP.", "A silently dropping firewall, SYN/ACK lost on the way back, a dead backend behind a VIP, PAWS drops on the server (`netstat -s`: SYNs to LISTEN sockets dropped)."},
+	{ReasonPAWSRejected, ClassFailure, "(SYN probe, `--paws`) a SYN with a fresh TCP timestamp was answered, one with an older timestamp from the same source was not: per-host PAWS, as with `tcp_tw_recycle` behind NAT.", "The server's `tcp_tw_recycle`/timestamps settings and `PAWS*` counters; SNAT in front of many clients."},
+	{ReasonRefused, ClassFailure, "RST in answer to the SYN (nothing listens, or a reject rule); ICMP port-unreachable too.", "Is the service listening on that address and port? A reject rule in the path?"},
+	{ReasonUnreachable, ClassFailure, "An ICMP error (host, net or admin-prohibited unreachable) or a missing route; evidence names the errno, ICMP type/code and sender.", "Routing tables, reject rules, NetworkPolicy."},
+	{ReasonDNSError, ClassFailure, "The name did not resolve; the evidence names the DNS server that was asked.", "That server (`--resolver` / `resolver:`, else `/etc/resolv.conf`), the name."},
+	{ReasonLocalError, ClassProber, "The local side could not try: source address not available, ephemeral ports exhausted, out of fds or buffers. Counted as `connprobe_prober_faults_total{cause=\"local_resource\"}`, never as the target's failure.", "`--source`, `ip_local_port_range`, `ulimit -n`, conntrack table full."},
+	{ReasonPermission, ClassProber, "The prober lacks a capability; evidence names it. Counted as `connprobe_prober_faults_total{cause=\"permission\"}`; `probe serve` warns at start and `/-/ready` is 503.", "Run as root or grant it (deploy/ grants NET_RAW, NET_ADMIN, SYS_ADMIN)."},
+	{ReasonNetNSGone, ClassFailure, "The namespace to probe from does not exist (any more): the pod went away.", "Nothing if on purpose; the target is dropped."},
+	{ReasonReset, ClassFailure, "An RST in answer to something we sent (a request, a keep-alive probe) on an established connection, or a write hit a torn-down connection (broken pipe).", "Server restarts, a stale NAT entry re-balanced to another backend, middlebox timeouts."},
+	{ReasonPeerClosed, ClassFailure, "The peer ended the connection on its own where it should have stayed open: a FIN, or an RST that answers nothing we sent (an abortive close, as MariaDB's `wait_timeout`); for idle and keep-alive probes, at which idle time. Same rule for both kinds.", "The server's idle timeout (`wait_timeout`, keep-alive settings), proxies closing idle connections."},
+	{ReasonKeepaliveTimeout, ClassFailure, "(keep-alive probes) The kernel's keep-alive probes went unanswered and it gave up (ETIMEDOUT).", "A dead path or peer (host gone, live migration, blackholing middlebox); compare with conntrack/LB idle timeouts."},
+	{ReasonReplyTimeout, ClassFailure, "Connected and sent, but the expected reply did not come in time.", "A hung server, a stale session eating the reply, `--expect` not matching."},
+	{ReasonAppTimeout, ClassFailure, "(app probes) Connected, but no greeting or answer.", "A hung or overloaded server, a proxy with no backend, the wrong service on the port."},
+	{ReasonAppError, ClassFailure, "(app probes) The server answered with an error; its words are in the evidence (`Too many connections`, `password authentication failed`, HTTP 503).", "The server's message: connection limits, credentials, health."},
+	{ReasonStaleSession, ClassFailure, "(idle probes) A connection held idle broke while a fresh connection over the same path, opened at once, worked: a conntrack/IPVS/NAT session expired.", "Keep-alive or traffic more often than the path's session timeout, or raise the timeout (IPVS default 900 s)."},
+	{ReasonCanceled, ClassProber, "Cut short by the prober itself (shutdown, Ctrl-C); not a network failure, not exported as a failure.", "Nothing."},
+	{ReasonOther, ClassFailure, "No other reason fits; the evidence holds the error.", "Read the evidence; report it so it can get its own reason."},
+	{ReasonProberStalled, ClassProber, "The prober itself was not running for part of the attempt (CPU throttling, a stopped process, a long pause); the attempt is discarded, not blamed on the target.", "The agent's CPU limit and throttling, node load; see [When the prober itself is the problem](#when-the-prober-itself-is-the-problem)."},
+	{ReasonProberBudget, ClassProber, "The attempt was skipped: the global SYN packet budget had no packet for it in time; counted as `cause=\"budget\"`.", "Raise `--syn-rate` / `global.syn_rate`, or probe fewer SYN targets or less often."},
 }
 
-// Success reports whether an attempt with this reason counts as a success.
+// Success reports whether an attempt with this reason counts as a success:
+// its class is ok or degraded.
 func (r Reason) Success() bool {
-	for _, d := range Reasons {
-		if d.Reason == r {
-			return d.Success
-		}
-	}
-	return false
+	c := r.Class()
+	return c == ClassOK || c == ClassDegraded
 }
 
 // Class returns the reason's class; an unknown reason is a failure.
@@ -304,4 +301,24 @@ func errnoName(e syscall.Errno) string {
 		return n
 	}
 	return fmt.Sprintf("errno %d", int(e))
+}
+
+// ReasonTable renders Reasons as the README's Markdown table (a test keeps
+// the README equal to it).
+func ReasonTable() string {
+	var b strings.Builder
+	b.WriteString("| reason | success | what happened | what to check next |\n|---|---|---|---|\n")
+	for _, d := range Reasons {
+		success := "no"
+		switch d.Class {
+		case ClassOK:
+			success = "yes"
+		case ClassDegraded:
+			success = "yes (degraded)"
+		case ClassProber:
+			success = "prober fault"
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", d.Reason, success, d.Meaning, d.Check)
+	}
+	return b.String()
 }

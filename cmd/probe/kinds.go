@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
+	"slices"
 
 	"github.com/connprobe/connprobe/configs"
 	"github.com/connprobe/connprobe/probe"
@@ -10,88 +13,188 @@ import (
 	"github.com/connprobe/connprobe/probe/idle"
 	"github.com/connprobe/connprobe/probe/keepalive"
 	"github.com/connprobe/connprobe/probe/syn"
+	"github.com/connprobe/connprobe/scheduler"
 )
 
-// kindConfigs supplies the typed Config of each probe kind: `probe serve`
-// builds them from a job's YAML option blocks (jobConfigs), `probe run` from
-// its flags (runConfigs, run.go). proberFactory asks only for the one its
-// kind needs.
-type kindConfigs interface {
-	connectConfig() (connect.Config, error)
-	synConfig() (syn.Config, error)
-	appConfig() (app.Config, error)
-	idleConfig() (idle.Config, error)
-	keepaliveConfig() (keepalive.Config, error)
-}
+// newProberFunc builds the Prober of one target (once per target, or per
+// concurrent attempt slot in serve).
+type newProberFunc = func(probe.Target) (probe.Prober, error)
 
-// proberFactory is the one place that maps a kind to its probe package, for
-// `probe serve` and `probe run` alike: it takes the kind's typed Config from
-// c (validated once, there) and returns the function that builds a Prober
-// for a target (once per target, or per concurrent attempt slot in serve).
-//
-// Adding a kind: give configs.Job an option block (configs.XxxOptions with a
-// Config method), list it in configs.Job.optionBlocks, add a method to
-// kindConfigs (jobConfigs, runConfigs) and a case here.
-func proberFactory(kind string, c kindConfigs) (func(probe.Target) (probe.Prober, error), error) {
-	switch kind {
-	case connect.Kind:
-		cfg, err := c.connectConfig()
-		if err != nil {
-			return nil, err
-		}
-		return func(t probe.Target) (probe.Prober, error) {
-			if t.Scheme != "tcp" {
-				return nil, fmt.Errorf("target %q: scheme %q is not supported by kind connect (want host:port or tcp://)%s", t.Name, t.Scheme, appHint(t))
+// backgroundFunc is a scheduler.Job.Background: work per target beside the
+// probes (idle's find_timeout search).
+type backgroundFunc = func(context.Context, probe.Target, scheduler.TargetSink)
+
+// kinds is the table of probe kinds, for `probe serve` and `probe run`
+// alike: a kind is one entry. Adding a kind: its probe package (with Kind,
+// Config, New), its option block in configs (kinds.go there), and an entry
+// here. configs.Kinds and this table list the same kinds in the same order
+// (TestKindsTable).
+var kinds = []probeKind{
+	kindSpec[connect.Config]{
+		name:  connect.Kind,
+		flags: []string{"user-timeout"},
+		job:   (*configs.Job).ConnectConfig,
+		run:   func(r runSettings) (connect.Config, error) { return r.conn, nil },
+		prober: func(cfg connect.Config) newProberFunc {
+			return func(t probe.Target) (probe.Prober, error) {
+				if t.Scheme != "tcp" {
+					return nil, fmt.Errorf("target %q: scheme %q is not supported by kind connect (want host:port or tcp://)%s", t.Name, t.Scheme, appHint(t))
+				}
+				return connect.New(t, cfg)
 			}
-			return connect.New(t, cfg)
-		}, nil
-	case syn.Kind:
-		cfg, err := c.synConfig()
-		if err != nil {
-			return nil, err
-		}
-		return func(t probe.Target) (probe.Prober, error) {
-			if err := portOnly(t, syn.Kind); err != nil {
-				return nil, err
+		},
+	}.kind(),
+	kindSpec[syn.Config]{
+		name:  syn.Kind,
+		flags: []string{"syn-rate"},
+		job:   (*configs.Job).SynConfig,
+		run: func(r runSettings) (syn.Config, error) {
+			return syn.Config{Timeout: r.conn.Timeout, Source: r.conn.Source, Resolver: r.conn.Resolver, PAWS: r.f.paws}, nil
+		},
+		prober: func(cfg syn.Config) newProberFunc {
+			return func(t probe.Target) (probe.Prober, error) {
+				if err := portOnly(t, syn.Kind); err != nil {
+					return nil, err
+				}
+				return syn.New(t, cfg)
 			}
-			return syn.New(t, cfg)
-		}, nil
-	case app.Kind:
-		cfg, err := c.appConfig()
-		if err != nil {
-			return nil, err
-		}
-		return func(t probe.Target) (probe.Prober, error) { return app.New(t, cfg) }, nil
-	case keepalive.Kind:
-		cfg, err := c.keepaliveConfig()
-		if err != nil {
-			return nil, err
-		}
-		// Each prober holds one connection across attempts; the scheduler
-		// keeps it per (job, target) and closes it when the target goes.
-		return func(t probe.Target) (probe.Prober, error) {
-			if err := portOnly(t, keepalive.Kind); err != nil {
-				return nil, err
-			}
-			return keepalive.New(t, cfg)
-		}, nil
-	case idle.Kind:
-		cfg, err := c.idleConfig()
-		if err != nil {
-			return nil, err
-		}
+		},
+	}.kind(),
+	kindSpec[app.Config]{
+		name:  app.Kind,
+		flags: []string{"user-timeout"},
+		job:   (*configs.Job).AppConfig,
+		run:   func(r runSettings) (app.Config, error) { return r.app, nil },
+		prober: func(cfg app.Config) newProberFunc {
+			return func(t probe.Target) (probe.Prober, error) { return app.New(t, cfg) }
+		},
+	}.kind(),
+	kindSpec[idle.Config]{
+		name:  idle.Kind,
+		flags: []string{"idle", "idle-mode", "reply-timeout", "find-idle-timeout", "max-idle", "min-idle", "find-repeats"},
+		job:   (*configs.Job).IdleConfig,
+		run:   runIdleConfig, // run_idle.go
 		// Each concurrency slot holds its own long connection: the
 		// scheduler staggers them one interval apart.
-		return func(t probe.Target) (probe.Prober, error) { return idle.New(t, cfg) }, nil
-	}
-	return nil, unknownKindError{kind}
+		prober: func(cfg idle.Config) newProberFunc {
+			return func(t probe.Target) (probe.Prober, error) { return idle.New(t, cfg) }
+		},
+		background: idleBackground, // serve_idle.go
+	}.kind(),
+	kindSpec[keepalive.Config]{
+		name:  keepalive.Kind,
+		flags: []string{"ka-idle", "ka-interval", "ka-count", "user-timeout"},
+		job:   (*configs.Job).KeepaliveConfig,
+		run:   runKeepaliveConfig, // run_keepalive.go
+		// Each prober holds one connection across attempts; the scheduler
+		// keeps it per (job, target) and closes it when the target goes.
+		prober: func(cfg keepalive.Config) newProberFunc {
+			return func(t probe.Target) (probe.Prober, error) {
+				if err := portOnly(t, keepalive.Kind); err != nil {
+					return nil, err
+				}
+				return keepalive.New(t, cfg)
+			}
+		},
+	}.kind(),
 }
 
-// unknownKindError is proberFactory's error for a kind it does not know.
+// kindSpec is one kind with its typed Config C: where C comes from (a
+// serve job's option block, run's flags) and what it builds.
+type kindSpec[C any] struct {
+	name string
+	// flags are the `probe run` flags this kind takes beyond the common
+	// ones; given with another kind they are a usage error.
+	flags []string
+	// job converts a `probe serve` job's option block (configs.Job).
+	job func(*configs.Job) (C, error)
+	// run makes C from `probe run`'s flags.
+	run func(runSettings) (C, error)
+	// prober returns the function that builds a target's Prober.
+	prober func(C) newProberFunc
+	// background, if set, returns a serve job's per-target background
+	// work (nil: none).
+	background func(*configs.Job, C, *slog.Logger) (backgroundFunc, error)
+}
+
+// probeKind is a kindSpec with its Config type hidden, so that one table
+// holds every kind.
+type probeKind struct {
+	name  string
+	flags []string
+	job   func(*configs.Job, *slog.Logger) (newProberFunc, backgroundFunc, error)
+	run   func(runSettings) (newProberFunc, error)
+}
+
+func (s kindSpec[C]) kind() probeKind {
+	return probeKind{
+		name:  s.name,
+		flags: s.flags,
+		job: func(j *configs.Job, log *slog.Logger) (newProberFunc, backgroundFunc, error) {
+			cfg, err := s.job(j) // the one conversion of the job's block
+			if err != nil {
+				return nil, nil, err
+			}
+			var bg backgroundFunc
+			if s.background != nil {
+				if bg, err = s.background(j, cfg, log); err != nil {
+					return nil, nil, err
+				}
+			}
+			return s.prober(cfg), bg, nil
+		},
+		run: func(r runSettings) (newProberFunc, error) {
+			cfg, err := s.run(r)
+			if err != nil {
+				return nil, err
+			}
+			return s.prober(cfg), nil
+		},
+	}
+}
+
+// lookupKind returns the entry of kinds named name.
+func lookupKind(name string) (probeKind, error) {
+	i := slices.IndexFunc(kinds, func(k probeKind) bool { return k.name == name })
+	if i < 0 {
+		return probeKind{}, unknownKindError{name}
+	}
+	return kinds[i], nil
+}
+
+// jobKind builds a `probe serve` job's prober factory and background work
+// (nil for most kinds) from its kind's option block.
+func jobKind(j *configs.Job, log *slog.Logger) (newProberFunc, backgroundFunc, error) {
+	k, err := lookupKind(j.Kind)
+	if err != nil {
+		return nil, nil, err
+	}
+	return k.job(j, log)
+}
+
+// runProberFactory builds the prober factory of kind for `probe run`.
+func runProberFactory(kind string, r runSettings) (newProberFunc, error) {
+	k, err := lookupKind(kind)
+	if err != nil {
+		return nil, err
+	}
+	return k.run(r)
+}
+
+// kindNames lists the kinds, in table order.
+func kindNames() []string {
+	names := make([]string, len(kinds))
+	for i, k := range kinds {
+		names[i] = k.name
+	}
+	return names
+}
+
+// unknownKindError is the error for a kind not in the table.
 type unknownKindError struct{ kind string }
 
 func (e unknownKindError) Error() string {
-	return fmt.Sprintf("kind %q: want connect, syn, app, idle or keepalive", e.kind)
+	return fmt.Sprintf("kind %q: want %s", e.kind, orList(kindNames()))
 }
 
 // portOnly accepts the targets of a kind that uses only a target's address
@@ -110,38 +213,4 @@ func appHint(t probe.Target) string {
 		return ""
 	}
 	return fmt.Sprintf("; a %s:// target speaks its protocol under kind app (set kind: app, or leave kind unset in a job whose static targets are all such URLs)", t.Scheme)
-}
-
-// jobConfigs are the typed Configs of a `probe serve` job: its option
-// block converted for the job's timeout, with the job's resolver.
-type jobConfigs struct{ j *configs.Job }
-
-func (c jobConfigs) connectConfig() (connect.Config, error) {
-	cfg, err := c.j.Connect.Config(c.j.Timeout.D)
-	cfg.Resolver = c.j.DNSResolver()
-	return cfg, err
-}
-
-func (c jobConfigs) synConfig() (syn.Config, error) {
-	cfg, err := c.j.Syn.Config(c.j.Timeout.D)
-	cfg.Resolver = c.j.DNSResolver()
-	return cfg, err
-}
-
-func (c jobConfigs) appConfig() (app.Config, error) {
-	cfg, err := c.j.App.Config(c.j.Timeout.D)
-	cfg.Resolver = c.j.DNSResolver()
-	return cfg, err
-}
-
-func (c jobConfigs) idleConfig() (idle.Config, error) {
-	cfg, err := c.j.Idle.Config(c.j.Timeout.D)
-	cfg.Resolver = c.j.DNSResolver()
-	return cfg, err
-}
-
-func (c jobConfigs) keepaliveConfig() (keepalive.Config, error) {
-	cfg, err := c.j.Keepalive.Config(c.j.Timeout.D)
-	cfg.Resolver = c.j.DNSResolver()
-	return cfg, err
 }

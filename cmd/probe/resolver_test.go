@@ -95,7 +95,7 @@ probes:
 	for i := range cfg.Probes {
 		j := &cfg.Probes[i]
 		t.Run(j.Name, func(t *testing.T) {
-			newProber, err := proberFactory(j.Kind, jobConfigs{j})
+			newProber, _, err := jobKind(j, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -36,8 +36,8 @@ the idle job of probe serve) over a small line protocol (docs/idle.md):
 
 TCP keep-alive is never enabled on its connections (its probes would refresh
 the NAT session under test). It records what became of its delayed replies:
-one answered by an RST means the client's path forgot the session (incident
-003); see connprobe_responder_delayed_replies_total{outcome="reset"} and the
+one answered by an RST means the client's path forgot the session
+(a stale NAT/IPVS entry); see connprobe_responder_delayed_replies_total{outcome="reset"} and the
 warning in its log. Every limit is a flag; a request over a limit gets
 "CPR1 ERR <code> <text>" and the connection is closed.`,
 		Example: `  probe responder --listen :7700 --metrics-listen :9107

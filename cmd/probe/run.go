@@ -21,7 +21,6 @@ import (
 	"github.com/connprobe/connprobe/probe/app"
 	"github.com/connprobe/connprobe/probe/connect"
 	"github.com/connprobe/connprobe/probe/idle"
-	"github.com/connprobe/connprobe/probe/keepalive"
 	"github.com/connprobe/connprobe/probe/netns"
 	"github.com/connprobe/connprobe/probe/syn"
 	"github.com/connprobe/connprobe/scheduler/stall"
@@ -214,8 +213,8 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 		fmt.Fprintf(os.Stderr, "probe: raw sockets not allowed (needs %s): falling back to --kind connect, no PAWS check\n", perm.Capability)
 		kind = connect.Kind
 	}
-	rc := runConfigs{f: f, conn: cfg, app: appCfg, syn: syn.Config{Timeout: f.timeout, Source: cfg.Source, Resolver: cfg.Resolver, PAWS: f.paws && kind == syn.Kind}}
-	factories := map[string]func(probe.Target) (probe.Prober, error){}
+	rs := runSettings{f: f, conn: cfg, app: appCfg}
+	factories := map[string]newProberFunc{}
 	plan := &runPlan{out: out, expect: expect}
 	for _, a := range args {
 		t, err := probe.ParseTarget(a)
@@ -236,7 +235,7 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 		}
 		newProber, ok := factories[k]
 		if !ok {
-			if newProber, err = proberFactory(k, rc); err != nil {
+			if newProber, err = runProberFactory(k, rs); err != nil {
 				if _, unknown := errors.AsType[unknownKindError](err); unknown {
 					err = fmt.Errorf("--%w", err)
 				}
@@ -255,36 +254,39 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 	return plan, nil
 }
 
-// kindFlags are the flags that only some kinds take. A flag given with a
-// kind that would ignore it is a usage error naming the flag and the kinds
-// that take it: nothing given on the command line is silently dropped.
-var kindFlags = []struct {
-	flags []string
-	kinds []string
-}{
-	{[]string{"syn-rate"}, []string{syn.Kind}},
-	{[]string{"idle", "idle-mode", "reply-timeout", "find-idle-timeout", "max-idle", "min-idle", "find-repeats"}, []string{idle.Kind}},
-	{[]string{"ka-idle", "ka-interval", "ka-count"}, []string{keepalive.Kind}},
-	{[]string{"user-timeout"}, []string{connect.Kind, app.Kind, keepalive.Kind}},
-}
-
-// checkKindFlags reports each given flag that kind does not take.
+// checkKindFlags reports each given flag that kind does not take (the
+// flags of the kinds table): nothing given on the command line is silently
+// dropped.
 func checkKindFlags(kind string, changed func(string) bool) []error {
 	if changed == nil {
 		return nil
 	}
 	var errs []error
-	for _, kf := range kindFlags {
-		if slices.Contains(kf.kinds, kind) {
-			continue
-		}
-		for _, n := range kf.flags {
-			if changed(n) {
-				errs = append(errs, fmt.Errorf("--%s needs --kind %s, not %s", n, orList(kf.kinds), kind))
+	for _, n := range kindFlagNames() {
+		var takers []string
+		for _, k := range kinds {
+			if slices.Contains(k.flags, n) {
+				takers = append(takers, k.name)
 			}
+		}
+		if !slices.Contains(takers, kind) && changed(n) {
+			errs = append(errs, fmt.Errorf("--%s needs --kind %s, not %s", n, orList(takers), kind))
 		}
 	}
 	return errs
+}
+
+// kindFlagNames lists the flags of the kinds table, each once.
+func kindFlagNames() []string {
+	var names []string
+	for _, k := range kinds {
+		for _, n := range k.flags {
+			if !slices.Contains(names, n) {
+				names = append(names, n)
+			}
+		}
+	}
+	return names
 }
 
 // orList is "a", "a or b", "a, b or c".
@@ -307,18 +309,13 @@ func checkRunTarget(k string, t probe.Target, cfg connect.Config) error {
 	return nil
 }
 
-// runConfigs are the typed Configs `probe run`'s flags make, one per kind
-// (kindConfigs): the same ones serve's option blocks make.
-type runConfigs struct {
+// runSettings is what `probe run`'s flags give every kind's entry in the
+// kinds table (its run function).
+type runSettings struct {
 	f    runFlags
 	conn connect.Config // --timeout, --source, --resolver, --send, --expect, --user-timeout
-	syn  syn.Config
-	app  app.Config // and --expect-status, --expect-body, --ca-file, --insecure
+	app  app.Config     // and --expect-status, --expect-body, --ca-file, --insecure (run_app.go)
 }
-
-func (c runConfigs) connectConfig() (connect.Config, error) { return c.conn, nil }
-func (c runConfigs) synConfig() (syn.Config, error)         { return c.syn, nil }
-func (c runConfigs) appConfig() (app.Config, error)         { return c.app, nil }
 
 func runProbes(ctx context.Context, f runFlags, args []string) error {
 	if err := f.appF.readCA(ctx); err != nil {

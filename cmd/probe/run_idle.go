@@ -37,9 +37,9 @@ func addIdleFlags(fl *pflag.FlagSet, f *idleFlags) {
 	fl.IntVar(&f.repeats, "find-repeats", 0, fmt.Sprintf("kind idle: connections per idle time in --find-idle-timeout, a loss on any counts (0: 1 with a responder, %d in plain mode, where a VIP may re-DNAT a forgotten session to the backend that holds it)", idle.DefaultRepeats))
 }
 
-// idleConfig is kind idle's Config from `probe run` flags; --timeout
+// runIdleConfig is kind idle's Config from `probe run` flags; --timeout
 // bounds the handshake and the first echo.
-func (c runConfigs) idleConfig() (idle.Config, error) {
+func runIdleConfig(c runSettings) (idle.Config, error) {
 	if c.conn.UserTimeout != 0 {
 		return idle.Config{}, fmt.Errorf("--user-timeout is not supported by kind idle")
 	}

@@ -20,10 +20,10 @@ func addKeepaliveFlags(fl *pflag.FlagSet, f *keepaliveFlags) {
 	fl.IntVar(&f.count, "ka-count", keepalive.DefaultCount, "kind keepalive: TCP_KEEPCNT, unanswered probes before the kernel gives up")
 }
 
-// keepaliveConfig is kind keepalive's Config from `probe run` flags: one
+// runKeepaliveConfig is kind keepalive's Config from `probe run` flags: one
 // connection per target; each attempt watches it for --interval (so
 // attempts follow each other without a gap).
-func (c runConfigs) keepaliveConfig() (keepalive.Config, error) {
+func runKeepaliveConfig(c runSettings) (keepalive.Config, error) {
 	return keepalive.Config{
 		Idle: c.f.kaF.idle, Interval: c.f.kaF.interval, Count: c.f.kaF.count,
 		UserTimeout: c.conn.UserTimeout, ConnectTimeout: c.conn.Timeout, Source: c.conn.Source, Resolver: c.conn.Resolver,

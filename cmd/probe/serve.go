@@ -423,12 +423,7 @@ func buildJobsHealth(cfg *configs.Config, log *slog.Logger, h *targets.Health) (
 	for i := range cfg.Probes {
 		j := &cfg.Probes[i]
 		path := fmt.Sprintf("probes[%d] %q", i, j.Name)
-		newProber, err := proberFactory(j.Kind, jobConfigs{j})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", path, err))
-			continue
-		}
-		background, err := jobBackground(j, log) // serve_idle.go
+		newProber, background, err := jobKind(j, log) // kinds.go
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", path, err))
 			continue

@@ -637,7 +637,7 @@ func TestHealthzReportsStuckScheduler(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		newProber, err := proberFactory("connect", jobConfigs{&configs.Job{Kind: "connect"}})
+		newProber, _, err := jobKind(&configs.Job{Kind: "connect"}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -7,40 +7,28 @@ import (
 	"time"
 
 	"github.com/connprobe/connprobe/configs"
+	"github.com/connprobe/connprobe/exporters/prometheus"
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/probe/idle"
 	"github.com/connprobe/connprobe/scheduler"
 )
 
-// idleTimeoutSink is what a target's recorder offers the idle-timeout
-// search (the Prometheus exporter's does).
-type idleTimeoutSink interface {
-	IdleTimeoutSearches()
-	IdleTimeout(survived, lost time.Duration, failed bool)
-}
-
-// jobBackground returns the scheduler.Job.Background of a job: for an idle
-// job with find_timeout, the periodic idle-timeout search of each target;
-// nil for every other job.
-func jobBackground(j *configs.Job, log *slog.Logger) (func(context.Context, probe.Target, scheduler.TargetSink), error) {
-	if j.Kind != idle.Kind {
-		return nil, nil
-	}
-	cfg, err := j.Idle.Config(j.Timeout.D)
-	if err != nil {
-		return nil, err
-	}
+// idleBackground returns the scheduler.Job.Background of an idle job whose
+// probes use cfg: with find_timeout, the periodic idle-timeout search of
+// each target; nil without.
+func idleBackground(j *configs.Job, cfg idle.Config, log *slog.Logger) (backgroundFunc, error) {
 	fo, every, ok, err := j.Idle.Search(cfg)
 	if err != nil || !ok {
 		return nil, err
 	}
 	first := min(every, j.Interval.D)
 	return func(ctx context.Context, t probe.Target, sink scheduler.TargetSink) {
-		rec, ok := scheduler.SinkAs[idleTimeoutSink](sink) // through the status Tee
+		log := log.With("job", j.Name, "target", t.Name)
+		rec, ok := scheduler.SinkAs[prometheus.IdleTimeoutRecorder](sink) // through the status Tee
 		if !ok {
+			log.Error("idle-timeout search cannot run: the target's sink records no idle-timeout boundary (no Prometheus exporter)")
 			return
 		}
-		log := log.With("job", j.Name, "target", t.Name)
 		p, err := idle.New(t, cfg)
 		if err != nil {
 			log.Error("idle-timeout search cannot run", "err", err)

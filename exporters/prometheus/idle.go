@@ -16,6 +16,15 @@ const (
 	IdleSearchFailed   = "failed"    // no boundary (path down, cut short): the last one stays
 )
 
+// IdleTimeoutRecorder is what a target's recorder offers the idle-timeout
+// search (scheduler.SinkAs finds it through a Tee).
+type IdleTimeoutRecorder interface {
+	IdleTimeoutSearches()
+	IdleTimeout(survived, lost time.Duration, failed bool)
+}
+
+var _ IdleTimeoutRecorder = (*recorder)(nil)
+
 func (e *Exporter) newIdleMetrics() {
 	e.idleBoundary = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: ns, Name: "idle_timeout_boundary_seconds",

@@ -49,7 +49,7 @@ const (
 	Loss FaultKind = "loss"
 	// ConntrackDelete deletes the node's conntrack entries of pod flows (to
 	// Dst when set) once: the next packet of such a flow is treated as new
-	// (stale NAT, incident 003).
+	// (stale NAT).
 	ConntrackDelete FaultKind = "conntrack-delete"
 	// ConntrackTimeout sets the node's established-TCP conntrack timeout to
 	// Timeout. The kernel applies it when an entry next sees a packet.

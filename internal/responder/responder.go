@@ -2,7 +2,7 @@
 // (`probe responder`, protocol in package probe/idle): deployed behind the
 // Service being tested, it echoes at once or replies after a requested delay,
 // and records what happened to its own replies — a delayed reply answered by
-// an RST is the server-side trace of incident 003 (a stale NAT/IPVS session:
+// an RST is the server-side trace of a stale session (a stale NAT/IPVS session:
 // the reply left un-NATed and the client's kernel reset it).
 //
 // It never enables TCP keep-alive on accepted sockets: keep-alive probes
@@ -358,7 +358,7 @@ func (s *Server) idleTimeout(c *conn, limit time.Duration) {
 // the connection meanwhile (the client's FIN or RST ends the wait), then
 // learns what became of the reply from the next read: data or FIN means it
 // was delivered, an RST means the client's kernel rejected it — a stale
-// session on the path (incident 003).
+// session on the path.
 func (s *Server) delay(ctx context.Context, c *conn, req idle.Request) bool {
 	if err := s.write(c, idle.Reply{Verb: idle.VerbWait, Nonce: req.Nonce}.String()); err != nil {
 		return false

@@ -1,4 +1,4 @@
-// Package idle is the idle-then-send long-connection probe (incident 003): it
+// Package idle is the idle-then-send long-connection probe (stale NAT/IPVS sessions): it
 // opens a connection, holds it idle for a chosen time, then uses it again,
 // and when that fails it opens a fresh control connection over the same path
 // at once to tell a broken session from a broken path.

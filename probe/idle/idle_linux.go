@@ -434,7 +434,7 @@ func (p *Prober) serverAfterDelay(ctx context.Context, r *probe.Result, s *sessi
 		return nil
 	}
 	// Nothing was sent since the WAIT: "acked" cannot be proven here, and
-	// a responder that hung looks like incident 003 from this side (its
+	// a responder that hung looks like a stale session from this side (its
 	// delayed_replies_total{outcome="reset"} tells them apart).
 	return p.describeBroke(s, err, d, waited-min(waited, d), &base, fmt.Sprintf("asked for a reply after %s", req.Delay))
 }

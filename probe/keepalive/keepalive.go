@@ -1,5 +1,5 @@
 // Package keepalive watches long-lived idle TCP connections with the
-// kernel's own keep-alive (incident 001: a lost keep-alive, the server's FIN,
+// kernel's own keep-alive (a lost keep-alive, the server's FIN,
 // then "write: broken pipe").
 //
 // The model: a Prober holds one connection, opened from the target's network

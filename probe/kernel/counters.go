@@ -1,8 +1,8 @@
 // Package kernel reads what the kernel of a network namespace knows about
 // TCP, read-only, always for a given namespace: the SNMP/netstat counters
 // (ListenDrops, PAWS*, TCPTimeouts…), a socket-state audit over sock_diag
-// (CLOSE-WAIT sockets nobody closes, incident 000), conntrack statistics, and
-// a lint of the sysctls behind incidents 002 and 004.
+// (CLOSE-WAIT sockets nobody closes), conntrack statistics, and
+// a lint of the sysctls behind port clashes with NodePorts and PAWS drops.
 //
 // Everything namespaced is read from a thread inside the namespace
 // (probe/netns.Do): /proc/net is a symlink to /proc/self/net, and "self" is

@@ -117,7 +117,7 @@ type Finding struct {
 	Value    string // its current value
 	Severity Severity
 	Problem  string // what is wrong, with numbers
-	Why      string // why it matters (the incident)
+	Why      string // why it matters (the failure it causes)
 	Fix      string // what to set
 }
 

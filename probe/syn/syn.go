@@ -13,7 +13,7 @@
 // delays in evidence, and the RTT is that of the answered SYN, from the
 // kernel's receive timestamp (SO_TIMESTAMPNS).
 //
-// Because it chooses the TSval, it can test PAWS (incident 004): after a
+// Because it chooses the TSval, it can test PAWS: after a
 // normal SYN is answered it sends one with an older TSval to the same
 // destination; a target (or a NAT box) that drops it while answering fresh
 // ones gets reason paws_rejected.

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -270,21 +269,6 @@ func envValue(environ []byte, key string) string {
 	return ""
 }
 
-// PodNetNS is a Source: every destination in Targets, probed from every
-// network namespace on this node that Match accepts. A namespace that
-// disappears drops its targets at the next refresh (its probes meanwhile
-// report netns_gone).
-type PodNetNS struct {
-	Discovery Discovery
-	// Match selects namespaces; nil takes all (except the host's).
-	Match func(Namespace) bool
-	// Targets are the destinations; each copy gets NetNS and a Name of the
-	// form "DEST from LABEL".
-	Targets []probe.Target
-	Refresh time.Duration
-	Log     *slog.Logger
-}
-
 // MatchPods returns a Match for `namespace/name` globs (path.Match syntax,
 // "default/web-*"); pods whose names are unknown match on "*/UID".
 func MatchPods(patterns ...string) (func(Namespace) bool, error) {
@@ -308,13 +292,6 @@ func MatchPods(patterns ...string) (func(Namespace) bool, error) {
 		}
 		return false
 	}, nil
-}
-
-// Run implements Source.
-func (s *PodNetNS) Run(ctx context.Context, update func([]probe.Target)) error {
-	v := NewVantage(Static(s.Targets), s.Match)
-	v.Discovery, v.Refresh, v.Log = s.Discovery, s.Refresh, s.Log
-	return v.Run(ctx, update)
 }
 
 func sameTarget(a, b probe.Target) bool {

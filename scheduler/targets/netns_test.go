@@ -168,11 +168,8 @@ func TestVanishingNamespaceIsNetNSGoneOnceAndDropped(t *testing.T) {
 	cmd := startUnshared(t)
 	pid := cmd.Process.Pid
 	dest, _ := probe.ParseTarget("127.0.0.1:9")
-	src := &PodNetNS{
-		Match:   func(n Namespace) bool { return n.PID == pid },
-		Targets: []probe.Target{dest},
-		Refresh: 100 * time.Millisecond,
-	}
+	src := NewVantage(Static{dest}, func(n Namespace) bool { return n.PID == pid })
+	src.Refresh = 100 * time.Millisecond
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	sets := make(chan []probe.Target, 16)

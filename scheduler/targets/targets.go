@@ -43,11 +43,10 @@ func (m Merge) Run(ctx context.Context, update func([]probe.Target)) error {
 	}
 	var mu sync.Mutex
 	sets := make([][]probe.Target, len(m))
-	seen := make([]bool, len(m))
 	push := func(i int, ts []probe.Target) {
 		mu.Lock()
 		defer mu.Unlock()
-		sets[i], seen[i] = ts, true
+		sets[i] = ts
 		var all []probe.Target
 		names := map[string]bool{}
 		for _, set := range sets {

@@ -1,6 +1,6 @@
 // Package paws emulates the per-host PAWS check that net.ipv4.tcp_tw_recycle
 // used to do (removed in Linux 4.12), for lab tests of the SYN probe's PAWS
-// detection (incident 004). It is an NFQUEUE consumer: an iptables rule in
+// detection. It is an NFQUEUE consumer: an iptables rule in
 // the server's namespace queues incoming SYNs, and the emulator drops a SYN
 // whose TCP timestamp (TSval) is lower than the last one it saw from the same
 // source address within the last 60 s (TCP_PAWS_MSL), accepting all others.
