@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -30,7 +31,17 @@ const (
 type podVantage struct {
 	ns       targets.Namespace
 	resolver *probe.Resolver
+	rc       probe.ResolvConf
 	from     string // the file the resolver came from, for messages
+}
+
+// withServer is the pod's resolver with server in place of its
+// nameservers (--resolver): the pod's search list and ndots, asked from
+// inside the pod's namespace.
+func (v *podVantage) withServer(server netip.AddrPort) (*probe.Resolver, error) {
+	rc := v.rc
+	rc.Servers = []netip.AddrPort{server}
+	return probe.NewStubResolver(rc, dialIn(v.ns.Path))
 }
 
 // findPodNS finds the network namespace of pod id ("NAMESPACE/NAME") on
@@ -62,7 +73,7 @@ func findPod(ctx context.Context, d targets.Discovery, id string) (*podVantage, 
 	if err != nil {
 		return nil, fmt.Errorf("--pod %s: %s: %w", id, from, err)
 	}
-	return &podVantage{ns: n, resolver: r, from: from}, nil
+	return &podVantage{ns: n, resolver: r, rc: rc, from: from}, nil
 }
 
 // podResolvConf reads the pod's /etc/resolv.conf inside the root of a

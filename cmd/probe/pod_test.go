@@ -126,14 +126,23 @@ func TestRunPodResolvesAsThePod(t *testing.T) {
 		t.Errorf("unknown name: err %v, output:\n%s", err, out)
 	}
 
-	// --resolver overrides the pod's: a server with no such port inside
-	// the namespace gives dns_error (the lookup ran from the pod's netns).
-	err, out, _ = runCmd(t.Context(), "--pod", podNS+"/web-1", "--resolver", "127.0.0.1:1", "--timeout", "3s", "db:"+port)
-	if !errors.Is(err, errFailed) || !strings.Contains(out, "127.0.0.1:1") {
-		t.Errorf("--resolver override: err %v, output:\n%s", err, out)
+	// --resolver replaces the pod's nameserver, not its search list: a
+	// second server, also only inside the pod's namespace, knows "alt".
+	var altConn net.PacketConn
+	if err := netns.Do(nsPath, func() (err error) {
+		altConn, err = net.ListenPacket("udp4", "127.0.0.1:5353")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	alt := lab.ServeDNS(altConn, map[string][]netip.Addr{"alt.svc.lab.invalid": {netip.MustParseAddr("127.0.0.1")}})
+	defer alt.Close()
+	err, out, stderr = runCmd(t.Context(), "--pod", podNS+"/web-1", "--resolver", "127.0.0.1:5353", "--timeout", "5s", "alt:"+port)
+	if err != nil || !strings.Contains(out, "resolved alt to 127.0.0.1") || !strings.Contains(stderr, "resolver 127.0.0.1:5353 (--resolver)") {
+		t.Errorf("--resolver override: err %v, output:\n%s\n%s", err, out, stderr)
 	}
 
-	// --trace/--netns and misuse.
+	// Misuse.
 	err, _, _ = runCmd(t.Context(), "--pod", podNS+"/web-1", "--netns", nsPath, "db:"+port)
 	if _, ok := errors.AsType[usageError](err); !ok || !strings.Contains(err.Error(), "mutually exclusive") {
 		t.Errorf("--pod with --netns: %v, want a usage error", err)

@@ -177,8 +177,15 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 	if cfg.Resolver, err = probe.ParseResolver(f.resolver); err != nil {
 		errs = append(errs, fmt.Errorf("--resolver: %w", err))
 	}
-	if f.podV != nil && f.resolver == "" {
-		cfg.Resolver = f.podV.resolver // an explicit --resolver wins
+	if f.podV != nil {
+		if f.resolver == "" {
+			cfg.Resolver = f.podV.resolver
+		} else if cfg.Resolver != nil {
+			// An explicit --resolver replaces the pod's nameservers only.
+			if cfg.Resolver, err = f.podV.withServer(cfg.Resolver.Server()); err != nil {
+				errs = append(errs, fmt.Errorf("--resolver: %w", err))
+			}
+		}
 	}
 	if cfg.Send, err = unescape(f.send); err != nil {
 		errs = append(errs, fmt.Errorf("--send: %w", err))
