@@ -51,7 +51,11 @@ func findPodNS(ctx context.Context, d targets.Discovery, id string) (targets.Nam
 	if !ok || pns == "" || name == "" || strings.Contains(name, "/") {
 		return targets.Namespace{}, usagef("--pod %q: want NAMESPACE/NAME", id)
 	}
-	n, err := d.FindPod(ctx, id)
+	uid, err := podUIDFromAPI(ctx, pns, name)
+	if err != nil {
+		return targets.Namespace{}, fmt.Errorf("--pod: %w", err)
+	}
+	n, err := d.FindPod(ctx, id, uid)
 	if err != nil {
 		return targets.Namespace{}, fmt.Errorf("--pod: %w", err)
 	}

@@ -22,8 +22,9 @@ import (
 
 // podWithEtc starts a pod-like process (see podLike) in its own network
 // namespace whose root has etc as /etc (so etc/resolv.conf is the pod's
-// resolv.conf) and a service-account namespace file naming podNS.
-func podWithEtc(t *testing.T, podNS, name, etc string) *exec.Cmd {
+// resolv.conf) and a service-account namespace file naming podNS. It
+// returns the process and the pod UID in its cgroup.
+func podWithEtc(t *testing.T, podNS, name, etc string) (*exec.Cmd, string) {
 	t.Helper()
 	root := t.TempDir()
 	sa := filepath.Join(root, "run/secrets/kubernetes.io/serviceaccount")
@@ -65,12 +66,12 @@ func podWithEtc(t *testing.T, podNS, name, etc string) *exec.Cmd {
 			if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(pid), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			return cmd
+			return cmd, uid
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("pod-like process %s/%s never started", podNS, name)
-	return nil
+	return nil, ""
 }
 
 // podTestNS is a pod namespace no other test on the machine uses.
@@ -88,7 +89,7 @@ func TestRunPodResolvesAsThePod(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(etc, "resolv.conf"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	pod := podWithEtc(t, podNS, "web-1", etc)
+	pod, _ := podWithEtc(t, podNS, "web-1", etc)
 	nsPath := "/proc/" + strconv.Itoa(pod.Process.Pid) + "/ns/net"
 
 	var dnsConn net.PacketConn

@@ -321,19 +321,28 @@ func (d Discovery) Find(ctx context.Context, spec string) (Namespace, error) {
 var ErrAmbiguous = errors.New("more than one network namespace")
 
 // FindPod returns the namespace of pod id ("NAMESPACE/NAME") on this
-// machine: the one whose processes name it (service-account namespace and
-// HOSTNAME, see Discover). None is ErrNoNamespace, several ErrAmbiguous
-// (each path listed).
-func (d Discovery) FindPod(ctx context.Context, id string) (Namespace, error) {
+// machine: with uid (the pod's UID, from the Kubernetes API), the one whose
+// processes' cgroup names that UID (its pod fields set to id); without, the
+// one whose processes name it (service-account namespace and HOSTNAME, see
+// Discover). None is ErrNoNamespace, several ErrAmbiguous (each path
+// listed).
+func (d Discovery) FindPod(ctx context.Context, id, uid string) (Namespace, error) {
 	nss, err := d.Discover(ctx)
 	if err != nil {
 		return Namespace{}, err
 	}
 	var found []Namespace
 	for _, n := range nss {
-		if n.PodName != "" && n.PodNamespace+"/"+n.PodName == id {
+		switch {
+		case uid != "" && n.PodUID == uid:
+			n.PodNamespace, n.PodName, _ = strings.Cut(id, "/")
+			found = append(found, n)
+		case uid == "" && n.PodName != "" && n.PodNamespace+"/"+n.PodName == id:
 			found = append(found, n)
 		}
+	}
+	if len(found) == 0 && uid != "" {
+		return Namespace{}, fmt.Errorf("pod %s (uid %s): %w on this node (`probe netns ls` lists the pods here)", id, uid, ErrNoNamespace)
 	}
 	switch len(found) {
 	case 0:
