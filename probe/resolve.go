@@ -28,6 +28,14 @@ const DefaultDNSPort = 53
 type Resolver struct {
 	server netip.AddrPort
 	r      *net.Resolver
+
+	// A stub resolver (NewStubResolver): its own search list and ndots,
+	// and each of servers (resolvers all, in step) in turn.
+	stub    bool
+	search  []string
+	ndots   int
+	servers []netip.AddrPort
+	all     []*net.Resolver
 }
 
 // NewResolver returns a Resolver that asks server.
@@ -108,6 +116,9 @@ func (r *Resolver) named(err error) error {
 
 // LookupNetIP looks host up for network "ip", "ip4" or "ip6".
 func (r *Resolver) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	if r != nil && r.stub {
+		return r.stubLookup(ctx, network, host)
+	}
 	ips, err := r.resolver().LookupNetIP(ctx, network, host)
 	return ips, r.named(err)
 }

@@ -11,6 +11,11 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clientset "k8s.io/client-go/kubernetes"
 
 	"k8s.io/klog/v2"
 
@@ -87,4 +92,36 @@ func (h klogHandler) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (h klogHandler) WithGroup(g string) slog.Handler {
 	return klogHandler{append(slices.Clone(h.ops), func(c slog.Handler) slog.Handler { return c.WithGroup(g) })}
+}
+
+// newPodClient makes the client podUIDFromAPI asks (tests replace it).
+var newPodClient = func() (clientset.Interface, error) { return kubernetes.NewClient("") }
+
+// podAPITimeout bounds podUIDFromAPI's one GET.
+const podAPITimeout = 5 * time.Second
+
+// podUIDFromAPI asks the Kubernetes API (in-cluster, else $KUBECONFIG) for
+// pod NAMESPACE/NAME's UID, by which --pod finds its namespace (the UID in
+// the cgroup of a process inside): names from the API, not from the
+// container's HOSTNAME. No API (not in a cluster, no kubeconfig) or an API
+// that does not answer is "" (discovery's names are used, with a note on
+// stderr); a pod the API says does not exist is an error.
+func podUIDFromAPI(ctx context.Context, ns, name string) (string, error) {
+	c, err := newPodClient()
+	if err != nil {
+		return "", nil // no API here: match by the pod's own names
+	}
+	ctx, cancel := context.WithTimeout(ctx, podAPITimeout)
+	defer cancel()
+	p, err := c.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return "", fmt.Errorf("pod %s/%s: not found in the Kubernetes API", ns, name)
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "probe: --pod: the Kubernetes API did not answer (%v); matching the pod by the names its processes give\n", err)
+		return "", nil
+	case p.Spec.HostNetwork:
+		return "", fmt.Errorf("pod %s/%s: uses the host network: probe without --pod", ns, name)
+	}
+	return string(p.UID), nil
 }

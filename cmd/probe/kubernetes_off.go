@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 
@@ -31,3 +32,7 @@ func newPodSource(spec.PodSelector, *slog.Logger, *targets.Health, string) (targ
 
 // routeKlog has nothing to route: this build has no client-go.
 func routeKlog(*slog.Logger) {}
+
+// podUIDFromAPI: this build has no API client; --pod matches the pod by
+// the namespace/name its processes give (scheduler/targets.Discovery).
+func podUIDFromAPI(context.Context, string, string) (string, error) { return "", nil }

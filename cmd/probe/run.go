@@ -24,6 +24,7 @@ import (
 	"github.com/connprobe/connprobe/probe/netns"
 	"github.com/connprobe/connprobe/probe/syn"
 	"github.com/connprobe/connprobe/scheduler/stall"
+	"github.com/connprobe/connprobe/scheduler/targets"
 )
 
 // runFlags are `probe run`'s flags.
@@ -33,6 +34,8 @@ type runFlags struct {
 	interval    time.Duration
 	timeout     time.Duration
 	netns       string
+	pod         string      // --pod NAMESPACE/NAME (pod.go)
+	podV        *podVantage // found by runProbes
 	source      string
 	resolver    string
 	send        string
@@ -96,6 +99,7 @@ all, 2 on bad usage.`,
   probe run -c 10 -i 200ms --netns pod-a db.internal:3306
   probe run --send 'PING\r\n' --expect '+PONG' -o json redis:6379
   probe run -c 20 mysql://db:3306 'postgres://probe:secret@db:5432/app' http://web/healthz
+  probe run --pod shop/web-1 db:5432   # from the pod, names resolved as it does
   probe run --netns web-pod --expect-fail=refused,unreachable 10.96.0.20:5432`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) == 0 {
@@ -118,8 +122,9 @@ all, 2 on bad usage.`,
 	fl.DurationVarP(&f.interval, "interval", "i", time.Second, "time between attempts")
 	fl.DurationVar(&f.timeout, "timeout", connect.DefaultTimeout, "timeout of one attempt")
 	fl.StringVar(&f.netns, "netns", "", "network namespace to probe from: a name under /run/netns, a path, or pid:N")
+	fl.StringVar(&f.pod, "pod", "", "probe from pod NAMESPACE/NAME on this node: its network namespace, and names resolved as the pod does (its resolv.conf's nameservers, search and ndots, asked from inside it)")
 	fl.StringVar(&f.source, "source", "", "local source address")
-	fl.StringVar(&f.resolver, "resolver", "", "DNS server (ip or ip:port) that resolves host name targets (default: the system resolver, /etc/resolv.conf)")
+	fl.StringVar(&f.resolver, "resolver", "", "DNS server (ip or ip:port) that resolves host name targets (default: the system resolver, /etc/resolv.conf; with --pod, the pod's)")
 	fl.StringVar(&f.send, "send", "", `payload to send after the handshake (Go escapes: \r \n \x00)`)
 	fl.StringVar(&f.expect, "expect", "", "substring the reply must contain")
 	fl.StringVar(&f.expectFail, "expect-fail", "", "the targets must NOT answer: success is the failure; =REASON,... counts only those reasons as blocked (default: any verdict about the network)")
@@ -171,6 +176,16 @@ func planRun(f runFlags, args []string) (*runPlan, error) {
 	}
 	if cfg.Resolver, err = probe.ParseResolver(f.resolver); err != nil {
 		errs = append(errs, fmt.Errorf("--resolver: %w", err))
+	}
+	if f.podV != nil {
+		if f.resolver == "" {
+			cfg.Resolver = f.podV.resolver
+		} else if cfg.Resolver != nil {
+			// An explicit --resolver replaces the pod's nameservers only.
+			if cfg.Resolver, err = f.podV.withServer(cfg.Resolver.Server()); err != nil {
+				errs = append(errs, fmt.Errorf("--resolver: %w", err))
+			}
+		}
 	}
 	if cfg.Send, err = unescape(f.send); err != nil {
 		errs = append(errs, fmt.Errorf("--send: %w", err))
@@ -318,6 +333,23 @@ type runSettings struct {
 }
 
 func runProbes(ctx context.Context, f runFlags, args []string) error {
+	if f.pod != "" {
+		if f.netns != "" {
+			return usagef("--pod and --netns are mutually exclusive: --pod finds the pod's namespace")
+		}
+		v, err := findPod(ctx, targets.Discovery{IncludeHost: true}, f.pod)
+		if err != nil {
+			return err
+		}
+		f.netns, f.podV = v.ns.Path, v
+		if f.output == "text" {
+			res := fmt.Sprintf("resolver %s from %s", v.resolver, v.from)
+			if f.resolver != "" {
+				res = "resolver " + f.resolver + " (--resolver)"
+			}
+			fmt.Fprintf(f.stderrW(), "probe: from pod %s: netns %s, %s\n", f.pod, v.ns.Path, res)
+		}
+	}
 	if err := f.appF.readCA(ctx); err != nil {
 		return err
 	}

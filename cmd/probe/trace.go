@@ -40,11 +40,11 @@ func (f traceFlags) config(nsPath string, src netip.Addr) trace.Config {
 
 func newTraceCmd() *cobra.Command {
 	var (
-		tf      traceFlags
-		ns, src string
-		out     string
-		explain bool
-		rate    int
+		tf           traceFlags
+		ns, src, pod string
+		out          string
+		explain      bool
+		rate         int
 	)
 	cmd := &cobra.Command{
 		Use:   "trace [flags] TARGET",
@@ -80,6 +80,16 @@ Exit status: 0 when the target answered with a SYN/ACK, 1 otherwise, 2 on bad us
 					return usagef("--netns: %v", err)
 				}
 			}
+			if pod != "" {
+				if ns != "" {
+					return usagef("--pod and --netns are mutually exclusive: --pod finds the pod's namespace")
+				}
+				n, err := findPodNS(cmd.Context(), targets.Discovery{IncludeHost: true}, pod)
+				if err != nil {
+					return err
+				}
+				nsPath = n.Path
+			}
 			var source netip.Addr
 			if src != "" {
 				if source, err = netip.ParseAddr(src); err != nil {
@@ -114,6 +124,7 @@ Exit status: 0 when the target answered with a SYN/ACK, 1 otherwise, 2 on bad us
 	fl := cmd.Flags()
 	addTraceFlags(fl, &tf, "")
 	fl.StringVar(&ns, "netns", "", "network namespace to trace from: a name under /run/netns, a path, or pid:N")
+	fl.StringVar(&pod, "pod", "", "trace from pod NAMESPACE/NAME on this node (its network namespace)")
 	fl.StringVar(&src, "source", "", "local source address")
 	fl.StringVarP(&out, "output", "o", "text", "output format: text or json")
 	fl.BoolVar(&explain, "explain", false, "look up the flow's conntrack entry in the namespaces on this machine (the node of a Service VIP)")

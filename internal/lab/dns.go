@@ -29,12 +29,19 @@ func NewDNS(records map[string][]netip.Addr) (*DNS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lab: dns: %w", err)
 	}
+	return ServeDNS(c, records), nil
+}
+
+// ServeDNS is NewDNS on a socket the caller made: one at port 53 created
+// inside a namespace, as the nameserver of a pod's resolv.conf (which
+// names no port). Close closes c.
+func ServeDNS(c net.PacketConn, records map[string][]netip.Addr) *DNS {
 	d := &DNS{conn: c, records: map[string][]netip.Addr{}}
 	for name, addrs := range records {
 		d.records[fqdn(name)] = addrs
 	}
 	d.wg.Go(d.serve)
-	return d, nil
+	return d
 }
 
 // Addr is the server's UDP address.

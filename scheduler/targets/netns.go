@@ -315,3 +315,74 @@ func (d Discovery) Find(ctx context.Context, spec string) (Namespace, error) {
 	}
 	return Namespace{}, fmt.Errorf("netns %q: %w", spec, ErrNoNamespace)
 }
+
+// ErrAmbiguous is returned by FindPod when more than one namespace on this
+// machine claims the pod.
+var ErrAmbiguous = errors.New("more than one network namespace")
+
+// FindPod returns the namespace of pod id ("NAMESPACE/NAME") on this
+// machine: with uid (the pod's UID, from the Kubernetes API), the one whose
+// processes' cgroup names that UID (its pod fields set to id); without, the
+// one whose processes name it (service-account namespace and HOSTNAME, see
+// Discover). None is ErrNoNamespace, several ErrAmbiguous (each path
+// listed).
+func (d Discovery) FindPod(ctx context.Context, id, uid string) (Namespace, error) {
+	nss, err := d.Discover(ctx)
+	if err != nil {
+		return Namespace{}, err
+	}
+	var found []Namespace
+	for _, n := range nss {
+		switch {
+		case uid != "" && n.PodUID == uid:
+			n.PodNamespace, n.PodName, _ = strings.Cut(id, "/")
+			found = append(found, n)
+		case uid == "" && n.PodName != "" && n.PodNamespace+"/"+n.PodName == id:
+			found = append(found, n)
+		}
+	}
+	if len(found) == 0 && uid != "" {
+		return Namespace{}, fmt.Errorf("pod %s (uid %s): %w on this node (`probe netns ls` lists the pods here)", id, uid, ErrNoNamespace)
+	}
+	switch len(found) {
+	case 0:
+		return Namespace{}, fmt.Errorf("pod %s: %w on this node (`probe netns ls` lists the pods here)", id, ErrNoNamespace)
+	case 1:
+		return found[0], nil
+	}
+	paths := make([]string, len(found))
+	for i, n := range found {
+		paths[i] = n.Path
+	}
+	return Namespace{}, fmt.Errorf("pod %s: %w (%s): name one with --netns", id, ErrAmbiguous, strings.Join(paths, ", "))
+}
+
+// PIDs lists up to max processes in n (lowest pid first): a pod's
+// namespace holds its sandbox (pause, with an empty root) and its
+// containers, whose roots hold the pod's files.
+func (d Discovery) PIDs(ctx context.Context, n Namespace, max int) ([]int, error) {
+	proc := d.procRoot()
+	ents, err := os.ReadDir(proc)
+	if err != nil {
+		return nil, fmt.Errorf("netns pids: %w", err)
+	}
+	var pids []int
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && pid > 0 {
+			pids = append(pids, pid)
+		}
+	}
+	slices.Sort(pids)
+	var out []int
+	for _, pid := range pids {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("netns pids: %w", context.Cause(ctx))
+		}
+		if ino, err := nsInode(filepath.Join(proc, strconv.Itoa(pid), "ns/net")); err == nil && ino == n.Inode {
+			if out = append(out, pid); len(out) >= max {
+				break
+			}
+		}
+	}
+	return out, nil
+}
