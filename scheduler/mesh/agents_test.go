@@ -173,3 +173,23 @@ func TestChooseLoadSpreadsOverAgents(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkMine is one agent's share of a node mesh: Mine for every node
+// of the cluster, every node running an agent.
+func BenchmarkMine(b *testing.B) {
+	for _, n := range []int{1000, 5000} {
+		nodes := Dedupe(syntheticNodes(n))
+		keys := make([]string, n)
+		for i, nd := range nodes {
+			keys[i] = "node/" + nd + ":9100"
+		}
+		self := nodes[n/2]
+		b.Run(fmt.Sprint("nodes=", n), func(b *testing.B) {
+			for b.Loop() {
+				for i, nd := range nodes {
+					Mine(self, keys[i], nd, nodes, 3)
+				}
+			}
+		})
+	}
+}

@@ -20,6 +20,11 @@
 //
 // A prober's own load (how many targets chose it) averages k but varies
 // (roughly Poisson with mean k); Stats reports it.
+//
+// Probers, Targets and Assignment are the model where the nodes are both the
+// probers and the targets. Choose and Mine are what agents use: the probers
+// are the running agents, which need not be all the nodes, and each target
+// has a home node whose agent probes it only when fewer than k others run.
 package mesh
 
 import (

@@ -39,8 +39,8 @@ type Config struct {
 	NodePorts bool `yaml:"node_ports"`
 	// ThisNode (role pod) keeps only the pods scheduled on this node.
 	ThisNode bool `yaml:"this_node"`
-	// Mesh, when PeersPerNode > 0, probes only the targets on the nodes
-	// that chose this node (roles node, pod, endpoints).
+	// Mesh, when PeersPerNode > 0, probes only the targets that chose this
+	// node's agent among the running agents (roles node, pod, endpoints).
 	Mesh Mesh `yaml:"mesh"`
 	// Kubeconfig is the kubeconfig file to use outside a cluster; empty: the
 	// in-cluster service account, else $KUBECONFIG or ~/.kube/config. A
