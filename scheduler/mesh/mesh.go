@@ -20,6 +20,11 @@
 //
 // A prober's own load (how many targets chose it) averages k but varies
 // (roughly Poisson with mean k); Stats reports it.
+//
+// Probers, Targets and Assignment are the model where the nodes are both the
+// probers and the targets. Choose and Mine are what agents use: the probers
+// are the running agents, which need not be all the nodes, and each target
+// has a home node whose agent probes it only when fewer than k others run.
 package mesh
 
 import (
@@ -221,3 +226,93 @@ func dedupe(nodes []string) []string {
 	slices.SortFunc(out, cmp.Compare[string])
 	return slices.Compact(out)
 }
+
+// Agents: probers that are not the targets.
+//
+// In a cluster the probers are the running agents (one per node, named by
+// their node) and the targets are whatever a job discovers: nodes, pods,
+// endpoints, each living on some node, its home. Choose and Mine cover that
+// case without the holes of "the target nodes are the probers": a node
+// without an agent never counts as a prober, and a target whose home is the
+// only place with backends is still probed.
+
+// Choose returns the probers of one target, best first: the min(k,
+// len(probers)) probers with the highest weight for key, taking home (the
+// prober on the target's own node) only when fewer than k others exist, so a
+// target is probed from elsewhere when it can be and from its own node
+// rather than not at all. probers may contain duplicates and empty names;
+// both are ignored.
+func Choose(key, home string, probers []string, k int) []string {
+	if k <= 0 {
+		return nil
+	}
+	probers = dedupe(probers)
+	hk := nameHash(key)
+	type cand struct {
+		w    uint64
+		name string
+	}
+	cs := make([]cand, 0, len(probers))
+	hasHome := false
+	for _, p := range probers {
+		if p == home {
+			hasHome = true
+			continue
+		}
+		cs = append(cs, cand{pair(nameHash(p), hk), p})
+	}
+	slices.SortFunc(cs, func(a, b cand) int {
+		if better(a.w, a.name, b.w, b.name) {
+			return -1
+		}
+		return 1
+	})
+	out := make([]string, 0, min(k, len(probers)))
+	for _, c := range cs[:min(k, len(cs))] {
+		out = append(out, c.name)
+	}
+	if len(out) < k && hasHome {
+		out = append(out, home)
+	}
+	return out
+}
+
+// Mine reports whether self is among Choose(key, home, probers, k) without
+// allocating: what an agent asks of each target. probers must be sorted and
+// without duplicates or empty names (Dedupe).
+func Mine(self, key, home string, probers []string, k int) bool {
+	if k <= 0 {
+		return false
+	}
+	if _, ok := slices.BinarySearch(probers, self); !ok {
+		return false
+	}
+	others := len(probers)
+	if _, ok := slices.BinarySearch(probers, home); ok {
+		others--
+	}
+	if self == home {
+		return others < k // home is taken only to fill up
+	}
+	if others <= k {
+		return true
+	}
+	hk := nameHash(key)
+	w := pair(nameHash(self), hk)
+	n := 0
+	for _, p := range probers {
+		if p == self || p == home {
+			continue
+		}
+		if better(pair(nameHash(p), hk), p, w, self) {
+			if n++; n >= k {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Dedupe returns names sorted and without duplicates or empty names, in a
+// new slice: the form Mine wants its probers in.
+func Dedupe(names []string) []string { return dedupe(names) }

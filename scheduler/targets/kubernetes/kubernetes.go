@@ -19,9 +19,12 @@
 // A Source implements targets.Source (Run); Watch hands on the richer
 // Target with the namespace, service, pod and node each target came from.
 //
-// In mesh mode (peers_per_node k, roles node, pod and endpoints) each agent
-// keeps only the targets on the nodes that chose it by rendezvous hashing
-// (package scheduler/mesh): every node is probed by exactly k agents.
+// In mesh mode (peers_per_node k, roles node, pod and endpoints) the probers
+// are the running agents: the nodes with a Running, Ready agent pod (label
+// selector mesh.agent_selector, any namespace), watched like the targets.
+// Each agent keeps only the targets that chose it by rendezvous hashing
+// (package scheduler/mesh, Mine): every target is probed by min(k, agents)
+// agents, from other nodes than its own when there are enough of them.
 package kubernetes
 
 import (
@@ -113,7 +116,8 @@ type Source struct {
 	cfg      Config
 	opts     Options
 	selector labels.Selector
-	port     uint16 // role node
+	agents   labels.Selector // mesh: the agent pods
+	port     uint16          // role node
 }
 
 // New checks cfg and returns a Source; it does not contact the API. With a
@@ -135,7 +139,8 @@ func New(client clientset.Interface, cfg Config, opts Options) (*Source, error) 
 	if opts.Health == nil {
 		opts.Health = &targets.Health{Log: opts.Logger}
 	}
-	s := &Source{client: client, cfg: cfg, opts: opts, selector: sel}
+	agents, _ := labels.Parse(cfg.Mesh.Agents())
+	s := &Source{client: client, cfg: cfg, opts: opts, selector: sel, agents: agents}
 	if cfg.Role == RoleNode {
 		p, _ := strconv.Atoi(cfg.Ports[0])
 		s.port = uint16(p)
@@ -194,7 +199,7 @@ func NewClient(kubeconfig string) (clientset.Interface, error) {
 // lister lists the cached objects of one namespace.
 type lister struct {
 	inf  cache.SharedIndexInformer
-	list func() ([]Target, []string, error) // targets and their mesh keys
+	list func() ([]Target, error)
 }
 
 // Run implements targets.Source: Watch, handing on the probe targets.
@@ -251,6 +256,15 @@ func (s *Source) Watch(ctx context.Context, update func([]Target)) error {
 		listers = append(listers, l)
 		set.infs = append(set.infs, l.inf)
 	}
+	var agents func() ([]string, error)
+	if s.cfg.Mesh.PeersPerNode > 0 {
+		inf, list, err := s.agentLister(handler, tr.add())
+		if err != nil {
+			return err
+		}
+		set.infs = append(set.infs, inf)
+		agents = list
+	}
 	ictx, cancel := context.WithCancel(ctx)
 	set.run(ictx)
 	defer func() {
@@ -263,7 +277,7 @@ func (s *Source) Watch(ctx context.Context, update func([]Target)) error {
 	var last []Target
 	first := true
 	for {
-		ts, err := s.targets(listers)
+		ts, err := s.targets(listers, agents)
 		if err != nil {
 			return err
 		}
@@ -279,28 +293,74 @@ func (s *Source) Watch(ctx context.Context, update func([]Target)) error {
 	}
 }
 
-// targets computes the whole list from the caches.
-func (s *Source) targets(listers []lister) ([]Target, error) {
+// targets computes the whole list from the caches; in mesh mode agents
+// lists the probers.
+func (s *Source) targets(listers []lister, agents func() ([]string, error)) ([]Target, error) {
 	var all []Target
-	var keys []string
 	for _, l := range listers {
-		ts, ks, err := l.list()
+		ts, err := l.list()
 		if err != nil {
 			return nil, fmt.Errorf("kubernetes: list: %w", err)
 		}
 		all = append(all, ts...)
-		keys = append(keys, ks...)
-	}
-	if s.cfg.Mesh.PeersPerNode > 0 {
-		mine := mesh.Targets(s.opts.NodeName, keys, s.cfg.Mesh.PeersPerNode)
-		all = slices.DeleteFunc(all, func(t Target) bool {
-			_, ok := slices.BinarySearch(mine, t.Node)
-			return !ok
-		})
 	}
 	slices.SortFunc(all, func(a, b Target) int { return strings.Compare(a.Name, b.Name) })
 	// The same endpoint can appear in two slices while it moves.
-	return slices.CompactFunc(all, func(a, b Target) bool { return a.Name == b.Name }), nil
+	all = slices.CompactFunc(all, func(a, b Target) bool { return a.Name == b.Name })
+	if agents != nil {
+		probers, err := agents()
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes: list agents: %w", err)
+		}
+		k := s.cfg.Mesh.PeersPerNode
+		all = slices.DeleteFunc(all, func(t Target) bool {
+			return !mesh.Mine(s.opts.NodeName, t.Name, t.Node, probers, k)
+		})
+	}
+	return all, nil
+}
+
+// agentLister watches the agent pods in every namespace and lists the
+// probers: the nodes of the Running, Ready agent pods not being deleted,
+// sorted and without duplicates (mesh.Dedupe).
+func (s *Source) agentLister(h cache.ResourceEventHandler, report func(error)) (cache.SharedIndexInformer, func() ([]string, error), error) {
+	c := s.client.CoreV1().Pods(metav1.NamespaceAll)
+	sel := s.cfg.Mesh.Agents()
+	tweak := func(o *metav1.ListOptions) { o.LabelSelector = sel }
+	inf := newInformer(newListWatch("pods", c.List, c.Watch, tweak, report), &corev1.Pod{}, s.opts.Resync)
+	lis := listersv1.NewPodLister(inf.GetIndexer())
+	log := s.opts.Logger.With("source", "kubernetes", "role", s.cfg.Role, "agents", sel)
+	if err := debugWatchErrors(inf, log); err != nil {
+		return nil, nil, fmt.Errorf("kubernetes: %w", err)
+	}
+	if _, err := inf.AddEventHandler(h); err != nil {
+		return nil, nil, fmt.Errorf("kubernetes: %w", err)
+	}
+	return inf, func() ([]string, error) {
+		objs, err := lis.List(s.agents)
+		var nodes []string
+		for _, p := range objs {
+			if runningAgent(p) {
+				nodes = append(nodes, p.Spec.NodeName)
+			}
+		}
+		return mesh.Dedupe(nodes), err
+	}, nil
+}
+
+// runningAgent reports whether an agent pod counts as a prober: scheduled,
+// Running, Ready and not being deleted. An agent that is starting, failing
+// its readiness probe or shutting down leaves its share to the others.
+func runningAgent(p *corev1.Pod) bool {
+	if p.Spec.NodeName == "" || p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
+		return false
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 // tweak sets the server-side selectors of every list and watch.
@@ -318,66 +378,54 @@ func (s *Source) newLister(ns string, h cache.ResourceEventHandler, report func(
 		c := s.client.CoreV1().Services(ns)
 		l.inf = newInformer(newListWatch("services", c.List, c.Watch, s.tweak, report), &corev1.Service{}, s.opts.Resync)
 		lis := listersv1.NewServiceLister(l.inf.GetIndexer())
-		l.list = func() ([]Target, []string, error) {
+		l.list = func() ([]Target, error) {
 			objs, err := lis.Services(ns).List(s.selector)
 			var ts []Target
 			for _, o := range objs {
 				ts = append(ts, s.serviceTargets(o)...)
 			}
-			return ts, nil, err
+			return ts, err
 		}
 	case RoleEndpoints:
 		c := s.client.DiscoveryV1().EndpointSlices(ns)
 		l.inf = newInformer(newListWatch("endpointslices", c.List, c.Watch, s.tweak, report), &discoveryv1.EndpointSlice{}, s.opts.Resync)
 		lis := discoverylisters.NewEndpointSliceLister(l.inf.GetIndexer())
-		l.list = func() ([]Target, []string, error) {
+		l.list = func() ([]Target, error) {
 			objs, err := lis.EndpointSlices(ns).List(s.selector)
 			var ts []Target
-			var keys []string
 			for _, o := range objs {
 				ts = append(ts, s.endpointTargets(o)...)
-				for _, e := range o.Endpoints {
-					if e.NodeName != nil {
-						keys = append(keys, *e.NodeName)
-					}
-				}
 			}
-			return ts, keys, err
+			return ts, err
 		}
 	case RolePod:
 		c := s.client.CoreV1().Pods(ns)
 		l.inf = newInformer(newListWatch("pods", c.List, c.Watch, s.tweak, report), &corev1.Pod{}, s.opts.Resync)
 		lis := listersv1.NewPodLister(l.inf.GetIndexer())
-		l.list = func() ([]Target, []string, error) {
+		l.list = func() ([]Target, error) {
 			objs, err := lis.Pods(ns).List(s.selector)
 			var ts []Target
-			var keys []string
 			for _, o := range objs {
 				if s.cfg.ThisNode && o.Spec.NodeName != s.opts.NodeName {
 					continue // the field selector did this server-side
 				}
-				if o.Spec.NodeName != "" && o.DeletionTimestamp == nil && o.Status.Phase == corev1.PodRunning {
-					keys = append(keys, o.Spec.NodeName)
-				}
 				ts = append(ts, s.podTargets(o)...)
 			}
-			return ts, keys, err
+			return ts, err
 		}
 	case RoleNode:
 		c := s.client.CoreV1().Nodes()
 		l.inf = newInformer(newListWatch("nodes", c.List, c.Watch, s.tweak, report), &corev1.Node{}, s.opts.Resync)
 		lis := listersv1.NewNodeLister(l.inf.GetIndexer())
-		l.list = func() ([]Target, []string, error) {
+		l.list = func() ([]Target, error) {
 			objs, err := lis.List(s.selector)
 			var ts []Target
-			var keys []string
 			for _, o := range objs {
-				keys = append(keys, o.Name)
 				if t, ok := s.nodeTarget(o); ok {
 					ts = append(ts, t)
 				}
 			}
-			return ts, keys, err
+			return ts, err
 		}
 	}
 	log := s.opts.Logger.With("source", "kubernetes", "role", s.cfg.Role, "namespace", ns)

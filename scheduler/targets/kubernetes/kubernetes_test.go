@@ -338,70 +338,162 @@ func node(name, ip string, lbl map[string]string) *corev1.Node {
 	}
 }
 
-func TestNodeMeshProbesTheNodesThatChoseIt(t *testing.T) {
-	ctx := t.Context()
-	const k = 2
-	var objs []string
-	client := fake.NewClientset()
-	for i := range 12 {
-		n := fmt.Sprintf("node-%02d", i)
-		objs = append(objs, n)
-		if _, err := client.CoreV1().Nodes().Create(ctx, node(n, fmt.Sprintf("192.0.2.%d", i+1), map[string]string{"pool": "a"}), metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
+// agentPod is a connprobe agent pod on node (label of deploy/daemonset.yaml).
+func agentPod(node string, ready bool) *corev1.Pod {
+	p := pod("connprobe", "connprobe-agent-"+node, node, "10.9.0.1", corev1.PodRunning,
+		map[string]string{"app.kubernetes.io/name": "connprobe-agent"})
+	st := corev1.ConditionFalse
+	if ready {
+		st = corev1.ConditionTrue
+	}
+	p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: st}}
+	return p
+}
+
+// meshWant is what the agent on self should hand on: the lines of all whose
+// target self is among the mesh.Choose probers of.
+func meshWant(self string, all map[string]Target, agents []string, k int) []string {
+	var out []string
+	for name, t := range all {
+		if slices.Contains(mesh.Choose(name, t.Node, agents, k), self) {
+			out = append(out, fmt.Sprintf("%s=%s", name, t.HostPort()))
 		}
 	}
-	// A node outside the selector is not part of the mesh.
+	slices.Sort(out)
+	return out
+}
+
+func TestNodeMeshProbersAreRunningAgents(t *testing.T) {
+	ctx := t.Context()
+	const k = 2
+	var nodes []string
+	client := fake.NewClientset()
+	all := map[string]Target{}
+	for i := range 12 {
+		n := fmt.Sprintf("node-%02d", i)
+		nodes = append(nodes, n)
+		ip := fmt.Sprintf("192.0.2.%d", i+1)
+		if _, err := client.CoreV1().Nodes().Create(ctx, node(n, ip, map[string]string{"pool": "a"}), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		all["node/"+n+":9100"] = Target{Target: probe.Target{Host: ip, Port: 9100}, Node: n}
+	}
+	// A node outside the selector is no target.
 	if _, err := client.CoreV1().Nodes().Create(ctx, node("gpu-0", "192.0.2.100", map[string]string{"pool": "gpu"}), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	want := func(nodes []string) []string {
-		var out []string
-		for _, n := range mesh.Targets("node-00", nodes, k) {
-			i := slices.Index(objs, n)
-			out = append(out, fmt.Sprintf("node/%s:9100=192.0.2.%d:9100", n, i+1))
-		}
-		return out
-	}
-	w := start(t, client, Config{Role: RoleNode, LabelSelector: "pool=a", Ports: []string{"9100"}, Mesh: Mesh{PeersPerNode: k}},
-		Options{NodeName: "node-00"})
-	w.expect(want(objs)...)
-
-	// Remove the nodes node-00 probes: its list follows the mesh.
-	mine := mesh.Targets("node-00", objs, k)
-	if len(mine) == 0 {
-		t.Fatal("node-00 probes nobody in this mesh; pick other names")
-	}
-	if err := client.CoreV1().Nodes().Delete(ctx, mine[0], metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	rest := slices.DeleteFunc(slices.Clone(objs), func(n string) bool { return n == mine[0] })
-	w.expect(want(rest)...)
-}
-
-func TestPodMeshKeysByNode(t *testing.T) {
-	// Agents probe each other's pods: the mesh key is the pod's node.
-	var objs []*corev1.Pod
-	var nodes []string
-	client := fake.NewClientset()
-	for i := range 8 {
-		n := fmt.Sprintf("node-%d", i)
-		nodes = append(nodes, n)
-		p := pod("connprobe", "agent-"+n, n, fmt.Sprintf("10.244.%d.2", i), corev1.PodRunning, map[string]string{"app": "connprobe"}, 9460)
-		objs = append(objs, p)
-		if _, err := client.CoreV1().Pods("connprobe").Create(t.Context(), p, metav1.CreateOptions{}); err != nil {
+	// Agents run on node-00..node-08; node-09's agent is not ready yet;
+	// node-10 and node-11 have none. Only the nine count as probers.
+	agents := nodes[:9]
+	for i, n := range nodes[:10] {
+		if _, err := client.CoreV1().Pods("connprobe").Create(ctx, agentPod(n, i < 9), metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	var want []string
-	for _, n := range mesh.Targets("node-3", nodes, 3) {
-		i := slices.Index(nodes, n)
-		want = append(want, fmt.Sprintf("pod/connprobe/agent-%s:9460=10.244.%d.2:9460", n, i))
+	cfg := Config{Role: RoleNode, LabelSelector: "pool=a", Ports: []string{"9100"}, Mesh: Mesh{PeersPerNode: k}}
+	ws := map[string]*watcher{}
+	got := map[string][]Target{}
+	for _, n := range nodes {
+		ws[n] = start(t, client, cfg, Options{NodeName: n})
+		got[n] = ws[n].expect(meshWant(n, all, agents, k)...)
 	}
-	if len(want) == 0 {
-		t.Fatal("node-3 probes nobody; pick other names")
+	// Every node, with an agent or without, is probed by exactly k running
+	// agents; nodes without a (ready) agent probe nothing.
+	cover := map[string][]string{}
+	for n, ts := range got {
+		if !slices.Contains(agents, n) && len(ts) != 0 {
+			t.Fatalf("%s runs no ready agent but probes %v", n, names(ts))
+		}
+		for _, tg := range ts {
+			if tg.Node == n {
+				t.Fatalf("%s probes itself though %d other agents run", n, len(agents)-1)
+			}
+			cover[tg.Name] = append(cover[tg.Name], n)
+		}
 	}
-	w := start(t, client, Config{Role: RolePod, LabelSelector: "app=connprobe", Mesh: Mesh{PeersPerNode: 3}}, Options{NodeName: "node-3"})
-	w.expect(want...)
+	for name := range all {
+		if len(cover[name]) != k {
+			t.Fatalf("%s probed by %v, want %d agents", name, cover[name], k)
+		}
+	}
+
+	// An agent going away: the targets it probed move to other agents, the
+	// others stay put.
+	gone := agents[3]
+	if len(got[gone]) == 0 {
+		t.Fatalf("%s probes nothing in this mesh; pick other names", gone)
+	}
+	if err := client.CoreV1().Pods("connprobe").Delete(ctx, "connprobe-agent-"+gone, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rest := slices.DeleteFunc(slices.Clone(agents), func(n string) bool { return n == gone })
+	follow := func(agents []string) {
+		t.Helper()
+		for _, n := range nodes {
+			// An agent whose list does not change is handed nothing new.
+			if want := meshWant(n, all, agents, k); !slices.Equal(names(got[n]), append([]string{}, want...)) {
+				got[n] = ws[n].expect(want...)
+			}
+		}
+	}
+	follow(rest)
+	// node-09's agent becomes ready: it joins as a prober.
+	if _, err := client.CoreV1().Pods("connprobe").Update(ctx, agentPod("node-09", true), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	joined := append(slices.Clone(rest), "node-09")
+	slices.Sort(joined)
+	if meshWant("node-09", all, joined, k) == nil {
+		t.Fatal("node-09 probes nothing after joining; pick other names")
+	}
+	follow(joined)
+}
+
+func TestEndpointMeshBackendsAllOnOneNode(t *testing.T) {
+	// A Service whose backends all sit on node-0: before, only node-0 was
+	// a "prober" for them and it never probes itself, so nobody probed them.
+	ctx := t.Context()
+	client := fake.NewClientset(
+		slice("shop", "cart", "cart-1",
+			endpoint("10.1.0.10", "cart-a", "node-0", nil),
+			endpoint("10.1.0.11", "cart-b", "node-0", nil),
+			endpoint("10.1.0.12", "cart-c", "node-0", nil)),
+	)
+	for _, n := range []string{"node-0", "node-1", "node-2"} {
+		if _, err := client.CoreV1().Pods("connprobe").Create(ctx, agentPod(n, true), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	everything := []string{
+		"endpoint/shop/cart/cart-a:8080=10.1.0.10:8080",
+		"endpoint/shop/cart/cart-b:8080=10.1.0.11:8080",
+		"endpoint/shop/cart/cart-c:8080=10.1.0.12:8080",
+	}
+	// k=2 with two other agents: both probe every backend, node-0 none.
+	cfg := Config{Role: RoleEndpoints, Ports: []string{"8080"}, Mesh: Mesh{PeersPerNode: 2}}
+	start(t, client, cfg, Options{NodeName: "node-1"}).expect(everything...)
+	start(t, client, cfg, Options{NodeName: "node-2"}).expect(everything...)
+	start(t, client, cfg, Options{NodeName: "node-0"}).expect()
+	// k=3 with two other agents: node-0 fills the third place itself.
+	cfg.Mesh.PeersPerNode = 3
+	start(t, client, cfg, Options{NodeName: "node-0"}).expect(everything...)
+}
+
+func TestMeshAgentSelector(t *testing.T) {
+	// A custom agent label: pods with the default label do not count.
+	ctx := t.Context()
+	client := fake.NewClientset(node("n1", "192.0.2.1", nil), node("n2", "192.0.2.2", nil))
+	for _, n := range []string{"n1", "n2"} {
+		p := agentPod(n, true)
+		p.Namespace, p.Labels = "mon", map[string]string{"app": "my-prober"}
+		if _, err := client.CoreV1().Pods("mon").Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := Config{Role: RoleNode, Ports: []string{"9100"}, Mesh: Mesh{PeersPerNode: 1}}
+	start(t, client, cfg, Options{NodeName: "n1"}).expect() // default label: no agents
+	cfg.Mesh.AgentSelector = "app=my-prober"
+	start(t, client, cfg, Options{NodeName: "n1"}).expect("node/n2:9100=192.0.2.2:9100")
 }
 
 func TestWatchNeedsNodeFacts(t *testing.T) {

@@ -385,3 +385,81 @@ func waitLog(t *testing.T, logs *lockedLog, line string, limit time.Duration) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// Mesh over the real API: the probers are the Ready agent pods the agent's
+// ServiceAccount lists cluster-wide; backends all on one node are probed
+// from the others, and from their own node once too few others remain; an
+// agent being deleted (deletionTimestamp set, the pod still there) hands
+// its share on; a node without an agent probes nothing.
+func TestRealAPIMeshProbersAreAgents(t *testing.T) {
+	cluster := shared.Get(t)
+	agent := agentClient(t, cluster)
+	admin := cluster.Admin
+	ns := cluster.Namespace(t, "mesh")
+	ctx := t.Context()
+	sel := "connprobe-mesh-test=" + ns // other tests' pods must not count
+	a, b, c, d := "a-"+ns, "b-"+ns, "c-"+ns, "d-"+ns
+
+	for _, n := range []string{a, b, c} {
+		p, err := admin.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "agent-" + n[:1], Labels: map[string]string{"connprobe-mesh-test": ns}},
+			Spec:       corev1.PodSpec{NodeName: n, Containers: []corev1.Container{{Name: "agent", Image: "example.invalid/agent"}}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.250.8.1",
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+		if _, err := admin.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ready := true
+	var eps []discoveryv1.Endpoint
+	for i, pod := range []string{"cart-x", "cart-y"} {
+		eps = append(eps, discoveryv1.Endpoint{
+			Addresses:  []string{fmt.Sprintf("10.250.8.%d", 10+i)},
+			Conditions: discoveryv1.EndpointConditions{Ready: &ready},
+			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Name: pod, Namespace: ns},
+			NodeName:   &a,
+		})
+	}
+	if _, err := admin.DiscoveryV1().EndpointSlices(ns).Create(ctx, &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "cart-1", Labels: map[string]string{discoveryv1.LabelServiceName: "cart"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   eps,
+		Ports:       []discoveryv1.EndpointPort{{Name: new("http"), Port: new(int32(8080)), Protocol: new(corev1.ProtocolTCP)}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	both := equal(fmt.Sprintf("endpoint/%s/cart/cart-x:8080 10.250.8.10:8080", ns),
+		fmt.Sprintf("endpoint/%s/cart/cart-y:8080 10.250.8.11:8080", ns))
+
+	cfg := Config{Role: RoleEndpoints, Namespaces: []string{ns}, Mesh: Mesh{PeersPerNode: 2, AgentSelector: sel}}
+	srcs := map[string]*running{}
+	for _, n := range []string{a, b, c, d} {
+		srcs[n] = runSource(t, agent, cfg, Options{NodeName: n, Job: "t"})
+	}
+	srcs[b].waitFor(t, "probe both backends from b", both)
+	srcs[c].waitFor(t, "probe both backends from c", both)
+	for _, n := range []string{a, d} {
+		r := srcs[n]
+		r.waitFor(t, "synced", func([]string) bool { r.mu.Lock(); defer r.mu.Unlock(); return r.n > 0 })
+		if got := r.names(); len(got) != 0 {
+			t.Fatalf("%s probes %q; want nothing (home node with enough others, or no agent)", n, got)
+		}
+	}
+
+	// b's agent is being deleted (no kubelet here: the pod stays with a
+	// deletionTimestamp): only c is left elsewhere, so a fills the second
+	// place itself.
+	if err := admin.CoreV1().Pods(ns).Delete(ctx, "agent-b", metav1.DeleteOptions{GracePeriodSeconds: new(int64(30))}); err != nil {
+		t.Fatal(err)
+	}
+	srcs[b].waitFor(t, "empty on the leaving agent", equal())
+	srcs[a].waitFor(t, "probe its own node's backends", both)
+	srcs[c].waitFor(t, "keep both backends", both)
+	if got := srcs[d].names(); len(got) != 0 {
+		t.Fatalf("node without an agent probes %q", got)
+	}
+}

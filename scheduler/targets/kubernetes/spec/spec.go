@@ -39,8 +39,8 @@ type Config struct {
 	NodePorts bool `yaml:"node_ports"`
 	// ThisNode (role pod) keeps only the pods scheduled on this node.
 	ThisNode bool `yaml:"this_node"`
-	// Mesh, when PeersPerNode > 0, probes only the targets on the nodes
-	// that chose this node (roles node, pod, endpoints).
+	// Mesh, when PeersPerNode > 0, probes only the targets that chose this
+	// node's agent among the running agents (roles node, pod, endpoints).
 	Mesh Mesh `yaml:"mesh"`
 	// Kubeconfig is the kubeconfig file to use outside a cluster; empty: the
 	// in-cluster service account, else $KUBECONFIG or ~/.kube/config. A
@@ -75,9 +75,25 @@ func kubeconfigErrs(path string) []error {
 
 // Mesh is the mesh-mode block.
 type Mesh struct {
-	// PeersPerNode is k: every node is probed by exactly k agents, each
-	// agent probes about k nodes. 0: off, probe every target.
+	// PeersPerNode is k: every target is probed by min(k, running agents)
+	// agents, each agent probes about k targets' worth. 0: off, probe every
+	// target.
 	PeersPerNode int `yaml:"peers_per_node"`
+	// AgentSelector is the label selector of the agent pods, in every
+	// namespace: the probers are the nodes with a running, ready agent pod.
+	// Empty: DefaultAgentSelector (the label deploy/daemonset.yaml sets).
+	AgentSelector string `yaml:"agent_selector"`
+}
+
+// DefaultAgentSelector selects the agent pods of deploy/daemonset.yaml.
+const DefaultAgentSelector = "app.kubernetes.io/name=connprobe-agent"
+
+// Agents returns the agent selector in force: AgentSelector or the default.
+func (m Mesh) Agents() string {
+	if m.AgentSelector == "" {
+		return DefaultAgentSelector
+	}
+	return m.AgentSelector
 }
 
 // Validate reports every problem of c; paths are relative to the block.
@@ -117,6 +133,11 @@ func (c Config) Validate() error {
 	}
 	if c.Mesh.PeersPerNode > 0 && c.Role == RoleService {
 		errs = append(errs, errors.New("mesh applies to roles node, pod and endpoints, not service"))
+	}
+	if c.Mesh.AgentSelector != "" {
+		if _, err := labels.Parse(c.Mesh.AgentSelector); err != nil {
+			errs = append(errs, fmt.Errorf("mesh.agent_selector %q: %w", c.Mesh.AgentSelector, err))
+		}
 	}
 	if c.Mesh.PeersPerNode > 0 && c.ThisNode {
 		errs = append(errs, errors.New("mesh and this_node exclude each other (this_node keeps only local pods)"))

@@ -21,6 +21,7 @@ func TestConfigValidate(t *testing.T) {
 		{"node_ports on pods", Config{Role: "pod", NodePorts: true}, "node_ports applies to role service, not pod"},
 		{"this_node on services", Config{Role: "service", ThisNode: true}, "this_node applies to role pod, not service"},
 		{"mesh on services", Config{Role: "service", Mesh: Mesh{PeersPerNode: 3}}, "mesh applies to roles node, pod and endpoints"},
+		{"mesh agent selector", Config{Role: "node", Ports: []string{"1"}, Mesh: Mesh{PeersPerNode: 3, AgentSelector: "app in ("}}, "mesh.agent_selector"},
 		{"mesh negative", Config{Role: "node", Ports: []string{"1"}, Mesh: Mesh{PeersPerNode: -1}}, "must not be negative"},
 		{"empty namespace", Config{Role: "pod", Namespaces: []string{""}}, "namespaces[0]: empty"},
 	} {
