@@ -19,6 +19,7 @@ command -v hping3 >/dev/null || { echo "bench-syn: hping3 missing (apt-get insta
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 out=$tmp/out
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 go test -c -o "$tmp/now.test" ./probe/syn/
 if [ -n "$base" ]; then
 	base=$(git rev-parse --short "$base")
@@ -57,12 +58,16 @@ floor_cpu=$(metric "$(grep -E '^BenchmarkProbes/floor-send-only[[:space:]]' "$ou
 bound=$(awk -v f="$floor_cpu" 'BEGIN{printf "%.0f", 1e6/f}')
 own=$(awk -v a="$syn_cpu" -v f="$floor_cpu" 'BEGIN{d=a-f; if (d < 0.1*f) printf "within run-to-run noise (±15%%) of the floor"; else printf "about %.1f ms per 1000 above the floor", d}')
 load=$(cut -d' ' -f1-3 /proc/loadavg)
+# A run while other work kept more than half the CPUs busy measured the
+# neighbours too: the table says so (benchkit.LoadVerdict's rule).
+untrusted=$(awk -v a="${load_before%% *}" -v b="${load%% *}" -v c="$(nproc)" 'BEGIN{w=(a>b?a:b); if (w > c/2) printf "**Not to be trusted as absolute figures: the 1-minute load average reached %.2f on %d CPUs (over %.1f); compare rows of this run with each other only.**", w, c, c/2}')
 
 section=$(cat <<MD
 ## SYN probe
 
 \`scripts/bench-syn.sh${base:+ --base ${base}} ${n}\` on $(date -u +%Y-%m-%d), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), kernel $(uname -r),
-load average ${load} (the machine is shared: probes/s moves with the load, CPU per probe much less);
+load average ${load_before} before, ${load} after (the machine is shared: probes/s moves with the load, CPU per probe much less);
+${untrusted}
 pinned to one core (\`taskset -c 0\`, GOMAXPROCS=1). ${n} probes each against the same lab target
 (listener in the db namespace, pod → node → bridge → db), 64 probes in flight for the Go probes.
 CPU is the process's user+system time, which includes the lab's kernel work done in softirq on the

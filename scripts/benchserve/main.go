@@ -422,7 +422,11 @@ func render(rs []result, load0 string, warmup, window, scrape time.Duration) str
 			break
 		}
 	}
-	fmt.Fprintf(&b, "Load average before the run: %s, after: %s (other work shares the machine).\n\n", load0, benchkit.LoadAvg())
+	load1 := benchkit.LoadAvg()
+	fmt.Fprintf(&b, "Load average before the run: %s, after: %s.\n\n", load0, load1)
+	if v := benchkit.LoadVerdict(load0, load1, runtime.NumCPU()); v != "" {
+		fmt.Fprintf(&b, "%s\n\n", v)
+	}
 	pages := slices.ContainsFunc(rs, func(r result) bool { return r.page > 0 })
 	b.WriteString("| tool | N | CPU s / 1000 probes | CPU cores used | peak RSS | anon RSS at end | p99 lateness | completed / expected | ok |")
 	if pages {

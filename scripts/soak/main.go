@@ -378,6 +378,9 @@ func (s *soak) render(smp []sample, died error, stop time.Duration, load0 string
 	fmt.Fprintf(&b, "%s\n\n", sectionTitle)
 	fmt.Fprintf(&b, "`make soak` (`scripts/soak.sh`, DURATION=%s) on %s, %d CPUs (shared), %s; load average before %s, after %s.\n",
 		duration, time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), benchkit.Kernel(), load0, benchkit.LoadAvg())
+	if v := benchkit.LoadVerdict(load0, benchkit.LoadAvg(), runtime.NumCPU()); v != "" {
+		fmt.Fprintf(&b, "%s (The soak's verdict is about growth and failures, which load does not excuse.)\n", v)
+	}
 	fmt.Fprintf(&b, "probe serve with %d healthy loopback connect targets at 1 s through file_sd (5%% swapped every %s), a job of\n", s.n, churn)
 	b.WriteString("hostile app servers (a MySQL greeting that crashes go-sql-driver, a Kafka answer announcing 2^31 array\n")
 	fmt.Fprintf(&b, "elements, a PostgreSQL message announcing 1 GiB), a bad and a good reload every %s, 20 reload requests\n", reload)

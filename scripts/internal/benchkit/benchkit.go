@@ -132,6 +132,29 @@ func HistQuantile(m0, m1 map[string]float64, name string, q float64) time.Durati
 	return 0
 }
 
+// LoadVerdict judges the 1-minute load averages read before and after a
+// run (LoadAvg strings) on this machine: a benchmark measured while other
+// work kept more than half the CPUs busy measured the neighbours too. It
+// returns "" for a run to trust, else a line that marks the table as not to
+// be trusted, with the figures.
+func LoadVerdict(before, after string, cpus int) string {
+	limit := float64(cpus) / 2
+	worst := 0.0
+	for _, l := range []string{before, after} {
+		f := strings.Fields(l)
+		if len(f) == 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(f[0], 64); err == nil {
+			worst = max(worst, v)
+		}
+	}
+	if worst <= limit {
+		return ""
+	}
+	return fmt.Sprintf("**Not to be trusted as absolute figures: the 1-minute load average reached %.2f (before: %s; after: %s) on %d CPUs, over the %.1f a quiet run allows; other work shared the machine. Compare rows of this run with each other only, or rerun on a quiet machine.**", worst, before, after, cpus, limit)
+}
+
 // LoadAvg is the 1, 5 and 15 minute load average.
 func LoadAvg() string {
 	b, err := os.ReadFile("/proc/loadavg")
