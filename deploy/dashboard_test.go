@@ -15,7 +15,6 @@ import (
 	promexp "github.com/connprobe/connprobe/exporters/prometheus"
 	"github.com/connprobe/connprobe/internal/responder"
 	"github.com/connprobe/connprobe/probe"
-	"github.com/connprobe/connprobe/probe/kernel"
 	"github.com/connprobe/connprobe/scheduler"
 )
 
@@ -88,7 +87,7 @@ func exported(t *testing.T) map[string][]string {
 		t.Fatal(err)
 	}
 	// The kernel evidence (global.kernel) is read on scrape.
-	d.Register(&kernel.Collector{})
+	d.Register(&promexp.KernelCollector{})
 	for name, ls := range d {
 		out[name] = append(ls, ScrapeLabels...)
 	}

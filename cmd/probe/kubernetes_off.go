@@ -1,4 +1,4 @@
-//go:build !kubernetes
+//go:build linux && !kubernetes
 
 package main
 

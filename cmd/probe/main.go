@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command probe is connprobe's single binary: on-demand probes (run), the
 // always-on prober (serve), the responder for long-connection probes, config
 // and node lint, and the network-namespace lab.

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -6,21 +8,22 @@ import (
 	"sync/atomic"
 
 	"github.com/connprobe/connprobe/configs"
+	promexp "github.com/connprobe/connprobe/exporters/prometheus"
 	"github.com/connprobe/connprobe/probe/kernel"
 	"github.com/connprobe/connprobe/probe/netns"
 )
 
 // kernelMetrics exports the kernel evidence of the namespaces the running
-// config names (global.kernel): one kernel.Collector, registered once, whose
+// config names (global.kernel): one promexp.KernelCollector, registered once, whose
 // set of namespaces follows each (re)load.
 type kernelMetrics struct {
 	ends atomic.Pointer[[]kernel.End]
-	c    *kernel.Collector
+	c    *promexp.KernelCollector
 }
 
 func newKernelMetrics() *kernelMetrics {
 	k := &kernelMetrics{}
-	k.c = &kernel.Collector{Ends: func() []kernel.End {
+	k.c = &promexp.KernelCollector{Ends: func() []kernel.End {
 		if e := k.ends.Load(); e != nil {
 			return *e
 		}

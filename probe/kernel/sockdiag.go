@@ -56,8 +56,8 @@ func (s State) String() string {
 	return fmt.Sprintf("STATE-%d", uint8(s))
 }
 
-// label is the bounded metric label value: "close_wait".
-func (s State) label() string {
+// Label is the bounded metric label value: "close_wait".
+func (s State) Label() string {
 	return strings.ReplaceAll(strings.ToLower(s.String()), "-", "_")
 }
 

@@ -1,6 +1,7 @@
-package kernel
+package prometheus
 
 import (
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -9,9 +10,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/connprobe/connprobe/internal/nstest"
+	"github.com/connprobe/connprobe/probe/kernel"
+	"github.com/connprobe/connprobe/probe/netns"
 )
 
-func TestCollectorExportsNamespaceEvidence(t *testing.T) {
+func TestKernelCollectorExportsNamespaceEvidence(t *testing.T) {
 	p := nstest.NewPair(t)
 	nstest.Sysctl(t, p.Server, "net.ipv4.ip_local_port_range=1024 65535")
 	ln := nstest.Listen(t, p.Server, p.ServerIP.String()+":9092")
@@ -27,8 +30,8 @@ func TestCollectorExportsNamespaceEvidence(t *testing.T) {
 	dialFrom(t, p.Client, p.Addr(9092).String()).Close()
 	time.Sleep(300 * time.Millisecond)
 
-	ends := []End{{Name: "netns:" + p.Server, NetNS: nstest.Path(p.Server)}}
-	c := &Collector{Ends: func() []End { return ends }, StuckAfter: 200 * time.Millisecond}
+	ends := []kernel.End{{Name: "netns:" + p.Server, NetNS: nstest.Path(p.Server)}}
+	c := &KernelCollector{Ends: func() []kernel.End { return ends }, StuckAfter: 200 * time.Millisecond}
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(c)
 	if probs, err := testutil.GatherAndLint(reg); err != nil || len(probs) > 0 {
@@ -51,8 +54,8 @@ connprobe_netns_tcp_sockets{netns="` + ns + `",state="listen"} 1
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "connprobe_netns_tcp_stuck_sockets", "connprobe_netns_sysctl_finding", "connprobe_netns_tcp_sockets"); err != nil {
 		t.Error(err)
 	}
-	if n := testutil.CollectAndCount(c, "connprobe_netns_tcp_events_total"); n != len(Watched) {
-		t.Errorf("tcp events series = %d, want %d", n, len(Watched))
+	if n := testutil.CollectAndCount(c, "connprobe_netns_tcp_events_total"); n != len(kernel.Watched) {
+		t.Errorf("tcp events series = %d, want %d", n, len(kernel.Watched))
 	}
 	// A namespace that goes away: its series and auditor go with it.
 	ends = nil
@@ -62,4 +65,20 @@ connprobe_netns_tcp_sockets{netns="` + ns + `",state="listen"} 1
 	if len(c.auditors) != 0 {
 		t.Errorf("auditors kept for gone namespaces: %v", c.auditors)
 	}
+}
+
+// dialFrom connects to addr from inside the namespace ns.
+func dialFrom(t *testing.T, ns, addr string) net.Conn {
+	t.Helper()
+	var c net.Conn
+	err := netns.Do(nstest.Path(ns), func() error {
+		var err error
+		c, err = (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: -1}).Dial("tcp", addr)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("dial %s from %s: %v", addr, ns, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
