@@ -24,8 +24,8 @@ func goBuild(t *testing.T, dir, goos, goarch string, args ...string) (string, er
 
 // TestPlatformLinuxOnly: connprobe is Linux only (README.md, Code layout).
 // Building the command for another system fails with one clear message, not
-// with whatever Linux-only symbol the compiler meets first; building it all
-// for another Linux architecture works.
+// with whatever Linux-only symbol the compiler meets first; building the
+// binary for another Linux architecture works.
 func TestPlatformLinuxOnly(t *testing.T) {
 	for _, goos := range []string{"darwin", "windows"} {
 		out, err := goBuild(t, ".", goos, "amd64", "-o", os.DevNull, ".")
@@ -40,7 +40,11 @@ func TestPlatformLinuxOnly(t *testing.T) {
 			t.Errorf("GOOS=%s go build ./cmd/probe: %d errors, want exactly one:\n%s", goos, n, out)
 		}
 	}
-	if out, err := goBuild(t, "../..", "linux", "arm64", "./..."); err != nil {
-		t.Errorf("GOOS=linux GOARCH=arm64 go build ./...: %v\n%s", err, out)
+	// Linux on another architecture builds: the binary, with everything it
+	// links (the Kubernetes client's packages are left out: compiling them
+	// for a second architecture costs minutes of make test, and they hold
+	// no architecture-specific code of ours).
+	if out, err := goBuild(t, "../..", "linux", "arm64", "-o", os.DevNull, "./cmd/probe"); err != nil {
+		t.Errorf("GOOS=linux GOARCH=arm64 go build ./cmd/probe: %v\n%s", err, out)
 	}
 }
