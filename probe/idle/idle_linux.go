@@ -386,6 +386,10 @@ func (p *Prober) clientFirst(ctx context.Context, r *probe.Result, s *session, d
 func (p *Prober) serverAfterDelay(ctx context.Context, r *probe.Result, s *session, d time.Duration) *broke {
 	hctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 	req := Request{Verb: VerbDelay, Delay: d.Round(time.Millisecond), Nonce: nonce()}
+	// The responder's delay runs from when it reads DELAY, which is after
+	// we send it: timed from here, the wait is never shorter than asked
+	// (timed from the WAIT line it was, by WAIT's trip back).
+	t0 := time.Now()
 	_, err := s.exchange(hctx, req, VerbWait)
 	cancel()
 	if re, ok := errors.AsType[*RefusedError](err); ok {
@@ -401,7 +405,6 @@ func (p *Prober) serverAfterDelay(ctx context.Context, r *probe.Result, s *sessi
 	// segment after it (other than the reply) is news.
 	base := tcpInfo(s.c)
 	p.idleStarted(s, d)
-	t0 := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, d+p.cfg.ReplyTimeout)
 	defer cancel()
 	rep, err := s.expect(wctx, req.Nonce, VerbOK)
