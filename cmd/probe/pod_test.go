@@ -20,10 +20,12 @@ import (
 	"github.com/connprobe/connprobe/probe/netns"
 )
 
-// podWithEtc starts a pod-like process (see podLike) in its own network
-// namespace whose root has etc as /etc (so etc/resolv.conf is the pod's
-// resolv.conf) and a service-account namespace file naming podNS. It
-// returns the process and the pod UID in its cgroup.
+// podWithEtc starts a pod-like process in its own network namespace, in a
+// kubepods-like cgroup slice, with HOSTNAME=name in its environment and
+// the service account's namespace file naming podNS in its root (a private
+// mount over /var); with etc set, etc is also its /etc (so
+// etc/resolv.conf is the pod's resolv.conf). It returns the process and
+// the pod UID in its cgroup; t.Cleanup kills it and removes the cgroup.
 func podWithEtc(t *testing.T, podNS, name, etc string) (*exec.Cmd, string) {
 	t.Helper()
 	root := t.TempDir()
@@ -43,15 +45,18 @@ func podWithEtc(t *testing.T, podNS, name, etc string) (*exec.Cmd, string) {
 	if err := os.Mkdir(cg, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("unshare", "--net", "--mount", "--propagation", "private", "sh", "-c",
-		`ip link set lo up && mount --bind "$1" /var && mount --bind "$3" /etc && exec /usr/bin/env HOSTNAME="$2" /bin/sleep 300`, "sh", root, name, etc)
+	script := `ip link set lo up && mount --bind "$1" /var && exec /usr/bin/env HOSTNAME="$2" /bin/sleep 300`
+	if etc != "" {
+		script = `ip link set lo up && mount --bind "$1" /var && mount --bind "$3" /etc && exec /usr/bin/env HOSTNAME="$2" /bin/sleep 300`
+	}
+	cmd := exec.Command("unshare", "--net", "--mount", "--propagation", "private", "sh", "-c", script, "sh", root, name, etc)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		for range 50 {
+		for range 50 { // rmdir fails while the cgroup still lists the process
 			if err := os.Remove(cg); err == nil || os.IsNotExist(err) {
 				return
 			}

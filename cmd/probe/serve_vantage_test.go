@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -30,52 +29,8 @@ import (
 // process; t.Cleanup kills it and removes the cgroup.
 func podLike(t *testing.T, podNS, name string) *exec.Cmd {
 	t.Helper()
-	root := t.TempDir()
-	sa := filepath.Join(root, "run/secrets/kubernetes.io/serviceaccount")
-	if err := os.MkdirAll(sa, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(sa, "namespace"), []byte(podNS+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cgRoot := "/sys/fs/cgroup/systemd" // cgroup v1 named hierarchy
-	if _, err := os.Stat(cgRoot); err != nil {
-		cgRoot = "/sys/fs/cgroup" // v2
-	}
-	uid := fmt.Sprintf("%08x-%04x-%04x-%04x-%012x", rand.Uint32(), rand.N(1<<16), rand.N(1<<16), rand.N(1<<16), rand.N(uint64(1)<<48))
-	cg := filepath.Join(cgRoot, podNS+"-kubepods-pod"+uid+".slice")
-	if err := os.Mkdir(cg, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("unshare", "--net", "--mount", "--propagation", "private", "sh", "-c",
-		`ip link set lo up && mount --bind "$1" /var && exec env HOSTNAME="$2" sleep 300`, "sh", root, name)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		for range 50 { // rmdir fails while the cgroup still lists the process
-			if err := os.Remove(cg); err == nil || os.IsNotExist(err) {
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		t.Errorf("cgroup %s left behind", cg)
-	})
-	pid := strconv.Itoa(cmd.Process.Pid)
-	for range 200 {
-		env, _ := os.ReadFile("/proc/" + pid + "/environ")
-		if bytes.Contains(env, []byte("HOSTNAME="+name+"\x00")) {
-			if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(pid), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			return cmd
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("pod-like process %s/%s never started", podNS, name)
-	return nil
+	cmd, _ := podWithEtc(t, podNS, name, "")
+	return cmd
 }
 
 // recordSink records every result per target and which targets come and go.
