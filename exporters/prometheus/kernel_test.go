@@ -1,7 +1,6 @@
 package prometheus
 
 import (
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/connprobe/connprobe/internal/nstest"
 	"github.com/connprobe/connprobe/probe/kernel"
-	"github.com/connprobe/connprobe/probe/netns"
 )
 
 func TestKernelCollectorExportsNamespaceEvidence(t *testing.T) {
@@ -27,7 +25,7 @@ func TestKernelCollectorExportsNamespaceEvidence(t *testing.T) {
 			t.Cleanup(func() { c.Close() })
 		}
 	}()
-	dialFrom(t, p.Client, p.Addr(9092).String()).Close()
+	nstest.Dial(t, p.Client, p.Addr(9092).String()).Close()
 	time.Sleep(300 * time.Millisecond)
 
 	ends := []kernel.End{{Name: "netns:" + p.Server, NetNS: nstest.Path(p.Server)}}
@@ -65,20 +63,4 @@ connprobe_netns_tcp_sockets{netns="` + ns + `",state="listen"} 1
 	if len(c.auditors) != 0 {
 		t.Errorf("auditors kept for gone namespaces: %v", c.auditors)
 	}
-}
-
-// dialFrom connects to addr from inside the namespace ns.
-func dialFrom(t *testing.T, ns, addr string) net.Conn {
-	t.Helper()
-	var c net.Conn
-	err := netns.Do(nstest.Path(ns), func() error {
-		var err error
-		c, err = (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: -1}).Dial("tcp", addr)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("dial %s from %s: %v", addr, ns, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
 }

@@ -107,6 +107,23 @@ func Listen(t testing.TB, ns, addr string) net.Listener {
 	return ln
 }
 
+// Dial connects to addr from inside ns with Go's keep-alive off, within 2 s.
+// Closed on t.Cleanup.
+func Dial(t testing.TB, ns, addr string) net.Conn {
+	t.Helper()
+	var c net.Conn
+	err := netns.Do(Path(ns), func() error {
+		var err error
+		c, err = (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: -1}).Dial("tcp", addr)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("dial %s from %s: %v", addr, ns, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // FDs counts the open file descriptors of this process.
 func FDs(t testing.TB) int {
 	t.Helper()

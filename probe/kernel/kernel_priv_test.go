@@ -15,22 +15,6 @@ import (
 )
 
 // dialFrom connects from namespace ns to addr with a plain Go dialer (the
-// socket is created on a thread inside ns).
-func dialFrom(t *testing.T, ns, addr string) net.Conn {
-	t.Helper()
-	var c net.Conn
-	err := netns.Do(nstest.Path(ns), func() error {
-		var err error
-		c, err = (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: -1}).Dial("tcp", addr)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("dial %s from %s: %v", addr, ns, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 // A server that never closes its side keeps every connection its clients
 // closed in CLOSE-WAIT (incident 000): the audit names count, age and peer.
 func TestAuditCloseWait(t *testing.T) {
@@ -46,7 +30,7 @@ func TestAuditCloseWait(t *testing.T) {
 		}
 	}()
 	for range 3 {
-		dialFrom(t, p.Client, p.Addr(9092).String()).Close() // client FIN
+		nstest.Dial(t, p.Client, p.Addr(9092).String()).Close() // client FIN
 	}
 	a := NewAuditor(time.Second)
 	socks, err := Sockets(nstest.Path(p.Server))
@@ -101,7 +85,7 @@ func TestSynFloodShowsListenDropsInEvidence(t *testing.T) {
 	nstest.Listen(t, p.Server, p.ServerIP.String()+":9000") // never accepts
 	// Fill the accept queue (backlog+1 connections fit), then keep flooding.
 	for range 2 {
-		dialFrom(t, p.Client, p.Addr(9000).String())
+		nstest.Dial(t, p.Client, p.Addr(9000).String())
 	}
 
 	tgt, _ := probe.ParseTarget(p.Addr(9000).String())
@@ -207,7 +191,7 @@ func TestConntrackStatsInNamespace(t *testing.T) {
 	// A ct rule makes the client namespace track its connections.
 	nstest.Exec(t, p.Client, "nft", "add table inet track; add chain inet track out { type filter hook output priority 0; }; add rule inet track out ct state new counter")
 	nstest.Listen(t, p.Server, p.ServerIP.String()+":9000")
-	dialFrom(t, p.Client, p.Addr(9000).String())
+	nstest.Dial(t, p.Client, p.Addr(9000).String())
 	st, err := ConntrackStats(nstest.Path(p.Client))
 	if err != nil {
 		t.Fatal(err)
