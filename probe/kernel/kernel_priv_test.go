@@ -14,7 +14,6 @@ import (
 	"github.com/connprobe/connprobe/probe/netns"
 )
 
-// dialFrom connects from namespace ns to addr with a plain Go dialer (the
 // A server that never closes its side keeps every connection its clients
 // closed in CLOSE-WAIT (incident 000): the audit names count, age and peer.
 func TestAuditCloseWait(t *testing.T) {
