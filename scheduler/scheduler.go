@@ -90,6 +90,16 @@ type TargetSink interface {
 	Result(r *probe.Result)
 }
 
+// Follower is an optional interface of a probe.Prober: the scheduler calls
+// Followup with each attempt's result once the sink has it (or once it was
+// discarded because the loop was stopped). Anything an attempt's outcome
+// sets in motion that may stop the loop (a vantage dropping a vanished
+// namespace's targets) belongs here rather than in Probe, where it would
+// race the recording of that very result.
+type Follower interface {
+	Followup(r *probe.Result)
+}
+
 // Scheduler runs the current set of jobs.
 type Scheduler struct {
 	sink    Sink
@@ -472,6 +482,9 @@ func (l *loop) fire() {
 	if !halted && l.ctx.Err() == nil && sl.r.Reason != probe.ReasonCanceled {
 		// Not cut short by the scheduler (that is not a network failure).
 		l.sink.Result(&sl.r)
+	}
+	if f, ok := sl.p.(Follower); ok {
+		f.Followup(&sl.r)
 	}
 	l.mu.Lock()
 	l.free = append(l.free, sl)

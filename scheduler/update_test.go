@@ -73,3 +73,49 @@ func TestUpdateAfterRunReturned(t *testing.T) {
 		}
 	})
 }
+
+// followProber drops its own target from the job's source once it has
+// reported, the way a vantage drops a vanished namespace's targets after
+// its netns_gone.
+type followProber struct {
+	*fakeProber
+	src      pushSource
+	recorded []int // results the sink held for the target at each Followup
+}
+
+func (p *followProber) Followup(r *probe.Result) {
+	p.w.mu.Lock()
+	p.recorded = append(p.recorded, len(p.w.results[p.target]))
+	p.w.mu.Unlock()
+	p.src <- nil
+}
+
+// TestFollowupAfterTheResultIsRecorded: what an attempt's outcome sets in
+// motion (here: the target dropped) runs only once the sink has that
+// attempt, so the result that caused it is never lost with the loop.
+func TestFollowupAfterTheResultIsRecorded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := newWorld(time.Millisecond)
+		src := make(pushSource)
+		var fp *followProber
+		j := job(w, "a", src)
+		j.New = func(tg probe.Target) (probe.Prober, error) {
+			p, _ := w.New(tg)
+			fp = &followProber{fakeProber: p.(*fakeProber), src: src}
+			return fp, nil
+		}
+		_, stop := start(t, w, j)
+		src <- tgts("x:1")
+		time.Sleep(5 * time.Second)
+		stop()
+		if fp == nil {
+			t.Fatal("no prober made")
+		}
+		if got := len(w.results["x:1"]); got != 1 {
+			t.Errorf("%d results recorded, want the one attempt before the target was dropped", got)
+		}
+		if len(fp.recorded) != 1 || fp.recorded[0] != 1 {
+			t.Errorf("Followup saw %v results recorded, want [1]: it must run after the sink has the result", fp.recorded)
+		}
+	})
+}

@@ -16,6 +16,7 @@ import (
 	promexp "github.com/connprobe/connprobe/exporters/prometheus"
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/probe/trace"
+	"github.com/connprobe/connprobe/scheduler"
 )
 
 // traceLimiter bounds the traces of the whole process, every job and
@@ -92,6 +93,14 @@ type tracingProber struct {
 	st          *traceState
 	rec         pathRecorder
 	log         *slog.Logger
+}
+
+// Followup passes the result on to the wrapped prober if it follows
+// results (scheduler.Follower: a vantage's netns_gone).
+func (p *tracingProber) Followup(r *probe.Result) {
+	if f, ok := p.Prober.(scheduler.Follower); ok {
+		f.Followup(r)
+	}
 }
 
 // Probe runs the attempt with the job's own timeout, then maybe a trace.

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 
@@ -56,16 +55,17 @@ func withVantage(j *configs.Job, src targets.Source, newProber func(probe.Target
 	}, nil
 }
 
-// goneProber reports a netns_gone result to its vantage source.
+// goneProber reports a netns_gone result to its vantage source, after the
+// scheduler has recorded it (scheduler.Follower): asked from Probe, the
+// source could drop the target, and so discard that result, first.
 type goneProber struct {
 	probe.Prober
 	gone func()
 }
 
-func (p goneProber) Probe(ctx context.Context) probe.Result {
-	r := p.Prober.Probe(ctx)
+// Followup implements scheduler.Follower.
+func (p goneProber) Followup(r *probe.Result) {
 	if r.Reason == probe.ReasonNetNSGone {
 		p.gone()
 	}
-	return r
 }
