@@ -56,7 +56,7 @@ func exported(t *testing.T) map[string][]string {
 	ts := e.Target(job, probe.Target{Name: "service/shop/web:80"})
 	ts.Scheduled(time.Millisecond)
 	ts.Overrun(1)
-	ts.Result(&probe.Result{Target: "service/shop/web:80", Kind: "idle", Reason: probe.ReasonOK, Success: true,
+	ts.Result(&probe.Result{Target: "service/shop/web:80", Kind: "idle", Reason: probe.ReasonOK,
 		Duration: time.Second, Retransmits: 1, Local: netip.MustParseAddrPort("10.244.1.2:40000"),
 		Timings: probe.Timings{Handshake: time.Millisecond, RTT: time.Millisecond}})
 	ts.(interface{ IdleTimeoutSearches() }).IdleTimeoutSearches()

@@ -26,9 +26,9 @@ func (e Expectation) Judge(r *Result) (met, judged bool) {
 		return false, false
 	}
 	if !e.Fail {
-		return r.Success, true
+		return r.Success(), true
 	}
-	if r.Success || r.Reason.Class() != ClassFailure {
+	if r.Success() || r.Reason.Class() != ClassFailure {
 		return false, true // it got through
 	}
 	if errors.Is(r.Err, ErrPanic) {

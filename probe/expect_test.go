@@ -6,7 +6,7 @@ import (
 )
 
 func TestExpectationJudge(t *testing.T) {
-	res := func(r Reason) *Result { return &Result{Reason: r, Success: r.Success()} }
+	res := func(r Reason) *Result { return &Result{Reason: r} }
 	panicked := &Result{Reason: ReasonOther, Err: fmt.Errorf("connect: %w", ErrPanic)}
 	success := Expectation{}
 	fail := Expectation{Fail: true}

@@ -31,7 +31,6 @@ func SafeProbe(ctx context.Context, p Prober) (res Result) {
 			Start:    start,
 			Duration: time.Since(start),
 			Reason:   ReasonOther,
-			Success:  false,
 			Evidence: []string{fmt.Sprintf("panic in the probe: %v", v)},
 			Err:      fmt.Errorf("probe: %w: %v\n%s", ErrPanic, v, debug.Stack()),
 		}

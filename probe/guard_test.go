@@ -20,7 +20,7 @@ func (panicProber) Close() error { return nil }
 
 type okProber struct{}
 
-func (okProber) Probe(context.Context) Result { return Result{Reason: ReasonOK, Success: true} }
+func (okProber) Probe(context.Context) Result { return Result{Reason: ReasonOK} }
 func (okProber) Close() error                 { return nil }
 
 func TestSafeProbeRecoversPanic(t *testing.T) {
@@ -34,8 +34,8 @@ func TestSafeProbeRecoversPanic(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			r := SafeProbe(t.Context(), panicProber{tt.v})
-			if r.Reason != ReasonOther || r.Success {
-				t.Errorf("reason %s success %v, want other, false", r.Reason, r.Success)
+			if r.Reason != ReasonOther || r.Success() {
+				t.Errorf("reason %s success %v, want other, false", r.Reason, r.Success())
 			}
 			if len(r.Evidence) != 1 || !strings.HasPrefix(r.Evidence[0], tt.want) {
 				t.Errorf("evidence %q, want %q", r.Evidence, tt.want)

@@ -245,10 +245,8 @@ type Result struct {
 	Kind     string        // probe kind: "connect", "syn", ...
 	Start    time.Time     // when the attempt began
 	Duration time.Duration // how long the whole attempt took
-	// Success is true when the target did what was asked. A degraded success
-	// (Reason syn_retransmitted) is still a success.
-	Success bool
 	// Reason classifies the outcome; it is bounded and is the metric label.
+	// Success follows from it.
 	Reason Reason
 	// Phase is where the attempt ended.
 	Phase Phase
@@ -263,6 +261,10 @@ type Result struct {
 	Err error
 }
 
+// Success says whether the target did what was asked: the reason's class is
+// ok or degraded (a syn_retransmitted handshake is still a success).
+func (r *Result) Success() bool { return r.Reason.Success() }
+
 // Evidencef appends one formatted line of evidence.
 func (r *Result) Evidencef(format string, args ...any) {
 	r.Evidence = append(r.Evidence, fmt.Sprintf(format, args...))
@@ -273,7 +275,6 @@ func (r *Result) Evidencef(format string, args ...any) {
 func (r *Result) Fail(phase Phase, err error) {
 	r.Phase = phase
 	r.Err = err
-	r.Success = false
 	r.Reason = Classify(InPhase(phase, err))
 	if d := Describe(err); d != "" {
 		r.Evidence = append(r.Evidence, d)
@@ -304,7 +305,7 @@ func (r Result) MarshalJSON() ([]byte, error) {
 		Kind:            r.Kind,
 		Start:           r.Start,
 		DurationSeconds: r.Duration.Seconds(),
-		Success:         r.Success,
+		Success:         r.Success(),
 		Reason:          r.Reason,
 		Phase:           r.Phase,
 		Retransmits:     r.Retransmits,

@@ -122,7 +122,7 @@ func TestResultJSON(t *testing.T) {
 	r := Result{
 		Target: "10.96.0.10:80", Kind: "connect",
 		Start:    time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC),
-		Duration: 1500 * time.Millisecond, Success: true, Reason: ReasonSynRetransmitted,
+		Duration: 1500 * time.Millisecond, Reason: ReasonSynRetransmitted,
 		Phase: PhaseDone, Retransmits: 1,
 		Timings: Timings{Handshake: 1020 * time.Millisecond, RTT: 50 * time.Microsecond},
 		Local:   netip.MustParseAddrPort("10.0.0.2:40000"), Remote: netip.MustParseAddrPort("10.96.0.10:80"),
@@ -140,8 +140,8 @@ func TestResultJSON(t *testing.T) {
 func TestResultFail(t *testing.T) {
 	var r Result
 	r.Fail(PhaseHandshake, os.NewSyscallError("connect", syscall.EHOSTUNREACH))
-	if r.Reason != ReasonUnreachable || r.Success || r.Phase != PhaseHandshake {
-		t.Errorf("Fail: got reason %q success %v phase %q", r.Reason, r.Success, r.Phase)
+	if r.Reason != ReasonUnreachable || r.Success() || r.Phase != PhaseHandshake {
+		t.Errorf("Fail: got reason %q success %v phase %q", r.Reason, r.Success(), r.Phase)
 	}
 	if len(r.Evidence) != 1 || !strings.HasPrefix(r.Evidence[0], "EHOSTUNREACH") {
 		t.Errorf("evidence = %q, want the errno named", r.Evidence)

@@ -97,13 +97,20 @@ func (r Reason) Success() bool {
 
 // Class returns the reason's class; an unknown reason is a failure.
 func (r Reason) Class() Class {
-	for _, d := range Reasons {
-		if d.Reason == r {
-			return d.Class
-		}
+	if c, ok := reasonClasses[r]; ok {
+		return c
 	}
 	return ClassFailure
 }
+
+// reasonClasses is Reasons by reason: every result's verdict asks.
+var reasonClasses = func() map[Reason]Class {
+	m := make(map[Reason]Class, len(Reasons))
+	for _, d := range Reasons {
+		m[d.Reason] = d.Class
+	}
+	return m
+}()
 
 // ProberFault reports whether r is about the prober, not the target.
 func (r Reason) ProberFault() bool { return r.Class() == ClassProber }

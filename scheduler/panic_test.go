@@ -28,7 +28,7 @@ func (p panicProber) Probe(context.Context) probe.Result {
 		var greeting []byte
 		_ = greeting[1:5] // slice bounds out of range
 	}
-	return probe.Result{Target: "db:3306", Kind: "fake", Reason: probe.ReasonOK, Success: true}
+	return probe.Result{Target: "db:3306", Kind: "fake", Reason: probe.ReasonOK}
 }
 
 func (panicProber) Close() error { return nil }
@@ -57,8 +57,8 @@ func TestPanickingProbeIsOneFailedAttempt(t *testing.T) {
 			t.Fatalf("%d results, want one per interval (>= 3): the scheduler stopped after the panic", len(rs))
 		}
 		first := rs[0]
-		if first.Reason != probe.ReasonOther || first.Success {
-			t.Errorf("first result %s (success %v), want other", first.Reason, first.Success)
+		if first.Reason != probe.ReasonOther || first.Success() {
+			t.Errorf("first result %s (success %v), want other", first.Reason, first.Success())
 		}
 		if !errors.Is(first.Err, probe.ErrPanic) {
 			t.Errorf("first result's err %v does not wrap probe.ErrPanic", first.Err)

@@ -37,14 +37,14 @@ func (p *fakeProber) Probe(ctx context.Context) probe.Result {
 	}
 	p.w.mu.Unlock()
 	start := time.Now()
-	r := probe.Result{Target: p.target, Kind: "fake", Start: start, Success: true, Reason: probe.ReasonOK}
+	r := probe.Result{Target: p.target, Kind: "fake", Start: start, Reason: probe.ReasonOK}
 	if p.ignoreCtx {
 		time.Sleep(p.hold)
 	} else {
 		select {
 		case <-time.After(p.hold):
 		case <-ctx.Done():
-			r.Success, r.Reason = false, probe.Classify(probe.InPhase(probe.PhaseHandshake, ctx.Err()))
+			r.Reason = probe.Classify(probe.InPhase(probe.PhaseHandshake, ctx.Err()))
 		}
 	}
 	r.Duration = time.Since(start)

@@ -44,11 +44,11 @@ type stallingProber struct {
 
 func (p *stallingProber) Probe(ctx context.Context) probe.Result {
 	p.n++
-	r := probe.Result{Target: "a:1", Kind: "fake", Start: time.Now(), Success: true, Reason: probe.ReasonOK}
+	r := probe.Result{Target: "a:1", Kind: "fake", Start: time.Now(), Reason: probe.ReasonOK}
 	time.Sleep(10 * time.Millisecond)
 	if p.n == 3 {
 		p.clock.stop(3 * time.Second)
-		r.Success, r.Reason, r.Duration = false, probe.ReasonSynTimeout, 3*time.Second
+		r.Reason, r.Duration = probe.ReasonSynTimeout, 3*time.Second
 		r.Timings.Handshake = 2460 * time.Millisecond
 	}
 	return r
@@ -92,8 +92,8 @@ func TestStalledAttemptIsDiscarded(t *testing.T) {
 			}
 		}
 		r := rs[2]
-		if r.Success || r.Timings != (probe.Timings{}) {
-			t.Errorf("stalled attempt: success %v timings %+v, want neither", r.Success, r.Timings)
+		if r.Success() || r.Timings != (probe.Timings{}) {
+			t.Errorf("stalled attempt: success %v timings %+v, want neither", r.Success(), r.Timings)
 		}
 		ev := strings.Join(r.Evidence, "\n")
 		for _, want := range []string{"not scheduled for 2.9", "would have read syn_timeout after 3s"} {

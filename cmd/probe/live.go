@@ -128,7 +128,7 @@ func (v *liveView) Result(r probe.Result) error {
 	}
 	if r.Reason.Class() != probe.ClassProber {
 		t.sent++
-		if r.Success {
+		if r.Success() {
 			t.ok++
 			if r.Timings.Handshake > 0 {
 				t.hs = append(t.hs, r.Timings.Handshake)
@@ -243,7 +243,7 @@ func (v *liveView) lines(width int) []string {
 			mn, avg, p90, mx = report.FormatDuration(d[0]), report.FormatDuration(sum/time.Duration(len(d))), report.FormatDuration(report.Quantile(d, 0.9)), report.FormatDuration(d[len(d)-1])
 		}
 		out = append(out, fmt.Sprintf("%-22s %-18s %-*s %6s %9s %9s %9s %9s", name, t.last.Reason, stripLen, string(t.strip), loss, mn, avg, p90, mx))
-		if len(t.last.Evidence) > 0 && !t.last.Success {
+		if len(t.last.Evidence) > 0 && !t.last.Success() {
 			out = append(out, clip("    "+t.last.Evidence[0], width))
 		}
 		if tr := t.trace; tr != nil {

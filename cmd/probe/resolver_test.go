@@ -121,7 +121,7 @@ probes:
 				}
 				return
 			}
-			if !r.Success {
+			if !r.Success() {
 				t.Fatalf("%s in %s, want success; evidence %q, err %v", r.Reason, r.Phase, ev, r.Err)
 			}
 			if r.Remote.Addr() != netip.MustParseAddr("127.0.0.1") {

@@ -135,7 +135,7 @@ func (e *explainer) take(i int) *kernel.Snapshot {
 // add appends the counter deltas of target i's ends to a failed or
 // degraded result.
 func (e *explainer) add(i int, snap *kernel.Snapshot, r *probe.Result) {
-	if snap == nil || (r.Success && r.Reason == probe.ReasonOK) || r.Reason == probe.ReasonCanceled {
+	if snap == nil || (r.Success() && r.Reason == probe.ReasonOK) || r.Reason == probe.ReasonCanceled {
 		return
 	}
 	r.Evidence = append(r.Evidence, snap.Evidence(kernel.Own{SynRetrans: r.Retransmits})...)

@@ -210,7 +210,7 @@ type runTracer struct {
 }
 
 func (rt *runTracer) after(ctx context.Context, r *probe.Result) {
-	if rt == nil || r.Success || r.Reason.Class() != probe.ClassFailure || r.Phase != probe.PhaseHandshake || !r.Remote.IsValid() {
+	if rt == nil || r.Success() || r.Reason.Class() != probe.ClassFailure || r.Phase != probe.PhaseHandshake || !r.Remote.IsValid() {
 		return
 	}
 	tr := trace.Run(ctx, r.Target, r.Remote, rt.cfg)

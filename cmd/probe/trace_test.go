@@ -81,7 +81,7 @@ type fakeProber struct {
 }
 
 func (f *fakeProber) Probe(ctx context.Context) probe.Result {
-	r := probe.Result{Target: "db", Reason: f.reasons[0], Phase: probe.PhaseHandshake, Remote: f.remote, Success: f.reasons[0] == probe.ReasonOK}
+	r := probe.Result{Target: "db", Reason: f.reasons[0], Phase: probe.PhaseHandshake, Remote: f.remote}
 	f.reasons = f.reasons[1:]
 	return r
 }

@@ -20,7 +20,7 @@ import (
 )
 
 func okResult() *probe.Result {
-	return &probe.Result{Success: true, Reason: probe.ReasonOK, Duration: 3 * time.Millisecond,
+	return &probe.Result{Reason: probe.ReasonOK, Duration: 3 * time.Millisecond,
 		Local:   netip.MustParseAddrPort("127.0.0.1:40000"),
 		Timings: probe.Timings{Handshake: 2 * time.Millisecond, RTT: 100 * time.Microsecond}}
 }

@@ -16,8 +16,8 @@ func TestAppSummarySaysWhere(t *testing.T) {
 	}
 	start := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 	res := []probe.Result{
-		{Reason: probe.ReasonOK, Success: true, Phase: probe.PhaseDone, Timings: probe.Timings{Handshake: time.Millisecond, App: 3 * time.Millisecond}},
-		{Reason: probe.ReasonOK, Success: true, Phase: probe.PhaseDone, Timings: probe.Timings{Handshake: time.Millisecond, App: 3 * time.Millisecond}},
+		{Reason: probe.ReasonOK, Phase: probe.PhaseDone, Timings: probe.Timings{Handshake: time.Millisecond, App: 3 * time.Millisecond}},
+		{Reason: probe.ReasonOK, Phase: probe.PhaseDone, Timings: probe.Timings{Handshake: time.Millisecond, App: 3 * time.Millisecond}},
 		{Reason: probe.ReasonSynTimeout, Phase: probe.PhaseHandshake, Timings: probe.Timings{Handshake: time.Second}},
 		{Reason: probe.ReasonRefused, Phase: probe.PhaseHandshake, Timings: probe.Timings{Handshake: time.Millisecond}},
 		{Reason: probe.ReasonAppError, Phase: probe.PhaseApp, Timings: probe.Timings{Handshake: time.Millisecond, App: time.Millisecond}, Evidence: []string{"server answered with an error: ERROR 1040 (08004): Too many connections"}},
@@ -50,7 +50,7 @@ func TestLayer(t *testing.T) {
 		r    probe.Result
 		want string
 	}{
-		{probe.Result{Success: true, Reason: probe.ReasonSynRetransmitted}, ""},
+		{probe.Result{Reason: probe.ReasonSynRetransmitted}, ""},
 		{probe.Result{Reason: probe.ReasonSynTimeout, Phase: probe.PhaseHandshake}, "network"},
 		{probe.Result{Reason: probe.ReasonUnreachable, Phase: probe.PhaseHandshake}, "network"},
 		{probe.Result{Reason: probe.ReasonRefused, Phase: probe.PhaseHandshake}, "tcp"},

@@ -16,7 +16,7 @@ func TestSummaryReportTableAndQuietOK(t *testing.T) {
 	txt.QuietOK()
 	at := time.Date(2026, 12, 3, 3, 0, 0, 0, time.UTC)
 	for i := range 10 {
-		r := probe.Result{Target: "10.0.0.1:80", Kind: "connect", Start: at, Success: true, Reason: probe.ReasonOK, Phase: probe.PhaseDone,
+		r := probe.Result{Target: "10.0.0.1:80", Kind: "connect", Start: at, Reason: probe.ReasonOK, Phase: probe.PhaseDone,
 			Timings: probe.Timings{Handshake: time.Duration(i+1) * time.Millisecond}}
 		if i == 9 {
 			r.Reason, r.Retransmits = probe.ReasonSynRetransmitted, 1

@@ -137,7 +137,7 @@ const appKind = "app"
 // app_timeout, or the server closing or resetting during its protocol),
 // "local" (this side: setup, permissions). "" for successes.
 func Layer(r probe.Result) string {
-	if r.Success {
+	if r.Success() {
 		return ""
 	}
 	if r.Phase == probe.PhaseApp {
@@ -160,11 +160,11 @@ func (s *Stats) Add(r probe.Result) {
 		s.Prober++ // neither success nor failure; its timings are the prober's
 		return
 	}
-	if r.Success {
+	if r.Success() {
 		s.OK++
 	}
 	// Only completed handshakes: a timed-out one measures the timeout.
-	completed := r.Success || (r.Phase != probe.PhaseHandshake && r.Phase != probe.PhaseSetup && r.Phase != probe.PhaseResolve)
+	completed := r.Success() || (r.Phase != probe.PhaseHandshake && r.Phase != probe.PhaseSetup && r.Phase != probe.PhaseResolve)
 	if r.Timings.Handshake > 0 && completed {
 		s.Handshakes = append(s.Handshakes, r.Timings.Handshake)
 	}

@@ -14,7 +14,7 @@ func result(reason probe.Reason, hs time.Duration, retx int, ev ...string) probe
 	r := probe.Result{
 		Target: "10.96.0.10:80", Kind: "connect",
 		Start:  time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC),
-		Reason: reason, Success: reason.Success(), Retransmits: retx,
+		Reason: reason, Retransmits: retx,
 		Timings: probe.Timings{Handshake: hs}, Evidence: ev,
 	}
 	if reason.Success() {

@@ -21,9 +21,9 @@ var t0 = time.Date(2026, 12, 3, 3, 0, 0, 0, time.UTC)
 func res(i int, reason probe.Reason, evidence ...string) *probe.Result {
 	r := &probe.Result{
 		Start: t0.Add(time.Duration(i) * time.Second), Duration: 1500 * time.Microsecond, Reason: reason,
-		Success: reason.Success(), Phase: probe.PhaseDone, Evidence: evidence,
+		Phase: probe.PhaseDone, Evidence: evidence,
 	}
-	if r.Success {
+	if r.Success() {
 		r.Timings.Handshake = 300 * time.Microsecond
 		r.Local = netip.MustParseAddrPort("10.0.0.1:40000")
 		if reason == probe.ReasonSynRetransmitted {

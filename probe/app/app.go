@@ -231,7 +231,7 @@ func (p *Prober) Probe(ctx context.Context) probe.Result {
 	}
 	r.Kind = Kind
 	r.Duration = time.Since(r.Start)
-	if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) && !r.Success {
+	if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) && !r.Success() {
 		// The caller gave up (shutdown): not a network failure.
 		r.Reason = probe.ReasonCanceled
 	}
@@ -265,7 +265,6 @@ func serverErrorf(format string, args ...any) error {
 // own deadline (libraries that close the connection on ctx expiry report
 // "use of closed connection" instead of a timeout).
 func appFailed(ctx context.Context, r *probe.Result, c *conn, scheme string, err error) {
-	r.Success = false
 	r.Phase = probe.PhaseApp
 	r.Err = err
 	var se *ServerError

@@ -40,7 +40,7 @@ func BenchmarkProbeLoopback(b *testing.B) {
 			return
 		}
 		for pb.Next() {
-			if r := p.Probe(b.Context()); !r.Success {
+			if r := p.Probe(b.Context()); !r.Success() {
 				b.Errorf("probe failed: %s %v", r.Reason, r.Err)
 				return
 			}

@@ -68,8 +68,8 @@ func TestLabAttemptEnds(t *testing.T) {
 			ctx, cancel := tt.ctx()
 			defer cancel()
 			r := p.Probe(ctx)
-			if r.Reason != tt.reason || r.Success {
-				t.Fatalf("reason %s success %v, want %s; evidence %q, err %v", r.Reason, r.Success, tt.reason, r.Evidence, r.Err)
+			if r.Reason != tt.reason || r.Success() {
+				t.Fatalf("reason %s success %v, want %s; evidence %q, err %v", r.Reason, r.Success(), tt.reason, r.Evidence, r.Err)
 			}
 			if r.Err == nil || r.Err.Error() != tt.err {
 				t.Errorf("err %v, want %q", r.Err, tt.err)

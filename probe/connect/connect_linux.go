@@ -53,7 +53,7 @@ func (p *Prober) Probe(ctx context.Context) probe.Result {
 	}
 	p.probe(ctx, deadline, &r)
 	r.Duration = time.Since(r.Start)
-	if !r.Success && errors.Is(context.Cause(ctx), context.Canceled) {
+	if !r.Success() && errors.Is(context.Cause(ctx), context.Canceled) {
 		// The caller gave up (shutdown): not a network failure.
 		r.Reason = probe.ReasonCanceled
 	}
@@ -147,7 +147,6 @@ func (p *Prober) establish(ctx context.Context, deadline time.Time, r *probe.Res
 	}
 	r.Phase = probe.PhaseHandshake
 	r.Reason = probe.ReasonOK
-	r.Success = true
 	if r.Retransmits > 0 {
 		r.Reason = probe.ReasonSynRetransmitted
 		r.Evidencef("handshake needed %d SYN retransmit(s): established after %s", r.Retransmits, probe.Round(r.Timings.Handshake))

@@ -174,9 +174,9 @@ func TestLabScenarios(t *testing.T) {
 			cfg.Timeout = 2 * time.Second
 			r := podProber(t, l, vip.String(), cfg).Probe(t.Context())
 			ev := strings.Join(r.Evidence, " | ")
-			if r.Reason != tc.want || r.Success != tc.success || r.Phase != tc.phase {
+			if r.Reason != tc.want || r.Success() != tc.success || r.Phase != tc.phase {
 				t.Fatalf("got reason %s success %v phase %s, want %s %v %s\nevidence: %s\nerr: %v",
-					r.Reason, r.Success, r.Phase, tc.want, tc.success, tc.phase, ev, r.Err)
+					r.Reason, r.Success(), r.Phase, tc.want, tc.success, tc.phase, ev, r.Err)
 			}
 			if tc.retx >= 0 && r.Retransmits != tc.retx {
 				t.Errorf("retransmits %d, want %d", r.Retransmits, tc.retx)
@@ -232,8 +232,8 @@ func TestLabNetNSGone(t *testing.T) {
 		t.Fatalf("ip netns delete: %v: %s", err, out)
 	}
 	r := p.Probe(t.Context())
-	if r.Reason != probe.ReasonNetNSGone || r.Phase != probe.PhaseSetup || r.Success {
-		t.Fatalf("got %s phase %s success %v, want netns_gone in setup; evidence %q, err %v", r.Reason, r.Phase, r.Success, r.Evidence, r.Err)
+	if r.Reason != probe.ReasonNetNSGone || r.Phase != probe.PhaseSetup || r.Success() {
+		t.Fatalf("got %s phase %s success %v, want netns_gone in setup; evidence %q, err %v", r.Reason, r.Phase, r.Success(), r.Evidence, r.Err)
 	}
 	if !strings.Contains(r.Err.Error(), l.Pod) {
 		t.Errorf("error %q does not name the namespace %s", r.Err, l.Pod)

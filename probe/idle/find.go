@@ -282,7 +282,7 @@ func (p *Prober) round(ctx context.Context, ds []time.Duration, repeats int) (ma
 		switch {
 		case x.r.Reason == probe.ReasonCanceled:
 			continue
-		case !x.r.Success && x.r.Phase != probe.PhaseIdle && x.r.Reason != probe.ReasonStaleSession:
+		case !x.r.Success() && x.r.Phase != probe.PhaseIdle && x.r.Reason != probe.ReasonStaleSession:
 			// Not even a fresh connection worked, or the server failed:
 			// no boundary to find.
 			if down == nil {
@@ -294,7 +294,7 @@ func (p *Prober) round(ctx context.Context, ds []time.Duration, repeats int) (ma
 				cancelFrom(0)
 			}
 			continue
-		case !x.r.Success:
+		case !x.r.Success():
 			if o, seen := res[x.d]; !seen || !o.lost {
 				res[x.d] = outcome{lost: true, r: x.r}
 				cancelFrom(x.d)

@@ -14,7 +14,7 @@ func outcomes(lost, survived []time.Duration) map[time.Duration]outcome {
 		m[d] = outcome{lost: true, r: probe.Result{Reason: probe.ReasonStaleSession}}
 	}
 	for _, d := range survived {
-		m[d] = outcome{r: probe.Result{Reason: probe.ReasonOK, Success: true}}
+		m[d] = outcome{r: probe.Result{Reason: probe.ReasonOK}}
 	}
 	return m
 }

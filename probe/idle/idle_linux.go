@@ -78,7 +78,7 @@ func (p *Prober) ProbeIdle(ctx context.Context, d time.Duration) probe.Result {
 	r := probe.Result{Target: p.target.Name, Kind: Kind, Start: time.Now()}
 	p.attempt(ctx, &r, d)
 	r.Duration = time.Since(r.Start)
-	if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) && !r.Success {
+	if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) && !r.Success() {
 		r.Reason = probe.ReasonCanceled
 	}
 	return r
@@ -131,7 +131,11 @@ func (p *Prober) attempt(ctx context.Context, r *probe.Result, d time.Duration) 
 			b = p.plain(ctx, r, s, d)
 		}
 	}
-	if b == nil || ctx.Err() != nil {
+	if ctx.Err() != nil {
+		outOfTime(ctx, r, b, false)
+		return
+	}
+	if b == nil {
 		return
 	}
 	// The idle connection broke after the idle time. A fresh connection over
@@ -140,10 +144,50 @@ func (p *Prober) attempt(ctx context.Context, r *probe.Result, d time.Duration) 
 	p.judge(ctx, r, addr, d, b)
 }
 
+// outOfTime ends an attempt whose own time ran out (or that the prober
+// cancelled) before it reached a verdict: never the ok its first handshake
+// left. Cancelled, it is canceled; with the idle connection broken (b), it
+// is what broke it (the ECHO's ENETUNREACH, RST, …); otherwise the
+// deadline of the phase it was in (reply_timeout). judging says a control
+// connection was under way.
+func outOfTime(ctx context.Context, r *probe.Result, b *broke, judging bool) {
+	cause := context.Cause(ctx)
+	if cause == nil { // its deadline passed a moment ago (spent)
+		cause = context.DeadlineExceeded
+	}
+	if r.Reason.Success() {
+		r.Phase, r.Err = probe.PhaseReply, cause
+		if b != nil && b.err != nil && !errors.Is(cause, context.Canceled) {
+			r.Err = b.err
+		}
+		r.Reason = probe.Classify(probe.InPhase(r.Phase, r.Err))
+	}
+	switch {
+	case judging:
+		r.Evidencef("the attempt ended (%s) while the control connection was still trying: a forgotten session and a dead path could not be told apart", probe.Describe(cause))
+	case b != nil:
+		r.Evidence = append(r.Evidence, b.what)
+		r.Evidencef("the attempt ended (%s) before a control connection could tell a forgotten session from a dead path", probe.Describe(cause))
+	default:
+		r.Evidencef("the attempt ended (%s) before the idle connection was checked", probe.Describe(cause))
+	}
+}
+
+// spent reports whether ctx is done or its deadline has passed: a child
+// context with the same deadline (the control connection's) may see it a
+// moment before ctx does, and its failure is then the attempt's end, not
+// the path's.
+func spent(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
+}
+
 // judge sets the reason of an attempt whose idle connection broke, from a
 // fresh control connection's result.
 func (p *Prober) judge(ctx context.Context, r *probe.Result, addr netip.AddrPort, d time.Duration, b *broke) {
-	r.Success = false
 	r.Err = b.err
 	r.Evidence = append(r.Evidence, b.what)
 	var ctl probe.Result
@@ -151,7 +195,8 @@ func (p *Prober) judge(ctx context.Context, r *probe.Result, addr netip.AddrPort
 	if ok {
 		cs.Close()
 	}
-	if ctx.Err() != nil {
+	if spent(ctx) {
+		outOfTime(ctx, r, b, true)
 		return
 	}
 	if b.acked {
@@ -220,7 +265,7 @@ func (p *Prober) open(ctx context.Context, r *probe.Result, addr netip.AddrPort,
 	s := &session{c: c, local: c.LocalAddr(), remote: addr}
 	if p.cfg.Mode == ModePlain {
 		r.Evidencef("%sestablished %s -> %s in %s", label, s.local, addr, probe.Round(hs))
-		r.Reason, r.Success, r.Phase = probe.ReasonOK, true, probe.PhaseHandshake
+		r.Reason, r.Phase = probe.ReasonOK, probe.PhaseHandshake
 		return s, true
 	}
 	t1 := time.Now()
@@ -239,7 +284,7 @@ func (p *Prober) open(ctx context.Context, r *probe.Result, addr netip.AddrPort,
 	s.server = rep.Server
 	r.Evidencef("%sestablished %s -> %s in %s; responder %s echoed in %s (it sees us as %s)",
 		label, s.local, addr, probe.Round(hs), rep.Server, probe.Round(time.Since(t1)), rep.Client)
-	r.Reason, r.Success, r.Phase = probe.ReasonOK, true, probe.PhaseReply
+	r.Reason, r.Phase = probe.ReasonOK, probe.PhaseReply
 	return s, true
 }
 
@@ -368,7 +413,7 @@ func (p *Prober) clientFirst(ctx context.Context, r *probe.Result, s *session, d
 	rep, err := s.exchange(rctx, Request{Verb: VerbEcho, Nonce: nonce()}, VerbOK)
 	r.Timings.Reply = time.Since(t0)
 	if err == nil {
-		r.Reason, r.Success, r.Phase = probe.ReasonOK, true, probe.PhaseDone
+		r.Reason, r.Phase = probe.ReasonOK, probe.PhaseDone
 		r.Evidencef("after %s idle, responder %s echoed in %s", probe.Round(r.Timings.Idle), rep.Server, probe.Round(r.Timings.Reply))
 		return nil
 	}
@@ -412,7 +457,7 @@ func (p *Prober) serverAfterDelay(ctx context.Context, r *probe.Result, s *sessi
 	r.Timings.Idle = min(waited, d)
 	if err == nil {
 		r.Timings.Reply = waited - r.Timings.Idle
-		r.Reason, r.Success, r.Phase = probe.ReasonOK, true, probe.PhaseDone
+		r.Reason, r.Phase = probe.ReasonOK, probe.PhaseDone
 		r.Evidencef("responder %s replied after %s (asked for %s)", rep.Server, probe.Round(waited), req.Delay)
 		return nil
 	}
@@ -465,7 +510,7 @@ func (p *Prober) plain(ctx context.Context, r *probe.Result, s *session, d time.
 		done := len(p.cfg.Expect) == 0 && n > 0 || len(p.cfg.Expect) > 0 && bytes.Contains(got, p.cfg.Expect)
 		if done || err != nil && len(p.cfg.Expect) == 0 && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			r.Timings.Reply = time.Since(t0)
-			r.Reason, r.Success, r.Phase = probe.ReasonOK, true, probe.PhaseDone
+			r.Reason, r.Phase = probe.ReasonOK, probe.PhaseDone
 			if len(got) > 0 {
 				r.Evidencef("after %s idle, the payload was answered in %s: %q", probe.Round(r.Timings.Idle), probe.Round(r.Timings.Reply), inet.Snippet(got))
 			} else {
@@ -534,7 +579,7 @@ func (p *Prober) describeBroke(s *session, err error, idle, waited time.Duration
 // network is fine and the fault is the responder's limit or our request —
 // app_error, with what the refusal means (not "not a CPR1 line").
 func refused(r *probe.Result, phase probe.Phase, err error, re *RefusedError, prefix string) {
-	r.Phase, r.Err, r.Success, r.Reason = phase, err, false, probe.ReasonAppError
+	r.Phase, r.Err, r.Reason = phase, err, probe.ReasonAppError
 	r.Evidencef("%sthe responder answered ERR %s (%s): %s", prefix, re.Code, re.Text, re.Meaning())
 }
 

@@ -216,7 +216,7 @@ func TestIdleShorterThanConntrackTimeoutOK(t *testing.T) {
 			p := newProber(t, vipTarget(t, l), idle.Config{Mode: mode, Idle: time.Second, ReplyTimeout: time.Second})
 			r := p.Probe(ctx)
 			logResult(t, r)
-			if r.Reason != probe.ReasonOK || !r.Success {
+			if r.Reason != probe.ReasonOK || !r.Success() {
 				t.Fatalf("reason %s, want ok", r.Reason)
 			}
 			if r.Timings.Idle < time.Second {
@@ -458,6 +458,54 @@ func TestPathDownIsNotStale(t *testing.T) {
 			}
 			if ev := strings.Join(r.Evidence, "\n"); !strings.Contains(ev, "control connection failed too") || !strings.Contains(ev, "idle we sent ECHO and") {
 				t.Errorf("evidence should show the idle failure and the failed control")
+			}
+		})
+	}
+}
+
+// TestTimeRunsOutWhileJudging: the idle session broke and the attempt's own
+// time ends while the control connection is still trying. The attempt is a
+// failure with a timeout reason (or canceled, when the prober cut it short),
+// never the "ok" of its first handshake.
+func TestTimeRunsOutWhileJudging(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		cancel bool
+		want   probe.Reason
+	}{
+		{"deadline", false, probe.ReasonUnreachable}, // what the ECHO met
+		{"canceled", true, probe.ReasonCanceled},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := lab.New(t, lab.WithSysctl("node", "net.netfilter.nf_conntrack_tcp_loose", "0"), lab.WithSysctl("pod", "net.ipv4.tcp_syn_retries", "1"))
+			startResponders(t, l, responder.Config{})
+			nftScript(t, l, "table ip kubeproxy {\n\tchain forward {\n\t\ttype filter hook forward priority filter - 5; policy accept;\n\t\tct state invalid drop\n\t}\n}\n")
+			p := newProber(t, vipTarget(t, l), idle.Config{Mode: idle.ModeClientFirst, Idle: 500 * time.Millisecond, ReplyTimeout: time.Second, ConnectTimeout: 1500 * time.Millisecond})
+			go func() {
+				time.Sleep(250 * time.Millisecond)
+				deleteEstablished(t, l)
+				if err := l.Fault(context.Background(), lab.Fault{Kind: lab.SYNDrop, Dst: netip.AddrPortFrom(l.VIP, 0)}); err != nil {
+					t.Error(err)
+				}
+			}()
+			// The ECHO fails 0.5s in; the control connection's
+			// SYNs go unanswered until the attempt's end at 1.2s.
+			var ctx context.Context
+			var stop context.CancelFunc
+			if tc.cancel {
+				ctx, stop = context.WithCancel(t.Context())
+				time.AfterFunc(1200*time.Millisecond, stop)
+			} else {
+				ctx, stop = context.WithTimeout(t.Context(), 1200*time.Millisecond)
+			}
+			defer stop()
+			r := p.Probe(ctx)
+			logResult(t, r)
+			if r.Reason != tc.want || r.Success() {
+				t.Fatalf("reason %s (success %v), want %s", r.Reason, r.Success(), tc.want)
+			}
+			if ev := strings.Join(r.Evidence, "\n"); !strings.Contains(ev, "idle we sent ECHO and") {
+				t.Errorf("evidence should show the idle failure")
 			}
 		})
 	}

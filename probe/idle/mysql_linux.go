@@ -95,7 +95,7 @@ func (p *Prober) mysqlIdle(ctx context.Context, r *probe.Result, s *session, mc 
 	err = dc.(driver.Pinger).Ping(pctx)
 	r.Timings.Reply = time.Since(t1)
 	if err == nil {
-		r.Reason, r.Success, r.Phase = probe.ReasonOK, true, probe.PhaseDone
+		r.Reason, r.Phase = probe.ReasonOK, probe.PhaseDone
 		r.Evidencef("after %s idle, COM_PING answered in %s", probe.Round(r.Timings.Idle), probe.Round(r.Timings.Reply))
 		return nil
 	}

@@ -69,7 +69,7 @@ func (p *Prober) Probe(ctx context.Context) probe.Result {
 	r := probe.Result{Target: p.target.Name, Kind: Kind, Start: time.Now()}
 	p.probe(ctx, &r)
 	r.Duration = time.Since(r.Start)
-	if !r.Success && r.Reason != probe.ReasonCanceled && errors.Is(context.Cause(ctx), context.Canceled) {
+	if !r.Success() && r.Reason != probe.ReasonCanceled && errors.Is(context.Cause(ctx), context.Canceled) {
 		r.Reason = probe.ReasonCanceled
 	}
 	return r
@@ -186,7 +186,7 @@ func (p *Prober) watch(ctx context.Context, r *probe.Result, fresh bool) {
 			r.Reason, r.Phase = probe.ReasonCanceled, probe.PhaseKeepalive
 			return
 		}
-		r.Success, r.Reason, r.Phase = true, probe.ReasonOK, probe.PhaseKeepalive
+		r.Reason, r.Phase = probe.ReasonOK, probe.PhaseKeepalive
 		if !fresh {
 			r.Evidencef("alive after %s", probe.Round(age))
 		}

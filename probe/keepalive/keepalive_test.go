@@ -105,7 +105,7 @@ func untilEnd(t *testing.T, pr *Prober, limit time.Duration) []probe.Result {
 		r := pr.Probe(ctx)
 		rs = append(rs, r)
 		t.Logf("%s age=%s %q", r.Reason, r.Timings.Idle.Round(time.Millisecond), r.Evidence)
-		if !r.Success {
+		if !r.Success() {
 			return rs
 		}
 	}
@@ -120,7 +120,7 @@ func TestHealthyReportsOKWithAge(t *testing.T) {
 	// 4 s > idle 2 s: keep-alive probes are sent and answered.
 	for range 4 {
 		r := pr.Probe(ctx)
-		if r.Reason != probe.ReasonOK || !r.Success {
+		if r.Reason != probe.ReasonOK || !r.Success() {
 			t.Fatalf("Probe() = %s %q, want ok", r.Reason, r.Evidence)
 		}
 		ages = append(ages, r.Timings.Idle)
@@ -157,7 +157,7 @@ func TestPathDroppedIsKeepaliveTimeout(t *testing.T) {
 	// Some ok result before the end showed probes in flight.
 	warned := false
 	for _, r := range rs {
-		if r.Success && strings.Contains(strings.Join(r.Evidence, " "), "unanswered so far") {
+		if r.Success() && strings.Contains(strings.Join(r.Evidence, " "), "unanswered so far") {
 			warned = true
 		}
 	}

@@ -116,7 +116,7 @@ func TestSynFloodShowsListenDropsInEvidence(t *testing.T) {
 	<-other
 	r.Evidence = append(r.Evidence, snap.Evidence(Own{SynRetrans: r.Retransmits})...)
 	t.Logf("%s %q", r.Reason, r.Evidence)
-	if r.Success {
+	if r.Success() {
 		t.Fatalf("probe succeeded (%s) against a full accept queue", r.Reason)
 	}
 	ev := strings.Join(r.Evidence, "\n")

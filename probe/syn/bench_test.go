@@ -89,7 +89,7 @@ func BenchmarkProbes(b *testing.B) {
 		for _, p := range probers {
 			wg.Go(func() {
 				for left.Add(-1) >= 0 {
-					if r := p.Probe(b.Context()); !r.Success {
+					if r := p.Probe(b.Context()); !r.Success() {
 						failed.Add(1)
 						reason.Store(fmt.Sprintf("%s %q", r.Reason, r.Evidence))
 					}

@@ -118,8 +118,8 @@ func TestLabReasons(t *testing.T) {
 			if r.Reason != tt.want {
 				t.Errorf("reason: got %s, want %s", r.Reason, tt.want)
 			}
-			if r.Success != tt.want.Success() {
-				t.Errorf("success: got %v, want %v", r.Success, tt.want.Success())
+			if r.Success() != tt.want.Success() {
+				t.Errorf("success: got %v, want %v", r.Success(), tt.want.Success())
 			}
 			if tt.retx >= 0 && r.Retransmits != tt.retx {
 				t.Errorf("retransmits: got %d, want %d", r.Retransmits, tt.retx)
@@ -176,8 +176,8 @@ func TestLabPAWS(t *testing.T) {
 		for i := range 2 {
 			r := p.Probe(t.Context())
 			t.Logf("attempt %d: %s evidence=%q", i, r.Reason, r.Evidence)
-			if r.Reason != probe.ReasonPAWSRejected || r.Success {
-				t.Errorf("attempt %d: got %s (success %v), want %s", i, r.Reason, r.Success, probe.ReasonPAWSRejected)
+			if r.Reason != probe.ReasonPAWSRejected || r.Success() {
+				t.Errorf("attempt %d: got %s (success %v), want %s", i, r.Reason, r.Success(), probe.ReasonPAWSRejected)
 			}
 			if !hasEvidence(r, "older TSval") || !hasEvidence(r, "got no answer") {
 				t.Errorf("attempt %d: evidence %q lacks both TSvals", i, r.Evidence)
@@ -348,8 +348,8 @@ add rule ip fault filter_forward ct original ip saddr %s ct direction reply tcp 
 `, l.PodIP))
 	for i := range 2 {
 		r := probeOnce(t, target(t, l, dst), fast)
-		if r.Reason != probe.ReasonSynRetransmitted || !r.Success {
-			t.Errorf("attempt %d: got %s (success %v), want syn_retransmitted", i, r.Reason, r.Success)
+		if r.Reason != probe.ReasonSynRetransmitted || !r.Success() {
+			t.Errorf("attempt %d: got %s (success %v), want syn_retransmitted", i, r.Reason, r.Success())
 		}
 		if r.Retransmits != 1 {
 			t.Errorf("attempt %d: retransmits %d, want 1", i, r.Retransmits)
@@ -675,7 +675,7 @@ func TestLabBudgetSkips(t *testing.T) {
 
 	r := p.Probe(t.Context())
 	t.Logf("retransmit: %s phase=%s retx=%d %q", r.Reason, r.Phase, r.Retransmits, r.Evidence)
-	if r.Reason != probe.ReasonProberBudget || r.Success || !r.Reason.ProberFault() {
+	if r.Reason != probe.ReasonProberBudget || r.Success() || !r.Reason.ProberFault() {
 		t.Errorf("got %s, want prober_budget", r.Reason)
 	}
 	if r.Retransmits != 0 || !hasEvidence(r, "1 SYN(s) sent at 0s, no answer yet; SYN #2 (due at 200ms) got no packet from the SYN budget (1 packets/s, --syn-rate / global.syn_rate)") {

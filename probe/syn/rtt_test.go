@@ -60,7 +60,7 @@ func TestRTTAgainstCapture(t *testing.T) {
 	rtts := map[uint16]time.Duration{}
 	for range n {
 		r := p.Probe(t.Context())
-		if !r.Success {
+		if !r.Success() {
 			t.Fatalf("probe: %s %q", r.Reason, r.Evidence)
 		}
 		rtts[r.Local.Port()] = r.Timings.SynRTT

@@ -123,7 +123,7 @@ func (p *Prober) Probe(ctx context.Context) probe.Result {
 	// allocations.
 	p.probe(ctx, earliest(ctx, r.Start.Add(p.cfg.Timeout)), &r)
 	r.Duration = time.Since(r.Start)
-	if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) && !r.Success {
+	if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) && !r.Success() {
 		r.Reason = probe.ReasonCanceled
 	}
 	return r
@@ -475,7 +475,6 @@ func (p *Prober) classify(r *probe.Result, o outcome) bool {
 	switch a.Kind {
 	case ReplySynAck:
 		r.Timings.SynRTT = rtt
-		r.Success = true
 		switch {
 		case o.last == 0:
 			r.Reason = probe.ReasonOK
@@ -575,7 +574,6 @@ func (p *Prober) pawsCheck(ctx context.Context, deadline time.Time, pa *path, sr
 		r.Evidencef("PAWS check inconclusive: %d SYN(s) with older TSval %d got no answer, and SYN #%d of the check got no packet from the SYN budget (%d packets/s, %s)", len(o.sent), old, len(o.sent)+1, currentBudget().Rate(), budgetKnob)
 		r.Phase = probe.PhaseDone
 	case o.reply == nil:
-		r.Success = false
 		r.Reason = probe.ReasonPAWSRejected
 		r.Err = errors.New("syn: SYN with an older TSval unanswered")
 		r.Evidencef("PAWS: SYN with TSval %d answered; %d SYN(s) with older TSval %d (-%d) from %s got no answer in %s", answeredTS, len(o.sent), old, p.cfg.PAWSRegress, o.local, probe.Round(time.Since(o.sent[0].at)))

@@ -436,7 +436,6 @@ func Mark(r *probe.Result, s Stall) {
 	}
 	r.Evidence = append(r.Evidence, fmt.Sprintf("%s (discarded: it would have read %s after %s)", s, r.Reason, round(r.Duration)))
 	r.Reason = probe.ReasonProberStalled
-	r.Success = false
 	r.Timings = probe.Timings{}
 	r.Retransmits = 0
 }

@@ -301,7 +301,7 @@ func Evidence(r probe.Result) string {
 	if len(ev) > 1 && strings.HasPrefix(ev[0], "established ") {
 		ev = ev[1:]
 	}
-	if len(ev) > 1 && strings.HasPrefix(ev[0], "resolved ") && r.Success {
+	if len(ev) > 1 && strings.HasPrefix(ev[0], "resolved ") && r.Success() {
 		ev = ev[:1]
 	}
 	s := strings.Join(ev, "; ")
