@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -138,29 +139,80 @@ func (t *tracker) add() func(error) {
 	}
 }
 
-// informerSet runs informers and stops them.
+// informerSet is the plumbing every watcher here shares (the target source
+// and the vantage's pod source): its informers' requests report to one
+// tracker, their events fill one change signal, and follow runs them,
+// recomputes the watcher's set after each change and stops them all.
 type informerSet struct {
-	infs []cache.SharedIndexInformer
-	wg   sync.WaitGroup
+	tr      *tracker
+	changed <-chan struct{}
+	handler cache.ResourceEventHandlerFuncs
+	infs    []cache.SharedIndexInformer
+	wg      sync.WaitGroup
 }
 
-// run starts every informer; they stop when ctx is done, and wait waits
-// for that (bounded: no wait of a list-and-watch reflector ignores ctx).
-func (s *informerSet) run(ctx context.Context) {
+func newInformerSet(st *targets.SourceStatus) *informerSet {
+	s := &informerSet{tr: newTracker(st)}
+	s.changed, s.handler = changeSignal()
+	return s
+}
+
+// report returns the report function of one more informer's list-and-watch
+// (newListWatch's last argument).
+func (s *informerSet) report() func(error) { return s.tr.add() }
+
+// add adds inf: its events signal a change, its watch errors are logged
+// at debug level (Health says when the source is blind).
+func (s *informerSet) add(inf cache.SharedIndexInformer, log *slog.Logger) error {
+	if err := debugWatchErrors(inf, log); err != nil {
+		return fmt.Errorf("kubernetes: %w", err)
+	}
+	if _, err := inf.AddEventHandler(s.handler); err != nil {
+		return fmt.Errorf("kubernetes: %w", err)
+	}
+	s.infs = append(s.infs, inf)
+	return nil
+}
+
+// follow runs the set's informers until ctx is done: once every cache has
+// synced and again after each change, it computes the watcher's complete
+// set and hands it to update when it differs from the last one handed on
+// (update is never called concurrently). It returns nil when ctx is done,
+// or compute's error, and only once every informer has stopped (bounded:
+// no wait of a list-and-watch reflector ignores ctx).
+func follow[T any](ctx context.Context, s *informerSet, compute func() ([]T, error), equal func(a, b T) bool, update func([]T)) error {
+	ictx, cancel := context.WithCancel(ctx)
 	for _, inf := range s.infs {
-		s.wg.Go(func() { inf.RunWithContext(ctx) })
+		s.wg.Go(func() { inf.RunWithContext(ictx) })
 	}
-}
-
-func (s *informerSet) wait() { s.wg.Wait() }
-
-// synced waits until every informer has synced; false if ctx ended first.
-func (s *informerSet) synced(ctx context.Context) bool {
-	fs := make([]cache.InformerSynced, len(s.infs))
+	defer func() {
+		cancel()
+		s.wg.Wait()
+	}()
+	synced := make([]cache.InformerSynced, len(s.infs))
 	for i, inf := range s.infs {
-		fs[i] = inf.HasSynced
+		synced[i] = inf.HasSynced
 	}
-	return cache.WaitForCacheSync(ctx.Done(), fs...)
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+		return nil // ctx is done
+	}
+	var last []T
+	first := true
+	for {
+		set, err := compute()
+		if err != nil {
+			return err
+		}
+		if first || !slices.EqualFunc(set, last, equal) {
+			update(set)
+			last, first = set, false
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.changed:
+		}
+	}
 }
 
 // debugWatchErrors sets an informer's watch error handler: the failures

@@ -240,57 +240,28 @@ func (s *Source) Watch(ctx context.Context, update func([]Target)) error {
 		st.Error(err)
 		return err
 	}
-	changed, handler := changeSignal()
 	namespaces := s.cfg.Namespaces
 	if len(namespaces) == 0 {
 		namespaces = []string{metav1.NamespaceAll}
 	}
-	tr := newTracker(st)
-	var set informerSet
+	set := newInformerSet(st)
 	var listers []lister
 	for _, ns := range dedupe(namespaces) {
-		l, err := s.newLister(ns, handler, tr.add())
+		l, err := s.newLister(ns, set)
 		if err != nil {
 			return err
 		}
 		listers = append(listers, l)
-		set.infs = append(set.infs, l.inf)
 	}
 	var agents func() ([]string, error)
 	if s.cfg.Mesh.PeersPerNode > 0 {
-		inf, list, err := s.agentLister(handler, tr.add())
+		list, err := s.agentLister(set)
 		if err != nil {
 			return err
 		}
-		set.infs = append(set.infs, inf)
 		agents = list
 	}
-	ictx, cancel := context.WithCancel(ctx)
-	set.run(ictx)
-	defer func() {
-		cancel()
-		set.wait()
-	}()
-	if !set.synced(ctx) {
-		return nil // ctx is done
-	}
-	var last []Target
-	first := true
-	for {
-		ts, err := s.targets(listers, agents)
-		if err != nil {
-			return err
-		}
-		if first || !slices.EqualFunc(ts, last, targetEqual) {
-			update(ts)
-			last, first = ts, false
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-changed:
-		}
-	}
+	return follow(ctx, set, func() ([]Target, error) { return s.targets(listers, agents) }, targetEqual, update)
 }
 
 // targets computes the whole list from the caches; in mesh mode agents
@@ -323,20 +294,16 @@ func (s *Source) targets(listers []lister, agents func() ([]string, error)) ([]T
 // agentLister watches the agent pods in every namespace and lists the
 // probers: the nodes of the Running, Ready agent pods not being deleted,
 // sorted and without duplicates (mesh.Dedupe).
-func (s *Source) agentLister(h cache.ResourceEventHandler, report func(error)) (cache.SharedIndexInformer, func() ([]string, error), error) {
+func (s *Source) agentLister(set *informerSet) (func() ([]string, error), error) {
 	c := s.client.CoreV1().Pods(metav1.NamespaceAll)
 	sel := s.cfg.Mesh.Agents()
 	tweak := func(o *metav1.ListOptions) { o.LabelSelector = sel }
-	inf := newInformer(newListWatch("pods", c.List, c.Watch, tweak, report), &corev1.Pod{}, s.opts.Resync)
+	inf := newInformer(newListWatch("pods", c.List, c.Watch, tweak, set.report()), &corev1.Pod{}, s.opts.Resync)
 	lis := listersv1.NewPodLister(inf.GetIndexer())
-	log := s.opts.Logger.With("source", "kubernetes", "role", s.cfg.Role, "agents", sel)
-	if err := debugWatchErrors(inf, log); err != nil {
-		return nil, nil, fmt.Errorf("kubernetes: %w", err)
+	if err := set.add(inf, s.opts.Logger.With("source", "kubernetes", "role", s.cfg.Role, "agents", sel)); err != nil {
+		return nil, err
 	}
-	if _, err := inf.AddEventHandler(h); err != nil {
-		return nil, nil, fmt.Errorf("kubernetes: %w", err)
-	}
-	return inf, func() ([]string, error) {
+	return func() ([]string, error) {
 		objs, err := lis.List(s.agents)
 		var nodes []string
 		for _, p := range objs {
@@ -371,7 +338,8 @@ func (s *Source) tweak(o *metav1.ListOptions) {
 	}
 }
 
-func (s *Source) newLister(ns string, h cache.ResourceEventHandler, report func(error)) (lister, error) {
+func (s *Source) newLister(ns string, set *informerSet) (lister, error) {
+	report := set.report()
 	var l lister
 	switch s.cfg.Role {
 	case RoleService:
@@ -428,12 +396,8 @@ func (s *Source) newLister(ns string, h cache.ResourceEventHandler, report func(
 			return ts, err
 		}
 	}
-	log := s.opts.Logger.With("source", "kubernetes", "role", s.cfg.Role, "namespace", ns)
-	if err := debugWatchErrors(l.inf, log); err != nil {
-		return lister{}, fmt.Errorf("kubernetes: %w", err)
-	}
-	if _, err := l.inf.AddEventHandler(h); err != nil {
-		return lister{}, fmt.Errorf("kubernetes: %w", err)
+	if err := set.add(l.inf, s.opts.Logger.With("source", "kubernetes", "role", s.cfg.Role, "namespace", ns)); err != nil {
+		return lister{}, err
 	}
 	return l, nil
 }

@@ -73,7 +73,6 @@ func (p *Pods) Run(ctx context.Context, update func([]targets.Pod)) error {
 		}
 		p.client = c
 	}
-	changed, handler := changeSignal()
 	namespaces := p.sel.Namespaces
 	if len(namespaces) == 0 {
 		namespaces = []string{metav1.NamespaceAll}
@@ -86,39 +85,22 @@ func (p *Pods) Run(ctx context.Context, update func([]targets.Pod)) error {
 		o.LabelSelector = p.sel.LabelSelector
 		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", p.opts.NodeName).String()
 	}
-	tr := newTracker(st)
-	var set informerSet
+	set := newInformerSet(st)
 	var listers []nsLister
 	for _, ns := range dedupe(namespaces) {
 		c := p.client.CoreV1().Pods(ns)
-		inf := newInformer(newListWatch("pods", c.List, c.Watch, tweak, tr.add()), &corev1.Pod{}, p.opts.Resync)
-		log := p.opts.Logger.With("source", "vantage pods_selector", "namespace", ns)
-		if err := debugWatchErrors(inf, log); err != nil {
-			return fmt.Errorf("kubernetes: %w", err)
+		inf := newInformer(newListWatch("pods", c.List, c.Watch, tweak, set.report()), &corev1.Pod{}, p.opts.Resync)
+		if err := set.add(inf, p.opts.Logger.With("source", "vantage pods_selector", "namespace", ns)); err != nil {
+			return err
 		}
-		if _, err := inf.AddEventHandler(handler); err != nil {
-			return fmt.Errorf("kubernetes: %w", err)
-		}
-		set.infs = append(set.infs, inf)
 		listers = append(listers, nsLister{ns, listersv1.NewPodLister(inf.GetIndexer())})
 	}
-	ictx, cancel := context.WithCancel(ctx)
-	set.run(ictx)
-	defer func() {
-		cancel()
-		set.wait()
-	}()
-	if !set.synced(ctx) {
-		return nil // ctx is done
-	}
-	var last []targets.Pod
-	first := true
-	for {
+	pods := func() ([]targets.Pod, error) {
 		var set []targets.Pod
 		for _, l := range listers {
 			objs, err := l.lister.Pods(l.ns).List(p.selector)
 			if err != nil {
-				return fmt.Errorf("kubernetes: list pods: %w", err)
+				return nil, fmt.Errorf("kubernetes: list pods: %w", err)
 			}
 			for _, o := range objs {
 				if o.Spec.NodeName != p.opts.NodeName || o.Spec.HostNetwork || o.UID == "" ||
@@ -129,15 +111,7 @@ func (p *Pods) Run(ctx context.Context, update func([]targets.Pod)) error {
 			}
 		}
 		slices.SortFunc(set, func(a, b targets.Pod) int { return strings.Compare(a.UID, b.UID) })
-		set = slices.Compact(set)
-		if first || !slices.Equal(set, last) {
-			update(set)
-			last, first = set, false
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-changed:
-		}
+		return slices.Compact(set), nil
 	}
+	return follow(ctx, set, pods, func(a, b targets.Pod) bool { return a == b }, update)
 }
