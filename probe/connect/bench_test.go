@@ -7,6 +7,7 @@ import (
 
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/probe/connect"
+	"golang.org/x/sys/unix"
 )
 
 // BenchmarkProbeLoopback measures one successful connect probe end to end
@@ -44,6 +45,45 @@ func BenchmarkProbeLoopback(b *testing.B) {
 				b.Errorf("probe failed: %s %v", r.Reason, r.Err)
 				return
 			}
+		}
+	})
+}
+
+// BenchmarkFloorLoopback is the floor BenchmarkProbeLoopback is measured
+// against: exactly the kernel work of one connect probe and nothing else
+// (socket, a blocking connect, close) on the same kind of listener. The
+// probe's cost is read as a ratio to it, measured in the same run.
+func BenchmarkFloorLoopback(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	ap := ln.Addr().(*net.TCPAddr).AddrPort()
+	sa := &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			if err := unix.Connect(fd, sa); err != nil {
+				unix.Close(fd)
+				b.Error(err)
+				return
+			}
+			unix.Close(fd)
 		}
 	})
 }
