@@ -15,8 +15,8 @@
 // to Threshold over consecutive beats is a stall too, even when it comes in
 // slices shorter than the heartbeat can see. Both are recorded as windows of
 // monotonic time; Check says whether one overlapped an attempt's [start,
-// end], including a pause still open (the attempt's goroutine ran before the
-// heartbeat's after the process resumed).
+// end] (a pause, by more than Threshold), including a pause still open (the
+// attempt's goroutine ran before the heartbeat's after the process resumed).
 package stall
 
 import (
@@ -306,9 +306,18 @@ func (d *Detector) Check(start, end time.Time) (Stall, bool) {
 		if !w.to.After(start) {
 			break
 		}
-		if w.from.Before(end) {
-			add(w)
+		if !w.from.Before(end) {
+			continue
 		}
+		// A pause window runs from the last beat before the process stopped
+		// to the first after it resumed; an attempt begun as it resumed, a
+		// moment before the heartbeat's goroutine ran again, shares only
+		// that moment with it and ran whole. A pause spoils an attempt it
+		// overlaps by more than the threshold.
+		if w.throttled == 0 && minTime(w.to, end).Sub(maxTime(w.from, start)) <= d.threshold {
+			continue
+		}
+		add(w)
 	}
 	if d.running {
 		if gap := end.Sub(d.last) - d.tick; gap > d.threshold && d.last.Before(end) {
@@ -316,6 +325,20 @@ func (d *Detector) Check(start, end time.Time) (Stall, bool) {
 		}
 	}
 	return s, found
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // Totals returns what the Detector has seen so far.

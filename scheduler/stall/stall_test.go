@@ -45,6 +45,9 @@ func TestHeartbeatGapSpoilsOverlappingAttempts(t *testing.T) {
 		{"spans the stall", 900, 4100, true},
 		{"ends inside it", 500, 2000, true},
 		{"starts inside it", 3000, 4500, true},
+		// Begun when the process resumed, a moment before the heartbeat
+		// ran again and closed the window: it ran whole.
+		{"starts as it resumes", 3998, 5000, false},
 	} {
 		s, got := d.Check(at(tt.start), at(tt.end))
 		if got != tt.want {

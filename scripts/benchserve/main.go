@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"github.com/connprobe/connprobe/scripts/internal/benchkit"
+	"golang.org/x/sys/unix"
 )
 
 // alsoLabel and alsoNote name and explain the -also binary's rows.
@@ -76,7 +77,12 @@ func main() {
 	out := flag.String("out", "", "markdown file to write the results section into (replaces the section)")
 	flag.StringVar(&sectionTitle, "section", sectionTitle, "title of the BENCHMARKS.md section to write")
 	flag.StringVar(&script, "script", script, "the command that ran this, for the section's first line")
+	floorN := flag.Int("floor", 0, "internal: be the floor process for this many listeners (see benchFloor)")
 	flag.Parse()
+	if *floorN > 0 {
+		runFloor(*basePort, *floorN)
+		return
+	}
 
 	load0 := benchkit.LoadAvg()
 	var results []result
@@ -89,7 +95,13 @@ func main() {
 		if err != nil {
 			log.Fatal(err)
 		}
-		r, err := benchServe(*probeBin, *basePort, n, *warmup, *window, *scrape)
+		r, err := benchFloor(*basePort, n, *warmup, *window)
+		if err != nil {
+			log.Fatalf("floor n=%d: %v", n, err)
+		}
+		results = append(results, r)
+		log.Printf("%+v", r)
+		r, err = benchServe(*probeBin, *basePort, n, *warmup, *window, *scrape)
 		if err != nil {
 			log.Fatalf("probe serve n=%d: %v", n, err)
 		}
@@ -250,6 +262,107 @@ func benchServe(bin string, base, n int, warmup, window, scrapeEvery time.Durati
 	r.page, r.pageBytes = timeGet("http://"+addr+"/", `id="targets"`)
 	r.api, _ = timeGet("http://"+addr+"/api/v1/targets?limit=100", `"targets":[`)
 	return r, nil
+}
+
+// floorTool names the floor's rows.
+const floorTool = "floor (socket, connect, close)"
+
+// benchFloor measures the floor: this program run again as a process of
+// its own (-floor N) that does exactly the kernel work of N connect probes
+// a second and nothing else, against the same listeners.
+func benchFloor(base, n int, warmup, window time.Duration) (result, error) {
+	r := result{tool: floorTool, n: n}
+	self, err := os.Executable()
+	if err != nil {
+		return r, err
+	}
+	cmd := exec.Command(self, "-floor", strconv.Itoa(n), "-base-port", strconv.Itoa(base))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return r, err
+	}
+	if err := cmd.Start(); err != nil {
+		return r, err
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	// It prints its count of connects made, one line per second.
+	var made atomic.Int64
+	go func() {
+		buf := make([]byte, 64)
+		var line []byte
+		for {
+			k, err := out.Read(buf)
+			for _, c := range buf[:k] {
+				if c != '\n' {
+					line = append(line, c)
+					continue
+				}
+				if v, err := strconv.ParseInt(string(line), 10, 64); err == nil {
+					made.Store(v)
+				}
+				line = line[:0]
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	time.Sleep(warmup)
+	cpu0, err := benchkit.CPUSeconds(cmd.Process.Pid)
+	if err != nil {
+		return r, err
+	}
+	m0, t0 := made.Load(), time.Now()
+	time.Sleep(window)
+	cpu1, err := benchkit.CPUSeconds(cmd.Process.Pid)
+	if err != nil {
+		return r, err
+	}
+	r.window = time.Since(t0)
+	r.cpu = cpu1 - cpu0
+	r.completed = made.Load() - m0
+	r.succeeded = r.completed
+	r.expected = int64(float64(n) * r.window.Seconds())
+	r.rssKiB, _ = benchkit.ProcStatus(cmd.Process.Pid, "VmHWM:")
+	r.anonKiB, _ = benchkit.ProcStatus(cmd.Process.Pid, "RssAnon:")
+	r.p99Note = "n/a"
+	return r, nil
+}
+
+// runFloor is the floor process: every millisecond it makes a thousandth
+// of the n connections a second (socket, a blocking connect over loopback,
+// close; raw system calls, no runtime poller, no allocation), round robin
+// over the listeners, and prints how many it made (the count lags by at
+// most a second).
+func runFloor(base, n int) {
+	runtime.LockOSThread()
+	sa := &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}
+	var made, ms int64
+	next, i := time.Now(), 0
+	lastPrint := next
+	for {
+		next = next.Add(time.Millisecond)
+		ms++
+		for range int64(n)*ms/1000 - int64(n)*(ms-1)/1000 {
+			sa.Port = base + i
+			i = (i + 1) % n
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				log.Fatalf("floor: socket: %v", err)
+			}
+			if err := unix.Connect(fd, sa); err != nil {
+				log.Fatalf("floor: connect 127.0.0.1:%d: %v", sa.Port, err)
+			}
+			unix.Close(fd)
+			made++
+		}
+		if now := time.Now(); now.Sub(lastPrint) >= time.Second {
+			fmt.Println(made)
+			lastPrint = now
+		}
+		time.Sleep(time.Until(next))
+	}
 }
 
 // timeGet returns the median time of 5 GETs of u and the body's size; 0
@@ -428,22 +541,35 @@ func render(rs []result, load0 string, warmup, window, scrape time.Duration) str
 		fmt.Fprintf(&b, "%s\n\n", v)
 	}
 	pages := slices.ContainsFunc(rs, func(r result) bool { return r.page > 0 })
-	b.WriteString("| tool | N | CPU s / 1000 probes | CPU cores used | peak RSS | anon RSS at end | p99 lateness | completed / expected | ok |")
+	floor := map[int]float64{} // CPU s per probe of the floor, by N
+	for _, r := range rs {
+		if r.tool == floorTool && r.completed > 0 {
+			floor[r.n] = r.cpu / float64(r.completed)
+		}
+	}
+	b.WriteString("| tool | N | CPU s / 1000 probes | × floor | CPU cores used | peak RSS | anon RSS at end | p99 lateness | completed / expected | ok |")
 	if pages {
 		b.WriteString(" status page (GET /) | GET /api/v1/targets?limit=100 |")
 	}
-	b.WriteString("\n|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	b.WriteString("\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	if pages {
 		b.WriteString("---:|---:|")
 	}
 	b.WriteString("\n")
 	for _, r := range rs {
-		per := "n/a (none completed)"
+		per, ratio := "n/a (none completed)", "n/a"
 		if r.completed > 0 {
 			per = fmt.Sprintf("%.3f", r.cpu/float64(r.completed)*1000)
+			if f := floor[r.n]; f > 0 {
+				ratio = fmt.Sprintf("%.2f", r.cpu/float64(r.completed)/f)
+			}
 		}
-		fmt.Fprintf(&b, "| %s | %d | %s | %.2f | %.1f MiB | %.1f MiB | %s (%s) | %d / %d (%.1f%%) | %d |",
-			r.tool, r.n, per, r.cpu/r.window.Seconds(), float64(r.rssKiB)/1024, float64(r.anonKiB)/1024, r.p99.Round(10*time.Microsecond), r.p99Note,
+		late := fmt.Sprintf("%s (%s)", r.p99.Round(10*time.Microsecond), r.p99Note)
+		if r.tool == floorTool {
+			late = "n/a"
+		}
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %.2f | %.1f MiB | %.1f MiB | %s | %d / %d (%.1f%%) | %d |",
+			r.tool, r.n, per, ratio, r.cpu/r.window.Seconds(), float64(r.rssKiB)/1024, float64(r.anonKiB)/1024, late,
 			r.completed, r.expected, 100*float64(r.completed)/float64(r.expected), r.succeeded)
 		if pages {
 			if r.page > 0 {
@@ -466,7 +592,9 @@ func render(rs []result, load0 string, warmup, window, scrape time.Duration) str
 }
 
 // notes explain the columns; they hold no numbers.
-const notes = `- CPU is utime+stime of the tool's process over the window, so it includes the kernel's work for the
+const notes = "- The floor row is this program run as a process of its own doing exactly the kernel work of N connect\n" +
+	"  probes a second and nothing else (socket, a blocking connect, close; raw system calls, one thread), against\n" +
+	"  the same listeners; × floor is each tool's CPU per probe over the floor's, measured in the same run.\n" + `- CPU is utime+stime of the tool's process over the window, so it includes the kernel's work for the
   connections it makes (socket, connect, close); loopback softirq work that runs on ksoftirqd is not counted,
   for either tool. The listeners run in this program, outside both.
 - Peak RSS (VmHWM) includes the binary's file-backed pages that the process touched (the Kubernetes client's
