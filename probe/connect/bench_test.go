@@ -87,3 +87,36 @@ func BenchmarkFloorLoopback(b *testing.B) {
 		}
 	})
 }
+
+// TestProbeAllocations: a successful connect probe's allocations stay
+// within budget (the socket's os.File and its poller registration, the
+// watch, the result's evidence line). Every allocation is paid again at
+// each of thousands of probes a second, in CPU and in GC work.
+func TestProbeAllocations(t *testing.T) {
+	// Never accepted: the backlog completes the handshakes, and nothing
+	// but the probe allocates.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	tg, err := probe.ParseTarget(ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := connect.New(tg, connect.Config{Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	const budget = 22
+	n := testing.AllocsPerRun(50, func() {
+		if r := p.Probe(ctx); !r.Success() {
+			t.Fatalf("probe failed: %s %v", r.Reason, r.Err)
+		}
+	})
+	t.Logf("%.1f allocations per probe", n)
+	if n > budget {
+		t.Errorf("%.1f allocations per probe, budget %d", n, budget)
+	}
+}

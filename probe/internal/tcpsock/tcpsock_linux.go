@@ -33,6 +33,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -78,7 +79,34 @@ type Conn struct {
 	// over, so it does not cut the next one short.
 	mu  sync.Mutex
 	gen uint32
+
+	// The raw calls of the hot path (setsockopt, connect, TCP_INFO,
+	// getsockname) run in two callbacks bound once in Open, with their
+	// arguments and results here, so a probe's calls allocate nothing.
+	controlFn func(fd uintptr)
+	connectFn func(fd uintptr) bool
+	op        rawOp
+	level     int
+	opt       int
+	val       int
+	sa        unix.Sockaddr // connect's remote
+	started   bool          // connect(2) was called
+	ok        bool          // connect: the handshake ended (see connectStep)
+	errno     error
+	info      unix.TCPInfo
+	infoLen   uint32
+	rsa       unix.RawSockaddrAny
+	rsaLen    uint32
 }
+
+// rawOp is what Conn.control does on the fd.
+type rawOp uint8
+
+const (
+	opSetsockopt rawOp = iota
+	opTCPInfo
+	opGetsockname
+)
 
 // Open creates a TCP socket for remote's address family in the network
 // namespace nsPath (empty: the prober's own) and sets opts. It does not
@@ -107,6 +135,7 @@ func Open(nsPath string, remote netip.AddrPort, opts Options) (*Conn, error) {
 	}
 	// A non-blocking fd: os.NewFile registers it with the runtime poller.
 	c := &Conn{f: os.NewFile(uintptr(fd), "tcp"), ctx: context.Background()}
+	c.controlFn, c.connectFn = c.control, c.connectStep
 	c.rc, err = c.f.SyscallConn()
 	if err == nil {
 		err = c.setup(family, opts)
@@ -170,11 +199,32 @@ func (c *Conn) setup(family int, o Options) error {
 }
 
 func (c *Conn) setsockopt(level, opt, v int) error {
-	var err error
-	if cerr := c.rc.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), level, opt, v) }); cerr != nil {
-		return cerr
+	c.op, c.level, c.opt, c.val = opSetsockopt, level, opt, v
+	if err := c.rc.Control(c.controlFn); err != nil {
+		return err
 	}
-	return os.NewSyscallError("setsockopt", err)
+	return os.NewSyscallError("setsockopt", c.errno)
+}
+
+// control runs c.op on fd, leaving its error in c.errno.
+func (c *Conn) control(fd uintptr) {
+	var e unix.Errno
+	switch c.op {
+	case opSetsockopt:
+		c.errno = unix.SetsockoptInt(int(fd), c.level, c.opt, c.val)
+		return
+	case opTCPInfo:
+		c.infoLen = uint32(unsafe.Sizeof(c.info))
+		_, _, e = unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.IPPROTO_TCP, unix.TCP_INFO,
+			uintptr(unsafe.Pointer(&c.info)), uintptr(unsafe.Pointer(&c.infoLen)), 0)
+	case opGetsockname:
+		c.rsaLen = unix.SizeofSockaddrAny
+		_, _, e = unix.RawSyscall(unix.SYS_GETSOCKNAME, fd, uintptr(unsafe.Pointer(&c.rsa)), uintptr(unsafe.Pointer(&c.rsaLen)))
+	}
+	c.errno = nil
+	if e != 0 {
+		c.errno = e
+	}
 }
 
 // Close closes the socket.
@@ -254,49 +304,62 @@ func (c *Conn) ConnectContext(ctx context.Context, remote netip.AddrPort) (*unix
 }
 
 func (c *Conn) connect(sa unix.Sockaddr) (*unix.TCPInfo, error) {
-	var (
-		started bool
-		info    *unix.TCPInfo
-		err     error
-	)
-	perr := c.rc.Write(func(fd uintptr) bool {
-		if !started {
-			started = true
-			err = unix.Connect(int(fd), sa)
-			// EINPROGRESS: the SYN is out; wait until writable.
-			return !waiting(err)
-		}
-		// Writable: the handshake ended. SO_ERROR says how.
-		var errno int
-		errno, err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
-		if err == nil && errno != 0 {
-			err = unix.Errno(errno)
-		}
-		if err != nil {
-			return !waiting(err)
-		}
-		// The poller may wake us spuriously with SO_ERROR 0 (internal/poll
-		// notes it): connected only once the socket left SYN-SENT. A socket
-		// already closed again (CLOSE) is left to wait, as a getpeername
-		// check would.
-		info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-		if err != nil {
-			info, err = nil, nil
-			return true
-		}
-		if s := info.State; s == unix.BPF_TCP_SYN_SENT || s == unix.BPF_TCP_CLOSE {
-			info = nil
-			return false
-		}
-		return true
-	})
+	c.sa, c.started, c.ok, c.errno = sa, false, false, nil
+	perr := c.rc.Write(c.connectFn)
+	c.sa = nil
 	if perr != nil {
 		return nil, perr
 	}
+	err := c.errno
 	if err == unix.EISCONN {
-		return info, nil
+		err = nil
 	}
-	return info, os.NewSyscallError("connect", err)
+	if err != nil {
+		return nil, os.NewSyscallError("connect", err)
+	}
+	if !c.ok {
+		return nil, nil // connected, TCP_INFO unread
+	}
+	return &c.info, nil
+}
+
+// connectStep is connect's poller callback: connect(2) on the first call,
+// then, each time the socket is writable, whether the handshake ended and
+// how. TCP_INFO is read first: a socket that left SYN-SENT for an open
+// state is connected, and SO_ERROR is read only when it did not, so a
+// successful connect costs one getsockopt. The poller may wake us
+// spuriously (internal/poll notes it): a socket still in SYN-SENT, or
+// closed, without an error waits on.
+func (c *Conn) connectStep(fd uintptr) bool {
+	if !c.started {
+		c.started = true
+		c.errno = unix.Connect(int(fd), c.sa)
+		// EINPROGRESS: the SYN is out; wait until writable.
+		return !waiting(c.errno)
+	}
+	c.infoLen = uint32(unsafe.Sizeof(c.info))
+	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.IPPROTO_TCP, unix.TCP_INFO,
+		uintptr(unsafe.Pointer(&c.info)), uintptr(unsafe.Pointer(&c.infoLen)), 0)
+	if e == 0 && c.info.State != unix.BPF_TCP_SYN_SENT && c.info.State != unix.BPF_TCP_CLOSE {
+		c.ok, c.errno = true, nil
+		return true
+	}
+	// Still in SYN-SENT, closed, or TCP_INFO unreadable: SO_ERROR says
+	// whether it failed (in SYN-SENT it holds the soft error of an ICMP
+	// that came while the socket was busy: the kernel retransmits, but the
+	// path said no).
+	var errno int
+	errno, c.errno = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
+	if c.errno == nil && errno != 0 {
+		c.errno = unix.Errno(errno)
+	}
+	if c.errno != nil {
+		return !waiting(c.errno)
+	}
+	if e != 0 {
+		return true // connected, TCP_INFO unreadable
+	}
+	return false // SYN-SENT or CLOSE without an error: wait, as a getpeername check would
 }
 
 // Write writes all of b within the watch.
@@ -371,21 +434,42 @@ func waiting(err error) bool {
 	return err == unix.EAGAIN || err == unix.EINPROGRESS || err == unix.EINTR
 }
 
-// TCPInfo reads TCP_INFO.
+// TCPInfo reads TCP_INFO into a new TCPInfo.
 func (c *Conn) TCPInfo() (*unix.TCPInfo, error) {
-	var info *unix.TCPInfo
-	var gerr error
-	if err := c.rc.Control(func(fd uintptr) {
-		info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-	}); err != nil {
+	c.op = opTCPInfo
+	if err := c.rc.Control(c.controlFn); err != nil {
 		return nil, err
 	}
-	return info, gerr
+	if c.errno != nil {
+		return nil, os.NewSyscallError("getsockopt", c.errno)
+	}
+	info := c.info
+	return &info, nil
 }
 
 // LocalAddr is the socket's local address (getsockname); invalid when it
 // has none.
-func (c *Conn) LocalAddr() netip.AddrPort { return inet.LocalAddr(c.rc) }
+func (c *Conn) LocalAddr() netip.AddrPort {
+	c.op = opGetsockname
+	if err := c.rc.Control(c.controlFn); err != nil || c.errno != nil {
+		return netip.AddrPort{}
+	}
+	switch c.rsa.Addr.Family {
+	case unix.AF_INET:
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&c.rsa))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), ntohs(sa.Port))
+	case unix.AF_INET6:
+		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(&c.rsa))
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), ntohs(sa.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// ntohs reads a port as the kernel stores it (network byte order).
+func ntohs(p uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(&p))
+	return uint16(b[0])<<8 | uint16(b[1])
+}
 
 // NetConn returns a duplicate of the socket as a net.Conn in Go's own
 // poller, for a client library to speak over; the duplicate keeps the
