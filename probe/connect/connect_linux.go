@@ -151,7 +151,16 @@ func (p *Prober) establish(ctx context.Context, deadline time.Time, r *probe.Res
 		r.Reason = probe.ReasonSynRetransmitted
 		r.Evidencef("handshake needed %d SYN retransmit(s): established after %s", r.Retransmits, probe.Round(r.Timings.Handshake))
 	} else {
-		r.Evidencef("established %s -> %s in %s", r.Local, addr, probe.Round(r.Timings.Handshake))
+		// The line every healthy probe writes, built without fmt: one
+		// allocation instead of five, thousands of times a second.
+		b := make([]byte, 0, 96)
+		b = append(b, "established "...)
+		b = r.Local.AppendTo(b)
+		b = append(b, " -> "...)
+		b = addr.AppendTo(b)
+		b = append(b, " in "...)
+		b = append(b, probe.Round(r.Timings.Handshake).String()...)
+		r.Evidence = append(r.Evidence, string(b))
 	}
 	return c, stop
 }

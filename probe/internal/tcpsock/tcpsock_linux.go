@@ -97,6 +97,19 @@ type Conn struct {
 	infoLen   uint32
 	rsa       unix.RawSockaddrAny
 	rsaLen    uint32
+	sa4       unix.SockaddrInet4
+	sa6       unix.SockaddrInet6
+}
+
+// sockaddr is inet.Sockaddr(ap) in the Conn's own storage.
+func (c *Conn) sockaddr(ap netip.AddrPort) unix.Sockaddr {
+	a := ap.Addr()
+	if a.Is4() || a.Is4In6() {
+		c.sa4 = unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.Unmap().As4()}
+		return &c.sa4
+	}
+	c.sa6 = unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
+	return &c.sa6
 }
 
 // rawOp is what Conn.control does on the fd.
@@ -120,16 +133,16 @@ func Open(nsPath string, remote netip.AddrPort, opts Options) (*Conn, error) {
 	if !remote.Addr().Unmap().Is4() {
 		family = unix.AF_INET6
 	}
-	fd := -1
-	err := netns.Do(nsPath, func() error {
-		for {
+	fd, err := -1, error(nil)
+	if nsPath == "" {
+		fd, err = newSocket(family) // no closure to allocate
+	} else {
+		err = netns.Do(nsPath, func() error {
 			var err error
-			fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
-			if err != unix.EINTR {
-				return os.NewSyscallError("socket", err)
-			}
-		}
-	})
+			fd, err = newSocket(family)
+			return err
+		})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("connect: socket: %w", err)
 	}
@@ -145,6 +158,16 @@ func Open(nsPath string, remote netip.AddrPort, opts Options) (*Conn, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// newSocket is socket(2) of a non-blocking TCP socket, retried on EINTR.
+func newSocket(family int) (int, error) {
+	for {
+		fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+		if err != unix.EINTR {
+			return fd, os.NewSyscallError("socket", err)
+		}
+	}
 }
 
 // setup sets the options Open promises; errors read "connect: IP_RECVERR:
@@ -293,7 +316,7 @@ func (c *Conn) Connect(remote netip.AddrPort) (*unix.TCPInfo, error) {
 	if err := c.early("connect"); err != nil {
 		return nil, err
 	}
-	info, err := c.connect(inet.Sockaddr(remote))
+	info, err := c.connect(c.sockaddr(remote))
 	return info, c.cut("connect", err)
 }
 
