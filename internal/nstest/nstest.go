@@ -7,11 +7,13 @@
 // t.Cleanup; nothing is ever added to the root namespace and no namespace
 // gets a route out.
 //
-// internal/lab is the other fixture: the full topology (pod, node router
-// with the Service VIP's DNAT, backends, db) with its fault injection. Use
-// nstest when the test needs no node in the middle: an IPv6 path of its
-// own, a loopback-only namespace, a vantage namespace, a client and a
-// server for the kernel's own evidence.
+// internal/lab is the other fixture: the full Kubernetes-like topology
+// (pod, node router with the Service VIP's DNAT, backends, db) with its
+// fault injection. Use nstest when the test needs none of that: a
+// loopback-only namespace, a vantage namespace, a client and a server for
+// the kernel's own evidence, a small path of the test's own (the trace
+// test's IPv6 client—router—server). The servers in these namespaces come
+// from internal/testlisten.
 package nstest
 
 import (
