@@ -2,13 +2,13 @@ package scheduler
 
 import (
 	"context"
-	"net"
 	"os"
 	"runtime"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/connprobe/connprobe/internal/testlisten"
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/probe/connect"
 )
@@ -42,21 +42,7 @@ func (s countSink) Result(*probe.Result) {
 func TestRealProbesLeakNoFDs(t *testing.T) {
 	var addrs []string
 	for range 6 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
-		addrs = append(addrs, ln.Addr().String())
+		addrs = append(addrs, testlisten.Loopback(t, testlisten.Close).Addr().String())
 	}
 	before := openFDs(t)
 	goroutines := runtime.NumGoroutine()

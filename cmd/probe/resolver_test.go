@@ -15,6 +15,7 @@ import (
 
 	"github.com/connprobe/connprobe/configs"
 	"github.com/connprobe/connprobe/internal/lab"
+	"github.com/connprobe/connprobe/internal/testlisten"
 	"github.com/connprobe/connprobe/probe"
 )
 
@@ -22,23 +23,7 @@ import (
 // connections open until the test ends.
 func echoServer(t *testing.T) netip.AddrPort {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	t.Cleanup(func() { ln.Close(); <-done })
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
-	return netip.MustParseAddrPort(ln.Addr().String())
+	return netip.MustParseAddrPort(testlisten.Loopback(t, testlisten.Echo).Addr().String())
 }
 
 // TestResolverHonouredByEveryKind: a job's resolver (global.resolver, or the

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"encoding/pem"
-	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -12,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/connprobe/connprobe/internal/testlisten"
 )
 
 func TestRunAppTargets(t *testing.T) {
@@ -23,21 +23,7 @@ func TestRunAppTargets(t *testing.T) {
 	defer srv.Close()
 	// A listener that accepts and never speaks: a mysql:// target times out
 	// in the app phase.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { _, _ = io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
-	silent := ln.Addr().String()
+	silent := testlisten.Loopback(t, testlisten.Silent).Addr().String()
 
 	tests := []struct {
 		name string

@@ -5,15 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/connprobe/connprobe/internal/lab"
+	"github.com/connprobe/connprobe/internal/testlisten"
 )
 
 func TestPlanRunSYNFlags(t *testing.T) {
@@ -80,22 +79,7 @@ func probeCmdNoNetRaw(t *testing.T, args ...string) (stdout, stderr string, stat
 // test sees comes from the dropped capability, not from the target.
 func TestRunSynWithoutNetRaw(t *testing.T) {
 	lab.RequirePriv(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	})
-	target := ln.Addr().String()
+	target := testlisten.Loopback(t, testlisten.Close).Addr().String()
 	type result struct {
 		Kind, Reason string
 		Evidence     []string

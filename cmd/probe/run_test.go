@@ -2,28 +2,14 @@ package main
 
 import (
 	"context"
-	"net"
 	"testing"
+
+	"github.com/connprobe/connprobe/internal/testlisten"
 )
 
 func TestRunExitStatus(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	closed, _ := net.Listen("tcp", "127.0.0.1:0")
-	closedAddr := closed.Addr().String()
-	closed.Close()
+	ln := testlisten.Loopback(t, testlisten.Close)
+	closedAddr := testlisten.ClosedAddr(t)
 
 	tests := []struct {
 		name string

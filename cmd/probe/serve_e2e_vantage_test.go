@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
 	"os/exec"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/connprobe/connprobe/internal/lab"
+	"github.com/connprobe/connprobe/internal/nstest"
 )
 
 // addPod adds a second pod-like namespace to the lab: its own veth link to
@@ -19,24 +19,11 @@ import (
 // end of the link is veth-pod2.
 func addPod(t *testing.T, l *lab.Lab) string {
 	t.Helper()
-	ns := l.Prefix + "-pod2" // Sweep's cpt<pid>-<hex>-<role> form
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v\n%s", args, err, out)
-		}
-	}
-	ip("netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "delete", ns).Run() })
-	ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "veth-pod2", "netns", l.Router)
-	ip("-n", ns, "addr", "add", "10.244.3.2/24", "dev", "eth0")
-	ip("-n", ns, "link", "set", "lo", "up")
-	ip("-n", ns, "link", "set", "eth0", "up")
-	ip("-n", ns, "route", "add", "default", "via", "10.244.3.1")
-	ip("-n", l.Router, "addr", "add", "10.244.3.1/24", "dev", "veth-pod2")
-	ip("-n", l.Router, "link", "set", "veth-pod2", "up")
+	ns := nstest.Named(t, l.Prefix+"-pod2") // Sweep's cpt<pid>-<hex>-<role> form
+	nstest.Veth(t,
+		nstest.End{NS: ns, Dev: "eth0", Addr: netip.MustParsePrefix("10.244.3.2/24")},
+		nstest.End{NS: l.Router, Dev: "veth-pod2", Addr: netip.MustParsePrefix("10.244.3.1/24")})
+	nstest.Exec(t, ns, "ip", "route", "add", "default", "via", "10.244.3.1")
 	return ns
 }
 

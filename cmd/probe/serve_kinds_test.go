@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/pem"
 	"errors"
 	"io"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/connprobe/connprobe/internal/testlisten"
 )
 
 // TestServeAppKind: a job whose static targets are http:// URLs is kind app
@@ -104,30 +107,15 @@ probes:
 // holdServer accepts connections and keeps them open; conns delivers each.
 func holdServer(t *testing.T) (string, <-chan net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	conns := make(chan net.Conn, 16)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns <- c
+	ln := testlisten.Loopback(t, testlisten.Func(func(ctx context.Context, c net.Conn) {
+		select {
+		case conns <- c:
+		case <-ctx.Done():
+			return
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		close(conns)
-		for c := range conns {
-			c.Close()
-		}
-	})
+		<-ctx.Done() // held, never read; closed when the test ends
+	}))
 	return ln.Addr().String(), conns
 }
 

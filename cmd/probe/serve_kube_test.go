@@ -28,6 +28,7 @@ import (
 
 	"github.com/connprobe/connprobe/internal/kubetest"
 	"github.com/connprobe/connprobe/internal/nstest"
+	"github.com/connprobe/connprobe/internal/testlisten"
 )
 
 var kube kubetest.Shared
@@ -183,25 +184,9 @@ func TestServeKubernetesRealAPI(t *testing.T) {
 	pair := nstest.NewPair(t)
 	nstest.Exec(t, pair.Client, "ip", "route", "add", kubetest.ServiceCIDR, "via", pair.ServerIP.String())
 	ln := nstest.Listen(t, pair.Server, "0.0.0.0:8080")
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	testlisten.Serve(t, ln, testlisten.Close)
 	ln80 := nstest.Listen(t, pair.Server, "0.0.0.0:80")
-	go func() {
-		for {
-			c, err := ln80.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	testlisten.Serve(t, ln80, testlisten.Close)
 	server := pair.ServerIP.String()
 
 	// Cluster: the agent's identity, a namespace with one object per role.

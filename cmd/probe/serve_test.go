@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/connprobe/connprobe/internal/testlisten"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -134,33 +135,13 @@ func grepLines(s, sub string) string {
 
 func listen(t *testing.T) net.Listener {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	return ln
+	return testlisten.Loopback(t, testlisten.Close)
 }
 
 // closedPort returns a loopback port with no listener.
 func closedPort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	return testlisten.ClosedAddr(t)
 }
 
 func TestServeProbesAndReloads(t *testing.T) {

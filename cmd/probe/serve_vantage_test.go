@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/connprobe/connprobe/internal/lab"
+	"github.com/connprobe/connprobe/internal/nstest"
+	"github.com/connprobe/connprobe/internal/testlisten"
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/probe/netns"
 	"github.com/connprobe/connprobe/scheduler"
@@ -100,14 +102,7 @@ func TestServeVantageFromPodNamespaces(t *testing.T) {
 	prefix := fmt.Sprintf("cpv%04d", rand.N(10000))
 	web1 := podLike(t, prefix, "web-1")
 	web2 := podLike(t, prefix, "web-2")
-	named := prefix + "-n1"
-	if out, err := exec.Command("ip", "netns", "add", named).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", named).Run() })
-	if out, err := exec.Command("ip", "-n", named, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("ip link: %v: %s", err, out)
-	}
+	named := nstest.Named(t, prefix+"-n1")
 	// A server on 127.0.0.1 inside web-1 only: from web-1 the probe
 	// succeeds, from web-2 and the named namespace it is refused; from the
 	// host nothing listens there either way.
@@ -119,16 +114,7 @@ func TestServeVantageFromPodNamespaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	testlisten.Serve(t, ln, testlisten.Close)
 	dest := ln.Addr().String()
 	config := fmt.Sprintf(`
 probes:

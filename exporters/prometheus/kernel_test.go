@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/connprobe/connprobe/internal/nstest"
+	"github.com/connprobe/connprobe/internal/testlisten"
 	"github.com/connprobe/connprobe/probe/kernel"
 )
 
@@ -16,15 +17,7 @@ func TestKernelCollectorExportsNamespaceEvidence(t *testing.T) {
 	p := nstest.NewPair(t)
 	nstest.Sysctl(t, p.Server, "net.ipv4.ip_local_port_range=1024 65535")
 	ln := nstest.Listen(t, p.Server, p.ServerIP.String()+":9092")
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { c.Close() })
-		}
-	}()
+	testlisten.Serve(t, ln, testlisten.Hold)
 	nstest.Dial(t, p.Client, p.Addr(9092).String()).Close()
 	time.Sleep(300 * time.Millisecond)
 

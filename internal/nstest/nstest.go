@@ -1,7 +1,19 @@
-// Package nstest builds the small network-namespace fixtures the pod-netns
-// tests need: two namespaces joined by a veth pair, with nothing in the root
-// namespace and no route out. It is a stop-gap next to internal/lab for
-// tests that only need a client and a server.
+// Package nstest is the namespace fixture of tests that need one or two
+// network namespaces and nothing else: a namespace with only lo up (New,
+// Named), a veth pair with addresses between two of them (Veth), a client
+// and a server namespace joined that way (NewPair), and what a test does
+// inside one: run a function (Do), a command (Exec, Sysctl), a listener
+// (Listen) or a connection (Dial). Everything it makes is removed on
+// t.Cleanup; nothing is ever added to the root namespace and no namespace
+// gets a route out.
+//
+// internal/lab is the other fixture: the full Kubernetes-like topology
+// (pod, node router with the Service VIP's DNAT, backends, db) with its
+// fault injection. Use nstest when the test needs none of that: a
+// loopback-only namespace, a vantage namespace, a client and a server for
+// the kernel's own evidence, a small path of the test's own (the trace
+// test's IPv6 client—router—server). The servers in these namespaces come
+// from internal/testlisten.
 package nstest
 
 import (
@@ -35,37 +47,85 @@ type Pair struct {
 	ClientIP, ServerIP netip.Addr
 }
 
-// NewPair creates the pair; it is deleted on t.Cleanup.
+// NewPair creates the pair: eth0 in each, a /24 inside 10.250.0.0/16
+// chosen at random, no route out. Both are deleted on t.Cleanup.
 func NewPair(t testing.TB) *Pair {
 	t.Helper()
 	RequirePriv(t)
+	prefix, n := uniqueName()
+	p := &Pair{Prefix: prefix, Client: Named(t, prefix+"c"), Server: Named(t, prefix+"s")}
+	// Only ever configured inside these two namespaces.
+	p.ClientIP = netip.AddrFrom4([4]byte{10, 250, n, 1})
+	p.ServerIP = netip.AddrFrom4([4]byte{10, 250, n, 2})
+	Veth(t,
+		End{NS: p.Client, Dev: "eth0", Addr: netip.PrefixFrom(p.ClientIP, 24)},
+		End{NS: p.Server, Dev: "eth0", Addr: netip.PrefixFrom(p.ServerIP, 24)})
+	return p
+}
+
+// New creates a namespace of a name of its own ("nst" and 6 hex digits)
+// with only lo, up, and returns its name. It is deleted on t.Cleanup.
+func New(t testing.TB) string {
+	t.Helper()
+	name, _ := uniqueName()
+	return Named(t, name)
+}
+
+// Named creates the namespace name (the test picks it, say for a name
+// pattern the code under test matches) with only lo, up, and deletes it on
+// t.Cleanup. The name must be unique on the machine: other tests and labs
+// run in parallel.
+func Named(t testing.TB, name string) string {
+	t.Helper()
+	RequirePriv(t)
+	Run(t, "ip", "netns", "add", name)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "delete", name).Run() })
+	Run(t, "ip", "-n", name, "link", "set", "lo", "up")
+	return name
+}
+
+// End is one end of a veth pair.
+type End struct {
+	NS   string       // ip netns name
+	Dev  string       // the device's name in NS
+	Addr netip.Prefix // assigned when valid; IPv6 without duplicate address detection
+}
+
+// Veth joins a and b with a veth pair created straight into both
+// namespaces (it never appears in the root namespace), assigns the
+// addresses and sets both ends up. It goes away with its namespaces.
+func Veth(t testing.TB, a, b End) {
+	t.Helper()
+	Run(t, "ip", "-n", a.NS, "link", "add", a.Dev, "type", "veth", "peer", "name", b.Dev, "netns", b.NS)
+	for _, e := range []End{a, b} {
+		if e.Addr.IsValid() {
+			argv := []string{"ip", "-n", e.NS, "addr", "add", e.Addr.String(), "dev", e.Dev}
+			if e.Addr.Addr().Is6() {
+				// DAD would hold the address tentative for ~1 s, and
+				// the first connect would fail with EADDRNOTAVAIL.
+				argv = append(argv, "nodad")
+			}
+			Run(t, argv...)
+		}
+		Run(t, "ip", "-n", e.NS, "link", "set", e.Dev, "up")
+	}
+}
+
+// Do runs fn inside namespace ns on a locked OS thread (probe/netns.Do)
+// and fails t if entering the namespace or fn fails. Sockets fn creates
+// stay in ns after Do returns.
+func Do(t testing.TB, ns string, fn func() error) {
+	t.Helper()
+	if err := netns.Do(Path(ns), fn); err != nil {
+		t.Fatalf("in %s: %v", ns, err)
+	}
+}
+
+// uniqueName is "nst" and 6 random hex digits, and the first random byte.
+func uniqueName() (string, byte) {
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
-	p := &Pair{Prefix: "nst" + hex.EncodeToString(b)}
-	p.Client, p.Server = p.Prefix+"c", p.Prefix+"s"
-	// A /30 inside 10.250.0.0/16 chosen from the random prefix: only ever
-	// configured inside these two namespaces.
-	n := int(b[0])
-	p.ClientIP = netip.AddrFrom4([4]byte{10, 250, byte(n), 1})
-	p.ServerIP = netip.AddrFrom4([4]byte{10, 250, byte(n), 2})
-	t.Cleanup(func() {
-		_ = exec.Command("ip", "netns", "delete", p.Client).Run()
-		_ = exec.Command("ip", "netns", "delete", p.Server).Run()
-	})
-	for _, argv := range [][]string{
-		{"ip", "netns", "add", p.Client},
-		{"ip", "netns", "add", p.Server},
-		{"ip", "-n", p.Client, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", p.Server},
-		{"ip", "-n", p.Client, "addr", "add", p.ClientIP.String() + "/24", "dev", "eth0"},
-		{"ip", "-n", p.Server, "addr", "add", p.ServerIP.String() + "/24", "dev", "eth0"},
-		{"ip", "-n", p.Client, "link", "set", "eth0", "up"},
-		{"ip", "-n", p.Server, "link", "set", "eth0", "up"},
-		{"ip", "-n", p.Client, "link", "set", "lo", "up"},
-		{"ip", "-n", p.Server, "link", "set", "lo", "up"},
-	} {
-		Run(t, argv...)
-	}
-	return p
+	return "nst" + hex.EncodeToString(b), b[0]
 }
 
 // Path is the namespace file of an ip netns name.

@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/connprobe/connprobe/internal/lab"
+	"github.com/connprobe/connprobe/internal/testlisten"
 	"github.com/connprobe/connprobe/probe"
 )
 
@@ -301,43 +302,9 @@ func TestHTTP(t *testing.T) {
 	check(t, r, probe.ReasonAppError, "certificate")
 }
 
-// silentListener accepts connections, reads and discards what clients send,
-// and never answers: a server that is up in TCP terms but dead above it.
-func silentListener(t *testing.T, ln net.Listener) {
-	t.Helper()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() { _, _ = io.Copy(io.Discard, c) })
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-}
-
 func TestSilentServerIsAppTimeout(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	silentListener(t, ln)
-	a := ln.Addr().String()
+	// Up in TCP terms, dead above it: reads and discards, never answers.
+	a := testlisten.Loopback(t, testlisten.Silent).Addr().String()
 	for _, tc := range []struct{ target, evidence string }{
 		{"mysql://" + a, "server sent nothing: no greeting"},
 		{"mysql://probe:x@" + a, "server sent nothing: no greeting"},

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/connprobe/connprobe/internal/testlisten"
 	"github.com/connprobe/connprobe/probe/netns"
 )
 
@@ -114,12 +115,7 @@ func waitTCP(t testing.TB, s *server, nsPath string, addr netip.AddrPort) {
 // freePort returns a loopback port that was free a moment ago.
 func freePort(t testing.TB) uint16 {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return uint16(ln.Addr().(*net.TCPAddr).Port)
+	return netip.MustParseAddrPort(testlisten.ClosedAddr(t)).Port()
 }
 
 func need(t testing.TB, bins ...string) {

@@ -1,10 +1,10 @@
 package connect_test
 
 import (
-	"net"
 	"testing"
 	"time"
 
+	"github.com/connprobe/connprobe/internal/testlisten"
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/probe/connect"
 	"golang.org/x/sys/unix"
@@ -15,20 +15,7 @@ import (
 // listener that accepts and closes: the per-probe cost of `probe serve`.
 // Run with -cpu 1,2 and -benchmem; the listener's accept loop shares the CPU.
 func BenchmarkProbeLoopback(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	ln := testlisten.Loopback(b, testlisten.Close)
 	tg, err := probe.ParseTarget(ln.Addr().String())
 	if err != nil {
 		b.Fatal(err)

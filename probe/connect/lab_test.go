@@ -6,13 +6,13 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/connprobe/connprobe/internal/lab"
+	"github.com/connprobe/connprobe/internal/nstest"
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/probe/connect"
 )
@@ -277,17 +277,7 @@ func TestLabDNS(t *testing.T) {
 // first sends a user looking for a local permission problem. A bare
 // namespace with only lo, an nft reject on input.
 func TestICMPEvidenceLeads(t *testing.T) {
-	lab.RequirePriv(t)
-	name := "cpc" + strconv.FormatInt(time.Now().UnixNano()%1e9, 10)
-	for _, argv := range [][]string{
-		{"ip", "netns", "add", name},
-		{"ip", "-n", name, "link", "set", "lo", "up"},
-	} {
-		if out, err := exec.CommandContext(t.Context(), argv[0], argv[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v: %s", argv, err, out)
-		}
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	name := nstest.New(t)
 	cmd := exec.CommandContext(t.Context(), "ip", "netns", "exec", name, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(`table inet f {
 	chain in {
@@ -308,7 +298,7 @@ func TestICMPEvidenceLeads(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tg.NetNS = "/run/netns/" + name
+		tg.NetNS = nstest.Path(name)
 		p, err := connect.New(tg, connect.Config{Timeout: 2 * time.Second})
 		if err != nil {
 			t.Fatal(err)

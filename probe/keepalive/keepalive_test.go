@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/connprobe/connprobe/internal/nstest"
+	"github.com/connprobe/connprobe/internal/testlisten"
 	"github.com/connprobe/connprobe/probe"
 )
 
@@ -70,18 +71,12 @@ func setupCfg(t *testing.T, cfg Config, onAccept func(net.Conn)) (*nstest.Pair, 
 	t.Helper()
 	p := nstest.NewPair(t)
 	ln := nstest.Listen(t, p.Server, p.ServerIP.String()+":9000")
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { c.Close() })
-			if onAccept != nil {
-				go onAccept(c)
-			}
+	testlisten.Serve(t, ln, testlisten.Func(func(ctx context.Context, c net.Conn) {
+		if onAccept != nil {
+			onAccept(c)
 		}
-	}()
+		<-ctx.Done() // held until the test ends
+	}))
 	tgt, err := probe.ParseTarget(p.Addr(9000).String())
 	if err != nil {
 		t.Fatal(err)

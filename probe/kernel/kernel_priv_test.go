@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/connprobe/connprobe/internal/nstest"
+	"github.com/connprobe/connprobe/internal/testlisten"
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/probe/connect"
 	"github.com/connprobe/connprobe/probe/netns"
@@ -19,15 +20,7 @@ import (
 func TestAuditCloseWait(t *testing.T) {
 	p := nstest.NewPair(t)
 	ln := nstest.Listen(t, p.Server, p.ServerIP.String()+":9092")
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { c.Close() }) // held, never closed during the test
-		}
-	}()
+	testlisten.Serve(t, ln, testlisten.Hold) // held, never closed during the test
 	for range 3 {
 		nstest.Dial(t, p.Client, p.Addr(9092).String()).Close() // client FIN
 	}

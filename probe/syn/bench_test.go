@@ -16,6 +16,7 @@ import (
 	"unsafe"
 
 	"github.com/connprobe/connprobe/internal/lab"
+	"github.com/connprobe/connprobe/internal/testlisten"
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/probe/connect"
 	"github.com/connprobe/connprobe/probe/netns"
@@ -47,19 +48,9 @@ func BenchmarkProbes(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	defer func() { ln.Close(); wg.Wait() }()
 	// The connect probe completes handshakes: accept and close them so the
 	// backlog never fills. The SYN probe never reaches accept.
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	})
+	testlisten.Serve(b, ln, testlisten.Close)
 	tg, _ := probe.ParseTarget(dst.String())
 	tg.NetNS = l.Path(l.Pod)
 

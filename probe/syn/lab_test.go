@@ -20,8 +20,8 @@ import (
 
 	"github.com/connprobe/connprobe/internal/lab"
 	"github.com/connprobe/connprobe/internal/lab/paws"
+	"github.com/connprobe/connprobe/internal/nstest"
 	"github.com/connprobe/connprobe/probe"
-	"github.com/connprobe/connprobe/probe/netns"
 	"github.com/connprobe/connprobe/probe/syn"
 )
 
@@ -254,30 +254,12 @@ func TestLabConcurrent(t *testing.T) {
 	wg.Wait()
 }
 
-// netnsLoopback makes a bare namespace with only lo up, for IPv6 (the lab is
-// IPv4) and loopback probes, removed when the test ends.
-func netnsLoopback(t *testing.T) string {
-	t.Helper()
-	lab.RequirePriv(t)
-	name := fmt.Sprintf("cps%d", time.Now().UnixNano()%1e9)
-	for _, argv := range [][]string{
-		{"ip", "netns", "add", name},
-		{"ip", "-n", name, "link", "set", "lo", "up"},
-	} {
-		if out, err := exec.CommandContext(t.Context(), argv[0], argv[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v: %s", argv, err, out)
-		}
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	return name
-}
-
 // TestLoopbackBothFamilies probes ::1 and 127.0.0.1 in a bare namespace: open,
 // closed, and an nft reject with ICMP(v6) admin-prohibited, so the IPv6
 // builder, filters and parsers run against the real kernel too.
 func TestLoopbackBothFamilies(t *testing.T) {
-	ns := netnsLoopback(t)
-	path := "/run/netns/" + ns
+	ns := nstest.New(t) // the lab is IPv4
+	path := nstest.Path(ns)
 	rules := `table inet f {
 	chain in {
 		type filter hook input priority filter; policy accept;
@@ -290,15 +272,7 @@ func TestLoopbackBothFamilies(t *testing.T) {
 		t.Fatalf("nft: %v: %s", err, out)
 	}
 	for _, host := range []string{"::1", "127.0.0.1"} {
-		var ln net.Listener
-		lc := net.ListenConfig{}
-		if err := netns.Do(path, func() (err error) {
-			ln, err = lc.Listen(context.Background(), "tcp", net.JoinHostPort(host, "0"))
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
+		ln := nstest.Listen(t, ns, net.JoinHostPort(host, "0"))
 		open := ln.Addr().(*net.TCPAddr).AddrPort()
 		a := netip.MustParseAddr(host)
 		for _, tt := range []struct {

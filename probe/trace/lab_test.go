@@ -3,8 +3,6 @@
 package trace_test
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"net"
 	"net/netip"
 	"os/exec"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/connprobe/connprobe/internal/lab"
 	"github.com/connprobe/connprobe/internal/nstest"
-	"github.com/connprobe/connprobe/probe/netns"
 	"github.com/connprobe/connprobe/probe/syn"
 	"github.com/connprobe/connprobe/probe/trace"
 )
@@ -201,38 +198,22 @@ type v6Lab struct {
 
 func newV6Lab(t *testing.T) *v6Lab {
 	t.Helper()
-	nstest.RequirePriv(t)
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	p := "tr6" + hex.EncodeToString(b)
-	v := &v6Lab{client: p + "c", router: p + "r", server: p + "s",
+	v := &v6Lab{client: nstest.New(t), router: nstest.New(t), server: nstest.New(t),
 		routerIP: netip.MustParseAddr("fd00:77:1::1"), serverIP: netip.MustParseAddr("fd00:77:2::2")}
-	t.Cleanup(func() {
-		for _, ns := range []string{v.client, v.router, v.server} {
-			_ = exec.Command("ip", "netns", "delete", ns).Run()
-		}
-	})
-	for _, argv := range [][]string{
-		{"ip", "netns", "add", v.client}, {"ip", "netns", "add", v.router}, {"ip", "netns", "add", v.server},
-		{"ip", "-n", v.client, "link", "add", "eth0", "type", "veth", "peer", "name", "c0", "netns", v.router},
-		{"ip", "-n", v.server, "link", "add", "eth0", "type", "veth", "peer", "name", "s0", "netns", v.router},
-		{"ip", "netns", "exec", v.router, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1", "net.ipv6.icmp.ratelimit=0"},
-		{"ip", "-n", v.client, "addr", "add", "fd00:77:1::2/64", "dev", "eth0", "nodad"},
-		{"ip", "-n", v.router, "addr", "add", "fd00:77:1::1/64", "dev", "c0", "nodad"},
-		{"ip", "-n", v.router, "addr", "add", "fd00:77:2::1/64", "dev", "s0", "nodad"},
-		{"ip", "-n", v.server, "addr", "add", "fd00:77:2::2/64", "dev", "eth0", "nodad"},
-		{"ip", "-n", v.client, "link", "set", "eth0", "up"}, {"ip", "-n", v.client, "link", "set", "lo", "up"},
-		{"ip", "-n", v.router, "link", "set", "c0", "up"}, {"ip", "-n", v.router, "link", "set", "s0", "up"},
-		{"ip", "-n", v.server, "link", "set", "eth0", "up"}, {"ip", "-n", v.server, "link", "set", "lo", "up"},
-		{"ip", "-n", v.client, "-6", "route", "add", "default", "via", "fd00:77:1::1"},
-		{"ip", "-n", v.server, "-6", "route", "add", "default", "via", "fd00:77:2::1"},
-	} {
-		nstest.Run(t, argv...)
-	}
+	nstest.Sysctl(t, v.router, "net.ipv6.conf.all.forwarding=1")
+	nstest.Sysctl(t, v.router, "net.ipv6.icmp.ratelimit=0")
+	nstest.Veth(t,
+		nstest.End{NS: v.client, Dev: "eth0", Addr: netip.MustParsePrefix("fd00:77:1::2/64")},
+		nstest.End{NS: v.router, Dev: "c0", Addr: netip.MustParsePrefix("fd00:77:1::1/64")})
+	nstest.Veth(t,
+		nstest.End{NS: v.server, Dev: "eth0", Addr: netip.MustParsePrefix("fd00:77:2::2/64")},
+		nstest.End{NS: v.router, Dev: "s0", Addr: netip.MustParsePrefix("fd00:77:2::1/64")})
+	nstest.Exec(t, v.client, "ip", "-6", "route", "add", "default", "via", "fd00:77:1::1")
+	nstest.Exec(t, v.server, "ip", "-6", "route", "add", "default", "via", "fd00:77:2::1")
 	// Resolve the neighbours first: a first packet waits ~1 s for NDP,
 	// longer than a hop's timeout here.
 	// (no ping on the test machine: a TCP connect to a closed port does).
-	_ = netns.Do(nstest.Path(v.client), func() error {
+	nstest.Do(t, v.client, func() error {
 		c, err := net.DialTimeout("tcp", "[fd00:77:2::2]:9", 3*time.Second)
 		if err == nil {
 			c.Close()
@@ -244,16 +225,7 @@ func newV6Lab(t *testing.T) *v6Lab {
 
 func (v *v6Lab) listen(t *testing.T, port int) {
 	t.Helper()
-	var ln net.Listener
-	err := netns.Do(nstest.Path(v.server), func() error {
-		var err error
-		ln, err = net.Listen("tcp", netip.AddrPortFrom(v.serverIP, uint16(port)).String())
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
+	nstest.Listen(t, v.server, netip.AddrPortFrom(v.serverIP, uint16(port)).String())
 }
 
 // TestLabTraceIPv6: hop limits, ICMPv6 time-exceeded matched by the quoted

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/connprobe/connprobe/internal/testlisten"
 	"github.com/connprobe/connprobe/probe/internal/tcpsock"
 )
 
@@ -117,12 +118,7 @@ func TestErrorsByErrnoAndCause(t *testing.T) {
 
 // TestConnectRefused: the errno, under "connect".
 func TestConnectRefused(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := netip.MustParseAddrPort(ln.Addr().String())
-	ln.Close()
+	addr := netip.MustParseAddrPort(testlisten.ClosedAddr(t))
 	c, err := tcpsock.Open("", addr, tcpsock.Options{Source: netip.MustParseAddr("127.0.0.1")})
 	if err != nil {
 		t.Fatal(err)

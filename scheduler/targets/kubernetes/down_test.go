@@ -3,7 +3,6 @@ package kubernetes
 import (
 	"context"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	clientset "k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/connprobe/connprobe/internal/testlisten"
 	"github.com/connprobe/connprobe/scheduler/targets"
 )
 
@@ -41,12 +41,7 @@ func (l *lockedLog) String() string {
 // the watch-list backoff (0.8 s doubling to 30 s, ×1–2 jitter), which
 // ignores the stop channel.
 func TestAPIDownAtStart(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close() // refused from now on
+	addr := testlisten.ClosedAddr(t) // refused
 	c, err := clientset.NewForConfig(&rest.Config{Host: "https://" + addr, TLSClientConfig: rest.TLSClientConfig{Insecure: true}})
 	if err != nil {
 		t.Fatal(err)
