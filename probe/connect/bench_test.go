@@ -1,6 +1,7 @@
 package connect_test
 
 import (
+	"net"
 	"testing"
 	"time"
 
@@ -41,20 +42,7 @@ func BenchmarkProbeLoopback(b *testing.B) {
 // (socket, a blocking connect, close) on the same kind of listener. The
 // probe's cost is read as a ratio to it, measured in the same run.
 func BenchmarkFloorLoopback(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	ln := testlisten.Loopback(b, testlisten.Close)
 	ap := ln.Addr().(*net.TCPAddr).AddrPort()
 	sa := &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
 	b.ReportAllocs()
