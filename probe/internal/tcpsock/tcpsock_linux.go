@@ -354,11 +354,18 @@ func (c *Conn) connect(sa unix.Sockaddr) (*unix.TCPInfo, error) {
 // spuriously (internal/poll notes it): a socket still in SYN-SENT, or
 // closed, without an error waits on.
 func (c *Conn) connectStep(fd uintptr) bool {
-	if !c.started {
+	first := !c.started
+	if first {
 		c.started = true
 		c.errno = unix.Connect(int(fd), c.sa)
-		// EINPROGRESS: the SYN is out; wait until writable.
-		return !waiting(c.errno)
+		if c.errno != unix.EINPROGRESS {
+			return !waiting(c.errno)
+		}
+		// The SYN is out. Over loopback, or a veth to a pod of this node,
+		// the handshake has often ended by the time connect(2) returns
+		// (the peer's kernel ran in this call's softirq): look before
+		// parking in the poller, whose sleep and wake-up cost more than
+		// the handshake.
 	}
 	c.infoLen = uint32(unsafe.Sizeof(c.info))
 	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.IPPROTO_TCP, unix.TCP_INFO,
@@ -366,6 +373,9 @@ func (c *Conn) connectStep(fd uintptr) bool {
 	if e == 0 && c.info.State != unix.BPF_TCP_SYN_SENT && c.info.State != unix.BPF_TCP_CLOSE {
 		c.ok, c.errno = true, nil
 		return true
+	}
+	if first && e == 0 && c.info.State == unix.BPF_TCP_SYN_SENT {
+		return false // under way: wait until writable
 	}
 	// Still in SYN-SENT, closed, or TCP_INFO unreadable: SO_ERROR says
 	// whether it failed (in SYN-SENT it holds the soft error of an ICMP
