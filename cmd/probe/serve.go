@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -47,8 +48,10 @@ type serveFlags struct {
 	logFormat string
 	// lifecycle enables POST /-/reload (--web.enable-lifecycle).
 	lifecycle bool
-	web       httpLimits
-	status    statusFlags // serve_status.go
+	// pprof serves Go's profiles under /debug/pprof/ (--web.enable-pprof).
+	pprof  bool
+	web    httpLimits
+	status statusFlags // serve_status.go
 }
 
 func newServeCmd() *cobra.Command {
@@ -102,6 +105,7 @@ Scrape with honor_labels: true, so the job label is the probe job's.`,
 	fl.StringVar(&f.webConfig, "web.config.file", "", "exporter-toolkit web config file: TLS and basic auth")
 	fl.StringVar(&f.health, "web.health-listen-address", "", "[ip]:port to serve /healthz and /-/ready on as well, plain HTTP without auth (for kubelet probes when --web.config.file sets TLS or auth); off when empty")
 	fl.BoolVar(&f.lifecycle, "web.enable-lifecycle", false, "allow POST /-/reload (same-site requests only); SIGHUP always reloads")
+	fl.BoolVar(&f.pprof, "web.enable-pprof", false, "serve Go's CPU, heap and goroutine profiles under /debug/pprof/ (behind --web.config.file's auth, if any)")
 	fl.IntVar(&f.web.MaxConns, "web.max-connections", defaultWebMaxConns, "most open HTTP connections; more wait in the kernel's accept queue")
 	fl.DurationVar(&f.web.Idle, "web.idle-timeout", defaultWebIdleTimeout, "close a keep-alive HTTP connection idle this long")
 	fl.DurationVar(&f.web.Write, "web.write-timeout", defaultWebWriteTimeout, "longest time to write one response (a /metrics scrape must fit: see docs/serve.md, Limits)")
@@ -278,6 +282,13 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("/-/reload", s.handleReload)
 	mux.HandleFunc("/-/ready", s.handleReady)
 	s.status.Register(mux) // /, /target, /api/v1/targets… (serve_status.go)
+	if s.flags.pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 
