@@ -81,6 +81,11 @@ type Exporter struct {
 	reloadOK   prometheus.Gauge
 	reloadTime prometheus.Gauge
 
+	// jobFaults holds each job's prober-fault counters by cause, shared by
+	// its targets' recorders (a map per target was 5 MiB at 10k targets).
+	jobMu     sync.Mutex
+	jobFaults map[string]map[string]prometheus.Counter
+
 	idleBoundary *prometheus.GaugeVec   // idle.go
 	idleSearches *prometheus.CounterVec // idle.go
 	pathHops     *prometheus.GaugeVec   // path.go
@@ -305,12 +310,28 @@ func (e *Exporter) Target(job *scheduler.Job, t probe.Target) scheduler.TargetSi
 		duration: e.duration.WithLabelValues(job.Name),
 		lateness: e.lateness.WithLabelValues(job.Name),
 		overruns: e.overruns.WithLabelValues(job.Name),
-		faults:   make(map[string]prometheus.Counter, len(ProberFaultCauses)),
-	}
-	for _, c := range ProberFaultCauses {
-		r.faults[c] = e.faults.WithLabelValues(job.Name, c)
+		faults:   e.faultsOf(job.Name),
 	}
 	return r
+}
+
+// faultsOf returns job's prober-fault counters by cause, made once per job
+// (and again after the job was removed: Targets(job, -1) drops them).
+func (e *Exporter) faultsOf(job string) map[string]prometheus.Counter {
+	e.jobMu.Lock()
+	defer e.jobMu.Unlock()
+	if m, ok := e.jobFaults[job]; ok {
+		return m
+	}
+	m := make(map[string]prometheus.Counter, len(ProberFaultCauses))
+	for _, c := range ProberFaultCauses {
+		m[c] = e.faults.WithLabelValues(job, c)
+	}
+	if e.jobFaults == nil {
+		e.jobFaults = map[string]map[string]prometheus.Counter{}
+	}
+	e.jobFaults[job] = m
+	return m
 }
 
 // Forget implements scheduler.Sink: it deletes every series of the target.
@@ -332,6 +353,9 @@ func (e *Exporter) Targets(job *scheduler.Job, n int) {
 		e.lateness.Delete(l)
 		e.overruns.Delete(l)
 		e.faults.DeletePartialMatch(l)
+		e.jobMu.Lock()
+		delete(e.jobFaults, job.Name)
+		e.jobMu.Unlock()
 		e.forgetIdle(l)
 		e.forgetPath(l)
 		return
@@ -368,7 +392,7 @@ type recorder struct {
 	duration prometheus.Observer           // per job
 	lateness prometheus.Observer           // per job
 	overruns prometheus.Counter            // per job
-	faults   map[string]prometheus.Counter // per job, by cause
+	faults   map[string]prometheus.Counter // per job, by cause; shared, read only
 }
 
 // Scheduled implements scheduler.TargetSink.

@@ -323,8 +323,8 @@ func TestMemoryPerTarget(t *testing.T) {
 	runtime.ReadMemStats(&m1)
 	per := (int64(m1.HeapAlloc) - int64(m0.HeapAlloc)) / int64(len(names))
 	t.Logf("%d bytes per target", per)
-	if per > 1024 {
-		t.Errorf("%d bytes of heap per target, want <= 1 KiB", per)
+	if per > 640 {
+		t.Errorf("%d bytes of heap per target, want <= 640 (the job's handles are shared, not copied per target)", per)
 	}
 	runtime.KeepAlive(rs)
 }

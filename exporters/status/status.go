@@ -450,9 +450,9 @@ func clip(s string) string {
 func (t *target) keepFailure(r *probe.Result) {
 	k := t.s.o.Failures
 	b := t.bad
-	if b.fails == nil {
-		b.fails = make([]failure, 0, k)
-	}
+	// fails grows as failures come (append), up to k: a target that failed
+	// once, or met one prober fault (a stall spoils every target's attempt
+	// in flight), holds one, not room for k.
 	var f *failure
 	if len(b.fails) < k {
 		b.fails = append(b.fails, failure{})

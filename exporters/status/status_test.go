@@ -337,3 +337,34 @@ func TestFailingTargetMemoryIsBounded(t *testing.T) {
 	}
 	runtime.KeepAlive(s)
 }
+
+// TestOneProberFaultCostsOneFailure: a stall spoils the attempt in flight
+// of every target at once (prober_stalled); each target then keeps that
+// one failure, not room for Failures of them (at 10k targets, one stall at
+// start held 18 MiB for good).
+func TestOneProberFaultCostsOneFailure(t *testing.T) {
+	const n = 1000
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	s := New(Options{Attempts: DefaultAttempts})
+	j := &scheduler.Job{Name: "bench", Kind: "connect"}
+	for i := range n {
+		ts := s.Target(j, probe.Target{Name: fmt.Sprintf("127.0.0.1:%d", 20000+i)})
+		ts.Result(res(0, probe.ReasonProberStalled, "the prober itself stalled during the attempt"))
+		for k := 1; k <= DefaultAttempts; k++ {
+			ts.Result(res(k, probe.ReasonOK))
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&m1)
+	per := float64(m1.HeapAlloc-m0.HeapAlloc) / n
+	t.Logf("live heap per target with one prober fault among %d attempts: %.0f bytes", DefaultAttempts+1, per)
+	// The ring (about 1 KiB), the evidence ring and failure-log state a bad
+	// target gets (about 1.3 KiB), and one failure: 5 KiB before failures
+	// were kept as they came.
+	if per > 3400 {
+		t.Errorf("a target with one prober fault holds %.0f bytes, more than 3400", per)
+	}
+	runtime.KeepAlive(s)
+}
