@@ -56,6 +56,7 @@ type result struct {
 	window    time.Duration
 	p99       time.Duration
 	p99Note   string
+	others    float64 // cores other processes used during the window (benchkit.Others)
 	// The status page (GET /, the first 100 targets worst first) and
 	// GET /api/v1/targets?limit=100, median of 5, after the window; 0 when
 	// the build has no status page.
@@ -229,6 +230,7 @@ func benchServe(bin string, base, n int, warmup, window, scrapeEvery time.Durati
 	if err != nil {
 		return r, err
 	}
+	others, w0 := benchkit.Others(), time.Now()
 	end := time.Now().Add(window)
 	for time.Until(end) > scrapeEvery {
 		time.Sleep(scrapeEvery)
@@ -241,6 +243,7 @@ func benchServe(bin string, base, n int, warmup, window, scrapeEvery time.Durati
 	if err != nil {
 		return r, err
 	}
+	r.others = others(cpu1-cpu0, time.Since(w0))
 	s1 := time.Now()
 	m1, err := metrics()
 	if err != nil {
@@ -314,6 +317,7 @@ func benchFloor(base, n int, warmup, window time.Duration) (result, error) {
 		return r, err
 	}
 	m0, t0 := made.Load(), time.Now()
+	others := benchkit.Others()
 	time.Sleep(window)
 	cpu1, err := benchkit.CPUSeconds(cmd.Process.Pid)
 	if err != nil {
@@ -321,6 +325,7 @@ func benchFloor(base, n int, warmup, window time.Duration) (result, error) {
 	}
 	r.window = time.Since(t0)
 	r.cpu = cpu1 - cpu0
+	r.others = others(r.cpu, r.window)
 	r.completed = made.Load() - m0
 	r.succeeded = r.completed
 	r.expected = int64(float64(n) * r.window.Seconds())
@@ -485,10 +490,14 @@ func benchBlackbox(bin string, base, n int, warmup, window time.Duration) (resul
 	}
 	measuring.Store(true)
 	t0 := time.Now()
+	others := benchkit.Others()
 	time.Sleep(window)
 	measuring.Store(false)
 	cpu1, err := benchkit.CPUSeconds(cmd.Process.Pid)
 	r.window = time.Since(t0)
+	if err == nil {
+		r.others = others(cpu1-cpu0, r.window)
+	}
 	cancel()
 	wg.Wait()
 	if err != nil {
@@ -537,8 +546,14 @@ func render(rs []result, load0 string, warmup, window, scrape time.Duration) str
 	}
 	load1 := benchkit.LoadAvg()
 	fmt.Fprintf(&b, "Load average before the run: %s, after: %s.\n\n", load0, load1)
-	if v := benchkit.LoadVerdict(load0, load1, runtime.NumCPU()); v != "" {
-		fmt.Fprintf(&b, "%s\n\n", v)
+	noisy := 0
+	for _, r := range rs {
+		if r.others > benchkit.OthersLimit {
+			noisy++
+		}
+	}
+	if noisy > 0 {
+		fmt.Fprintf(&b, "**%d of %d rows are marked \"noisy\": while they were measured, other processes used more than %.2f of a core on average (the \"other work\" column, from /proc/stat less this program and the tool). Their absolute figures measured the neighbours too; compare rows of this run with each other only, or rerun on a quiet machine.**\n\n", noisy, len(rs), benchkit.OthersLimit)
 	}
 	pages := slices.ContainsFunc(rs, func(r result) bool { return r.page > 0 })
 	floor := map[int]float64{} // CPU s per probe of the floor, by N
@@ -547,11 +562,11 @@ func render(rs []result, load0 string, warmup, window, scrape time.Duration) str
 			floor[r.n] = r.cpu / float64(r.completed)
 		}
 	}
-	b.WriteString("| tool | N | CPU s / 1000 probes | × floor | CPU cores used | peak RSS | anon RSS at end | p99 lateness | completed / expected | ok |")
+	b.WriteString("| tool | N | CPU s / 1000 probes | × floor | other work (cores) | CPU cores used | peak RSS | anon RSS at end | p99 lateness | completed / expected | ok |")
 	if pages {
 		b.WriteString(" status page (GET /) | GET /api/v1/targets?limit=100 |")
 	}
-	b.WriteString("\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	b.WriteString("\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	if pages {
 		b.WriteString("---:|---:|")
 	}
@@ -568,8 +583,12 @@ func render(rs []result, load0 string, warmup, window, scrape time.Duration) str
 		if r.tool == floorTool {
 			late = "n/a"
 		}
-		fmt.Fprintf(&b, "| %s | %d | %s | %s | %.2f | %.1f MiB | %.1f MiB | %s | %d / %d (%.1f%%) | %d |",
-			r.tool, r.n, per, ratio, r.cpu/r.window.Seconds(), float64(r.rssKiB)/1024, float64(r.anonKiB)/1024, late,
+		oth := fmt.Sprintf("%.2f", r.others)
+		if r.others > benchkit.OthersLimit {
+			oth += " (noisy)"
+		}
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %.2f | %.1f MiB | %.1f MiB | %s | %d / %d (%.1f%%) | %d |",
+			r.tool, r.n, per, ratio, oth, r.cpu/r.window.Seconds(), float64(r.rssKiB)/1024, float64(r.anonKiB)/1024, late,
 			r.completed, r.expected, 100*float64(r.completed)/float64(r.expected), r.succeeded)
 		if pages {
 			if r.page > 0 {
@@ -581,6 +600,7 @@ func render(rs []result, load0 string, warmup, window, scrape time.Duration) str
 		b.WriteString("\n")
 	}
 	b.WriteString("\n")
+	writeCloudprober(&b, rs)
 	b.WriteString(notes)
 	if bb {
 		b.WriteString(notesBlackbox)
@@ -589,6 +609,44 @@ func render(rs []result, load0 string, warmup, window, scrape time.Duration) str
 		b.WriteString(notesPages)
 	}
 	return b.String()
+}
+
+// cloudprober's figures cannot be measured here (it cannot be fetched on
+// this machine): they are quoted from the project's performance issue,
+// measured on this kind of machine (2 cores) in December 2026 with the same
+// method (N loopback listeners, TCP connect every 1 s, 60 s windows, CPU =
+// utime+stime), cloudprober built from its source, with and without its
+// latency histogram.
+var cloudprober = map[int]struct{ lo, hi, rssLo, rssHi float64 }{
+	1000:  {0.032, 0.039, 81, 91},
+	5000:  {0.031, 0.037, 156, 208},
+	10000: {0.031, 0.034, 251, 354},
+}
+
+// writeCloudprober sets probe serve's CPU per probe of this run next to
+// cloudprober's quoted figures, for the N both have.
+func writeCloudprober(b *strings.Builder, rs []result) {
+	var lines []string
+	for _, r := range rs {
+		c, ok := cloudprober[r.n]
+		if r.tool != "probe serve" || !ok || r.completed == 0 {
+			continue
+		}
+		per := r.cpu / float64(r.completed) * 1000
+		lines = append(lines, fmt.Sprintf("| %d | %.3f | %.3f–%.3f | %.2f–%.2f | %.0f / %.0f–%.0f MB |",
+			r.n, per, c.lo, c.hi, per/c.hi, per/c.lo, float64(r.rssKiB)/1024*1.048576, c.rssLo, c.rssHi))
+	}
+	if len(lines) == 0 {
+		return
+	}
+	b.WriteString("cloudprober, quoted (it cannot be fetched here): its figures were measured on this kind of machine in\n")
+	b.WriteString("December 2026 and reported in the project's performance issue (same method, 60 s windows, built from its\n")
+	b.WriteString("source, with and without its latency histogram); probe serve's are this run's. The goal is a ratio ≤ 0.5.\n\n")
+	b.WriteString("| N | probe serve ms CPU / probe | cloudprober ms CPU / probe (quoted) | ratio | peak RSS serve / cloudprober (quoted) |\n|---:|---:|---:|---:|---:|\n")
+	for _, l := range lines {
+		b.WriteString(l + "\n")
+	}
+	b.WriteString("\n")
 }
 
 // notes explain the columns; they hold no numbers.

@@ -155,6 +155,52 @@ func LoadVerdict(before, after string, cpus int) string {
 	return fmt.Sprintf("**Not to be trusted as absolute figures: the 1-minute load average reached %.2f (before: %s; after: %s) on %d CPUs, over the %.1f a quiet run allows; other work shared the machine. Compare rows of this run with each other only, or rerun on a quiet machine.**", worst, before, after, cpus, limit)
 }
 
+// BusySeconds is the CPU time the machine's CPUs spent busy since boot
+// (/proc/stat: user, nice, system, irq, softirq, steal).
+func BusySeconds() (float64, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	busy := 0.0
+	for _, i := range []int{1, 2, 3, 6, 7, 8} { // user nice system (idle iowait) irq softirq steal
+		v, err := strconv.ParseFloat(f[i], 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/stat: %w", err)
+		}
+		busy += v
+	}
+	return busy / clkTck, nil
+}
+
+// Others measures the CPU that processes other than ours used over a
+// window: Start it, then call the returned func with the CPU seconds our
+// measured processes (the tool, and this program itself) used in the
+// window and the window's length; it returns the others' average cores.
+// Kernel work done for us on other threads (softirq on ksoftirqd) counts
+// as others'.
+func Others() func(ours float64, window time.Duration) float64 {
+	b0, _ := BusySeconds()
+	self0, _ := CPUSeconds(os.Getpid())
+	return func(ours float64, window time.Duration) float64 {
+		b1, err := BusySeconds()
+		self1, _ := CPUSeconds(os.Getpid())
+		if err != nil || window <= 0 {
+			return 0
+		}
+		return max(0, (b1-b0)-(self1-self0)-ours) / window.Seconds()
+	}
+}
+
+// OthersLimit is the most other work (in cores, averaged over a window) a
+// measurement to trust allows.
+const OthersLimit = 0.25
+
 // LoadAvg is the 1, 5 and 15 minute load average.
 func LoadAvg() string {
 	b, err := os.ReadFile("/proc/loadavg")

@@ -1,8 +1,10 @@
 package benchkit
 
 import (
+	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLoadVerdict(t *testing.T) {
@@ -15,5 +17,24 @@ func TestLoadVerdict(t *testing.T) {
 	}
 	if v := LoadVerdict("", "garbage", 2); v != "" {
 		t.Errorf("unreadable load marked: %q", v)
+	}
+}
+
+// TestOthersSeesAnotherProcess: a process of someone else's spinning on a
+// CPU through the window is other work of about a core.
+func TestOthersSeesAnotherProcess(t *testing.T) {
+	if _, err := BusySeconds(); err != nil {
+		t.Fatal(err)
+	}
+	spin := exec.Command("sh", "-c", "while :; do :; done")
+	if err := spin.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { spin.Process.Kill(); spin.Wait() }()
+	others := Others()
+	t0 := time.Now()
+	time.Sleep(time.Second)
+	if got := others(0, time.Since(t0)); got < 0.6 {
+		t.Errorf("others %.2f cores while a process spun, want about 1", got)
 	}
 }
