@@ -2,9 +2,11 @@
 # probe serve vs blackbox_exporter: N loopback connect targets at 1 s, side
 # by side in one run; writes the "probe serve vs blackbox_exporter" section of
 # BENCHMARKS.md. Usage: scripts/bench-serve.sh [N,N,...]   (default 1000,5000,10000)
-# Both builds are measured: the default one (bin/probe) and the image's, with
-# the Kubernetes client linked (-tags kubernetes). ALSO=path/to/other/probe,
-# ALSO_LABEL and ALSO_NOTE measure another build (an older commit) instead.
+# For each N: the floor (the kernel work of the connects alone), probe serve
+# with kind connect and with kind syn on the same targets, then both builds:
+# the default one (bin/probe) and the image's, with the Kubernetes client
+# linked (-tags kubernetes). ALSO=path/to/other/probe, ALSO_LABEL and
+# ALSO_NOTE measure another build (an older commit) instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v prometheus-blackbox-exporter >/dev/null; then
@@ -18,4 +20,4 @@ go build -o bin/benchserve ./scripts/benchserve
 ./bin/benchserve -probe bin/probe -blackbox "$(command -v prometheus-blackbox-exporter)" \
 	-also "${ALSO:-bin/probe-kubernetes}" -also-label "${ALSO_LABEL:-probe serve (-tags kubernetes)}" \
 	-also-note "${ALSO_NOTE:-the same commit built with -tags kubernetes, as the image is (make build TAGS=kubernetes)}" \
-	-n "${1:-1000,5000,10000}" -warmup "${WARMUP:-5s}" -duration "${DURATION:-20s}" -out BENCHMARKS.md
+	-syn -n "${1:-1000,5000,10000}" -warmup "${WARMUP:-5s}" -duration "${DURATION:-20s}" -out BENCHMARKS.md

@@ -78,6 +78,7 @@ func main() {
 	out := flag.String("out", "", "markdown file to write the results section into (replaces the section)")
 	flag.StringVar(&sectionTitle, "section", sectionTitle, "title of the BENCHMARKS.md section to write")
 	flag.StringVar(&script, "script", script, "the command that ran this, for the section's first line")
+	syn := flag.Bool("syn", false, "also run probe serve with kind syn on the same targets (global.syn_rate high enough for N), after the connect kind")
 	floorN := flag.Int("floor", 0, "internal: be the floor process for this many listeners (see benchFloor)")
 	flag.Parse()
 	if *floorN > 0 {
@@ -102,14 +103,23 @@ func main() {
 		}
 		results = append(results, r)
 		log.Printf("%+v", r)
-		r, err = benchServe(*probeBin, *basePort, n, *warmup, *window, *scrape)
+		r, err = benchServe(*probeBin, "connect", *basePort, n, *warmup, *window, *scrape)
 		if err != nil {
 			log.Fatalf("probe serve n=%d: %v", n, err)
 		}
 		results = append(results, r)
 		log.Printf("%+v", r)
+		if *syn {
+			r, err = benchServe(*probeBin, "syn", *basePort, n, *warmup, *window, *scrape)
+			if err != nil {
+				log.Fatalf("probe serve (kind syn) n=%d: %v", n, err)
+			}
+			r.tool = synTool
+			results = append(results, r)
+			log.Printf("%+v", r)
+		}
 		if *also != "" {
-			r, err := benchServe(*also, *basePort, n, *warmup, *window, *scrape)
+			r, err := benchServe(*also, "connect", *basePort, n, *warmup, *window, *scrape)
 			if err != nil {
 				log.Fatalf("%s n=%d: %v", alsoLabel, n, err)
 			}
@@ -176,7 +186,10 @@ func freePort() string {
 	return ln.Addr().String()
 }
 
-func benchServe(bin string, base, n int, warmup, window, scrapeEvery time.Duration) (result, error) {
+// synTool names the rows of probe serve with kind syn.
+const synTool = "probe serve (kind syn)"
+
+func benchServe(bin, kind string, base, n int, warmup, window, scrapeEvery time.Duration) (result, error) {
 	r := result{tool: "probe serve", n: n}
 	dir, err := os.MkdirTemp("", "benchserve")
 	if err != nil {
@@ -184,7 +197,12 @@ func benchServe(bin string, base, n int, warmup, window, scrapeEvery time.Durati
 	}
 	defer os.RemoveAll(dir)
 	var b strings.Builder
-	b.WriteString("probes:\n  - name: bench\n    interval: 1s\n    timeout: 800ms\n    targets:\n      static:\n")
+	if kind == "syn" {
+		// The budget is for every raw SYN of the prober: room for N a
+		// second and the PAWS checks' extra SYNs, so none is skipped.
+		fmt.Fprintf(&b, "global:\n  syn_rate: %d\n", 3*n)
+	}
+	fmt.Fprintf(&b, "probes:\n  - name: bench\n    kind: %s\n    interval: 1s\n    timeout: 800ms\n    targets:\n      static:\n", kind)
 	for i := range n {
 		fmt.Fprintf(&b, "        - 127.0.0.1:%d\n", base+i)
 	}
@@ -255,8 +273,8 @@ func benchServe(bin string, base, n int, warmup, window, scrapeEvery time.Durati
 	r.window = t1.Sub(t0)
 	r.cpu = cpu1 - cpu0
 	r.completed = int64(benchkit.SumPrefix(m1, "connprobe_probe_results_total{") - benchkit.SumPrefix(m0, "connprobe_probe_results_total{"))
-	r.succeeded = int64(benchkit.SumPrefix(m1, `connprobe_probe_results_total{job="bench",kind="connect",reason="ok"`) -
-		benchkit.SumPrefix(m0, `connprobe_probe_results_total{job="bench",kind="connect",reason="ok"`))
+	ok := `connprobe_probe_results_total{job="bench",kind="` + kind + `",reason="ok"`
+	r.succeeded = int64(benchkit.SumPrefix(m1, ok) - benchkit.SumPrefix(m0, ok))
 	r.expected = int64(float64(n) * r.window.Seconds())
 	r.rssKiB, _ = benchkit.ProcStatus(cmd.Process.Pid, "VmHWM:")
 	r.anonKiB, _ = benchkit.ProcStatus(cmd.Process.Pid, "RssAnon:")
@@ -575,7 +593,7 @@ func render(rs []result, load0 string, warmup, window, scrape time.Duration) str
 		per, ratio := "n/a (none completed)", "n/a"
 		if r.completed > 0 {
 			per = fmt.Sprintf("%.3f", r.cpu/float64(r.completed)*1000)
-			if f := floor[r.n]; f > 0 {
+			if f := floor[r.n]; f > 0 && r.tool != synTool {
 				ratio = fmt.Sprintf("%.2f", r.cpu/float64(r.completed)/f)
 			}
 		}
@@ -602,6 +620,9 @@ func render(rs []result, load0 string, warmup, window, scrape time.Duration) str
 	b.WriteString("\n")
 	writeCloudprober(&b, rs)
 	b.WriteString(notes)
+	if slices.ContainsFunc(rs, func(r result) bool { return r.tool == synTool }) {
+		b.WriteString(notesSyn)
+	}
 	if bb {
 		b.WriteString(notesBlackbox)
 	}
@@ -660,6 +681,10 @@ const notes = "- The floor row is this program run as a process of its own doing
 - probe serve's lateness is from its own connprobe_scheduler_lateness_seconds histogram (bucket-interpolated);
   a firing more than a tenth of the interval late is skipped and counted as an overrun, so completed /
   expected also shows when the machine could not keep up.
+`
+
+const notesSyn = `- probe serve (kind syn): the same N targets probed by raw SYN (a SYN per attempt, the listener's SYN/ACK
+  matched, our kernel's RST), global.syn_rate 3N; the floor above is the connect kind's, so no ratio is given.
 `
 
 const notesBlackbox = `- blackbox_exporter has no scheduler: when it cannot answer within the 1s timeout, the request is
