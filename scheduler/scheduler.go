@@ -100,6 +100,10 @@ type Follower interface {
 	Followup(r *probe.Result)
 }
 
+// testHookAttemptCtx runs right after an attempt's context (and so its
+// deadline) is made; tests stop the clock there.
+var testHookAttemptCtx = func() {}
+
 // Scheduler runs the current set of jobs.
 type Scheduler struct {
 	sink    Sink
@@ -446,17 +450,20 @@ func (l *loop) fire() {
 		return
 	}
 	defer l.wg.Done()
+	// The attempt's stall window opens before its deadline is made: a
+	// stop in between eats the attempt's time, and must count as its stall.
+	var start time.Time
+	if l.stall != nil {
+		start = l.stall.Now()
+	}
 	ctx, cancel := context.WithTimeout(l.ctx, l.job.Timeout)
+	testHookAttemptCtx()
 	l.mu.Lock()
 	if l.stopped {
 		cancel() // halted between the firing and now
 	}
 	sl.cancel = cancel
 	l.mu.Unlock()
-	var start time.Time
-	if l.stall != nil {
-		start = l.stall.Now()
-	}
 	// A panicking probe (a library choking on a peer's bytes) is one
 	// failed attempt, never a dead agent.
 	sl.r = probe.SafeProbe(ctx, sl.p)

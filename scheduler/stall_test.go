@@ -103,3 +103,63 @@ func TestStalledAttemptIsDiscarded(t *testing.T) {
 		}
 	})
 }
+
+// expiredProber answers every attempt ok, except the third, whose deadline
+// had passed before it began: it "times out" at once, as a real probe does.
+type expiredProber struct{ n int }
+
+func (p *expiredProber) Probe(ctx context.Context) probe.Result {
+	p.n++
+	r := probe.Result{Target: "a:1", Kind: "fake", Start: time.Now(), Reason: probe.ReasonOK}
+	if p.n == 3 {
+		r.Reason = probe.ReasonSynTimeout
+	}
+	return r
+}
+
+func (p *expiredProber) Close() error { return nil }
+
+// TestStallBeforeTheProbeBegins: the process stops right after the
+// scheduler made the attempt's deadline and before the probe began; the
+// deadline passes during the stop, and the probe fails at once. The stall
+// ate the attempt's time, so the attempt is the prober's, not the target's.
+func TestStallBeforeTheProbeBegins(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		clock := &stoppedClock{}
+		d := stall.New(stall.Options{CPUStat: "none", Now: clock.now})
+		w := newWorld(0)
+		j := job(w, "web", targets.Static(tgts("a:1")))
+		j.New = func(probe.Target) (probe.Prober, error) { return &expiredProber{}, nil }
+		attempts := 0
+		testHookAttemptCtx = func() {
+			if attempts++; attempts == 3 {
+				// Stopped for 3 s; on resume the heartbeat runs first
+				// and closes the pause's window before the probe begins.
+				clock.stop(3 * time.Second)
+				time.Sleep(60 * time.Millisecond)
+			}
+		}
+		defer func() { testHookAttemptCtx = func() {} }()
+
+		s := New(w, nil)
+		s.DetectStalls(d)
+		ctx, cancel := context.WithCancel(t.Context())
+		var wg sync.WaitGroup
+		wg.Go(func() { d.Run(ctx) })
+		wg.Go(func() { s.Run(ctx) })
+		if err := s.Update(ctx, []*Job{j}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(4500 * time.Millisecond)
+		cancel()
+		wg.Wait()
+
+		rs := w.results["a:1"]
+		if len(rs) < 4 {
+			t.Fatalf("%d results, want 4 or more", len(rs))
+		}
+		if rs[2].Reason != probe.ReasonProberStalled {
+			t.Errorf("attempt 3, whose deadline passed while the process was stopped: %s, want prober_stalled", rs[2].Reason)
+		}
+	})
+}
