@@ -306,6 +306,11 @@ type badState struct {
 	evLines   []string
 	evStart   []uint32
 	evWritten uint32
+	// evLast is the seq of the newest attempt that wrote evidence: once the
+	// ring has moved a whole turn past it, no entry refers to evLines any
+	// more, and they are dropped (a target that failed, or retransmitted a
+	// SYN, once at start does not keep them for good).
+	evLast uint64
 
 	fails    []failure // the last K failures, a ring
 	failNext int
@@ -413,6 +418,7 @@ func (t *target) record(r *probe.Result, met bool, class probe.Class) {
 		}
 		n := min(len(r.Evidence), MaxEvidenceLines, len(b.evLines))
 		b.evStart[i] = b.evWritten
+		b.evLast = t.seq
 		for _, line := range r.Evidence[:n] {
 			b.evLines[b.evWritten%uint32(len(b.evLines))] = clip(line)
 			b.evWritten++
@@ -421,6 +427,9 @@ func (t *target) record(r *probe.Result, met bool, class probe.Class) {
 	}
 	t.ring[i] = e
 	t.next = (i + 1) % len(t.ring)
+	if b := t.bad; b != nil && b.evLines != nil && t.seq-b.evLast >= uint64(len(t.ring)) {
+		b.evLines, b.evStart, b.evWritten = nil, nil, 0
+	}
 }
 
 // rebase moves the time base to ms or to the oldest entry, whichever is

@@ -194,7 +194,7 @@ func (f *Flow) reply(a arrival) FlowReply {
 // none of its SYNs (at most 4 distinct, repeats counted). Call after Close.
 func (f *Flow) Strays() []string {
 	var out []string
-	for _, s := range f.w.strays[:f.w.nstrays] {
+	for _, s := range f.w.takeStrays(nil) {
 		out = append(out, fmt.Sprintf("%s from %s with ack %d, outside this flow's SYNs (%d times)", s.Kind, s.Remote, s.Ack, s.n))
 	}
 	return out

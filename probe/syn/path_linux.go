@@ -75,7 +75,10 @@ type waiter struct {
 	ch     chan arrival
 	// Packets that named this SYN but did not answer it, kept as
 	// evidence; written under the path's mu, read after unregister.
-	strays  [maxStrays]stray
+	// strays is allocated at the first stray (rare: a reply that names
+	// this SYN without answering it), so a prober does not carry room for
+	// maxStrays of them (about 560 bytes) per target.
+	strays  *[maxStrays]stray
 	nstrays int
 }
 
@@ -105,6 +108,9 @@ func (w *waiter) note(r Reply, at time.Time, wrongAck bool) {
 		}
 	}
 	if w.nstrays < maxStrays {
+		if w.strays == nil {
+			w.strays = new([maxStrays]stray)
+		}
 		w.strays[w.nstrays] = stray{Reply: r, at: at, wrongAck: wrongAck, expect: w.seq + 1, n: 1}
 		w.nstrays++
 	}
@@ -112,6 +118,9 @@ func (w *waiter) note(r Reply, at time.Time, wrongAck bool) {
 
 // takeStrays appends the strays to dst[:0]; only after unregister.
 func (w *waiter) takeStrays(dst []stray) []stray {
+	if w.nstrays == 0 {
+		return dst[:0]
+	}
 	return append(dst[:0], w.strays[:w.nstrays]...)
 }
 

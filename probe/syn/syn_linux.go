@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -22,8 +23,12 @@ type Prober struct {
 	cfg    Config
 
 	mu     sync.Mutex
-	paths  map[bool]*path        // by v6, acquired on first use, released by Close
-	lastTS map[netip.Addr]uint32 // last TSval sent to each destination
+	paths  [2]*path // [0] IPv4, [1] IPv6: acquired on first use, released by Close
+	lastTS []sentTS // last TSval sent to each recent destination (lastTSKept at most)
+	// forgot is the highest TSval of the destinations lastTS let go: a
+	// destination not in lastTS gets a TSval above it, so one that was
+	// forgotten never sees its TSvals go back.
+	forgot uint32
 	src    srcCache
 	closed bool
 
@@ -52,8 +57,6 @@ func New(t probe.Target, cfg Config) (*Prober, error) {
 	return &Prober{
 		target: t,
 		cfg:    cfg.withDefaults(),
-		paths:  map[bool]*path{},
-		lastTS: map[netip.Addr]uint32{},
 		w:      waiter{ch: make(chan arrival, 1)},
 		sb:     newSendBuf(),
 		ticket: newTicket(),
@@ -64,10 +67,12 @@ func New(t probe.Target, cfg Config) (*Prober, error) {
 func (p *Prober) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, pa := range p.paths {
-		pa.release()
+	for i, pa := range p.paths {
+		if pa != nil {
+			pa.release()
+			p.paths[i] = nil
+		}
 	}
-	p.paths = map[bool]*path{}
 	p.closed = true
 	return nil
 }
@@ -78,14 +83,18 @@ func (p *Prober) path(v6 bool) (*path, error) {
 	if p.closed {
 		return nil, errors.New("syn: prober closed")
 	}
-	if pa, ok := p.paths[v6]; ok {
+	i := 0
+	if v6 {
+		i = 1
+	}
+	if pa := p.paths[i]; pa != nil {
 		return pa, nil
 	}
 	pa, err := acquire(p.target.NetNS, v6)
 	if err != nil {
 		return nil, err
 	}
-	p.paths[v6] = pa
+	p.paths[i] = pa
 	return pa, nil
 }
 
@@ -107,11 +116,60 @@ func (p *Prober) nextTS(dst netip.Addr) uint32 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	ts := tsNow()
-	if last, ok := p.lastTS[dst]; ok && int32(ts-last) <= 0 {
-		ts = last + 1
+	i := slices.IndexFunc(p.lastTS, func(s sentTS) bool { return s.dst == dst })
+	switch {
+	case i >= 0:
+		if int32(ts-p.lastTS[i].ts) <= 0 {
+			ts = p.lastTS[i].ts + 1
+		}
+		p.lastTS[i].ts = ts
+	case len(p.lastTS) < lastTSKept:
+		ts = p.aboveForgotten(ts)
+		p.lastTS = append(p.lastTS, sentTS{dst, ts})
+	default:
+		// Forget the destination least recently sent to.
+		old := 0
+		for k, s := range p.lastTS {
+			if int32(s.ts-p.lastTS[old].ts) < 0 {
+				old = k
+			}
+		}
+		if p.forgot == 0 || int32(p.lastTS[old].ts-p.forgot) > 0 {
+			p.forgot = p.lastTS[old].ts
+		}
+		ts = p.aboveForgotten(ts)
+		p.lastTS[old] = sentTS{dst, ts}
 	}
-	p.lastTS[dst] = ts
 	return ts
+}
+
+// aboveForgotten raises ts above every TSval of a forgotten destination.
+func (p *Prober) aboveForgotten(ts uint32) uint32 {
+	if p.forgot != 0 && int32(ts-p.forgot) <= 0 {
+		return p.forgot + 1
+	}
+	return ts
+}
+
+// sentTS is the last TSval a prober sent to a destination.
+type sentTS struct {
+	dst netip.Addr
+	ts  uint32
+}
+
+// lastTSKept bounds the destinations a prober remembers TSvals for: a
+// target's addresses (a DNS name's few A/AAAA records); a slice searched
+// in place costs a fraction of a map per target.
+const lastTSKept = 16
+
+// lastTSOf is the last TSval sent to dst (0: none).
+func (p *Prober) lastTSOf(dst netip.Addr) uint32 {
+	for _, s := range p.lastTS {
+		if s.dst == dst {
+			return s.ts
+		}
+	}
+	return 0
 }
 
 // Probe makes one attempt.
@@ -174,14 +232,17 @@ func (p *Prober) probe(ctx context.Context, deadline time.Time, r *probe.Result)
 	p.pawsCheck(ctx, earliest(ctx, time.Now().Add(p.cfg.PAWSWait)), pa, src, addr, o, r)
 }
 
-// srcCache remembers the route's source address for a second, so a prober
-// probing at a high rate does not ask the routing table every time.
+// srcCache remembers the route's source address for srcCacheTTL, so a
+// prober does not ask the routing table (a UDP connect and getsockname) at
+// every attempt: at the usual 1 s interval a one-second memory missed every
+// time, and the lookup was a tenth of the SYN kind's CPU. A changed source
+// (rare: an address moved on the interface) is picked up within the TTL.
 type srcCache struct {
 	dst, src netip.Addr
 	at       time.Time
 }
 
-const srcCacheTTL = time.Second
+const srcCacheTTL = 5 * time.Second
 
 func (p *Prober) source(pa *path, dst netip.Addr) (netip.Addr, error) {
 	p.mu.Lock()
@@ -557,7 +618,7 @@ func (p *Prober) strayEvidence(r *probe.Result, o outcome) {
 // address) silently drops it while it answers fresh ones.
 func (p *Prober) pawsCheck(ctx context.Context, deadline time.Time, pa *path, src netip.Addr, dst netip.AddrPort, normal outcome, r *probe.Result) {
 	p.mu.Lock()
-	fresh := p.lastTS[dst.Addr()]
+	fresh := p.lastTSOf(dst.Addr())
 	p.mu.Unlock()
 	old := fresh - p.cfg.PAWSRegress
 	o := p.exchange(ctx, deadline, pa, src, dst, p.sentCheck[:0], true, old)
