@@ -3,6 +3,7 @@ package syn
 import (
 	"net/netip"
 	"testing"
+	"unsafe"
 )
 
 // TestNextTSRisesPerDestination: the TSvals a prober sends to one
@@ -31,5 +32,14 @@ func TestNextTSRisesPerDestination(t *testing.T) {
 	}
 	if len(p.lastTS) > lastTSKept {
 		t.Errorf("%d destinations remembered, at most %d", len(p.lastTS), lastTSKept)
+	}
+}
+
+// TestProberSize: serve holds one Prober per SYN target (10k of them at the
+// scale the benchmarks run): what a Prober carries before its first probe
+// stays small.
+func TestProberSize(t *testing.T) {
+	if n := unsafe.Sizeof(Prober{}); n > 512 {
+		t.Errorf("a Prober is %d bytes, want at most 512 (rare things allocated when needed)", n)
 	}
 }
