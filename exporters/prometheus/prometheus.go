@@ -82,7 +82,7 @@ type Exporter struct {
 	reloadTime prometheus.Gauge
 
 	// jobFaults holds each job's prober-fault counters by cause, shared by
-	// its targets' recorders (a map per target was 5 MiB at 10k targets).
+	// its targets' recorders (a map per target was 3 MiB at 10k targets).
 	jobMu     sync.Mutex
 	jobFaults map[string]map[string]prometheus.Counter
 
