@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # probe serve with the status history (this tree) next to a build without it
-# (BASE, default main), N loopback connect targets at 1 s, in one run; also
-# times the status page and the API at N. Writes the "Status history" section
-# of BENCHMARKS.md. Usage: scripts/bench-status.sh [N]   (default 10000)
+# (BASE, default 90ef163: the commit before it), N loopback connect targets
+# at 1 s, in one run; also times the status page and the API at N. Writes the
+# "Status history" section of BENCHMARKS.md. Usage: scripts/bench-status.sh [N]   (default 10000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-base=${BASE:-main}
+base=${BASE:-90ef163}
 ulimit -n 1048576 2>/dev/null || ulimit -n 65536 2>/dev/null || true
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
