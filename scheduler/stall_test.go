@@ -56,29 +56,33 @@ func (p *stallingProber) Probe(ctx context.Context) probe.Result {
 
 func (p *stallingProber) Close() error { return nil }
 
+// runStalling runs one job of target a:1 probed by p, with a stall
+// detector on clock, for d inside a synctest bubble, and returns its results.
+func runStalling(t *testing.T, clock *stoppedClock, p probe.Prober, d time.Duration) []probe.Result {
+	t.Helper()
+	det := stall.New(stall.Options{CPUStat: "none", Now: clock.now})
+	w := newWorld(0)
+	j := job(w, "web", targets.Static(tgts("a:1")))
+	j.New = func(probe.Target) (probe.Prober, error) { return p, nil }
+	s := New(w, nil)
+	s.DetectStalls(det)
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Go(func() { det.Run(ctx) })
+	wg.Go(func() { s.Run(ctx) })
+	if err := s.Update(ctx, []*Job{j}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(d)
+	cancel()
+	wg.Wait()
+	return w.results["a:1"]
+}
+
 func TestStalledAttemptIsDiscarded(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		clock := &stoppedClock{}
-		d := stall.New(stall.Options{CPUStat: "none", Now: clock.now})
-		w := newWorld(0)
-		sp := &stallingProber{clock: clock}
-		j := job(w, "web", targets.Static(tgts("a:1")))
-		j.New = func(probe.Target) (probe.Prober, error) { return sp, nil }
-
-		s := New(w, nil)
-		s.DetectStalls(d)
-		ctx, cancel := context.WithCancel(t.Context())
-		var wg sync.WaitGroup
-		wg.Go(func() { d.Run(ctx) })
-		wg.Go(func() { s.Run(ctx) })
-		if err := s.Update(ctx, []*Job{j}); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(5500 * time.Millisecond)
-		cancel()
-		wg.Wait()
-
-		rs := w.results["a:1"]
+		rs := runStalling(t, clock, &stallingProber{clock: clock}, 5500*time.Millisecond)
 		if len(rs) < 5 {
 			t.Fatalf("%d results, want 5 or more", len(rs))
 		}
@@ -126,10 +130,6 @@ func (p *expiredProber) Close() error { return nil }
 func TestStallBeforeTheProbeBegins(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		clock := &stoppedClock{}
-		d := stall.New(stall.Options{CPUStat: "none", Now: clock.now})
-		w := newWorld(0)
-		j := job(w, "web", targets.Static(tgts("a:1")))
-		j.New = func(probe.Target) (probe.Prober, error) { return &expiredProber{}, nil }
 		attempts := 0
 		testHookAttemptCtx = func() {
 			if attempts++; attempts == 3 {
@@ -140,21 +140,7 @@ func TestStallBeforeTheProbeBegins(t *testing.T) {
 			}
 		}
 		defer func() { testHookAttemptCtx = func() {} }()
-
-		s := New(w, nil)
-		s.DetectStalls(d)
-		ctx, cancel := context.WithCancel(t.Context())
-		var wg sync.WaitGroup
-		wg.Go(func() { d.Run(ctx) })
-		wg.Go(func() { s.Run(ctx) })
-		if err := s.Update(ctx, []*Job{j}); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(4500 * time.Millisecond)
-		cancel()
-		wg.Wait()
-
-		rs := w.results["a:1"]
+		rs := runStalling(t, clock, &expiredProber{}, 4500*time.Millisecond)
 		if len(rs) < 4 {
 			t.Fatalf("%d results, want 4 or more", len(rs))
 		}
