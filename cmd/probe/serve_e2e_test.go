@@ -186,8 +186,14 @@ func (p *promAPI) waitReady(t *testing.T) {
 	})
 }
 
-// value runs an instant query and returns the first sample's value.
-func (p *promAPI) value(t *testing.T, q string) (float64, bool) {
+// promSample is one sample of an instant query's answer.
+type promSample struct {
+	Metric map[string]string `json:"metric"`
+	Value  [2]any            `json:"value"`
+}
+
+// query runs an instant query and returns its samples.
+func (p *promAPI) query(t *testing.T, q string) []promSample {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
@@ -201,18 +207,23 @@ func (p *promAPI) value(t *testing.T, q string) (float64, bool) {
 		Status string `json:"status"`
 		Error  string `json:"error"`
 		Data   struct {
-			Result []struct {
-				Value [2]any `json:"value"`
-			} `json:"result"`
+			Result []promSample `json:"result"`
 		} `json:"data"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Status != "success" {
 		t.Fatalf("query %s: %v %s", q, err, body.Error)
 	}
-	if len(body.Data.Result) == 0 {
+	return body.Data.Result
+}
+
+// value runs an instant query and returns the first sample's value.
+func (p *promAPI) value(t *testing.T, q string) (float64, bool) {
+	t.Helper()
+	res := p.query(t, q)
+	if len(res) == 0 {
 		return 0, false
 	}
-	s, _ := body.Data.Result[0].Value[1].(string)
+	s, _ := res[0].Value[1].(string)
 	v, err := strconv.ParseFloat(s, 64)
 	return v, err == nil
 }
@@ -220,28 +231,8 @@ func (p *promAPI) value(t *testing.T, q string) (float64, bool) {
 // labels runs an instant query and returns each sample's labels.
 func (p *promAPI) labels(t *testing.T, q string) []map[string]string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", p.base+"/api/v1/query?query="+url.QueryEscape(q), nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("query %s: %v", q, err)
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			Result []struct {
-				Metric map[string]string `json:"metric"`
-			} `json:"result"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Status != "success" {
-		t.Fatalf("query %s: %v %s", q, err, body.Error)
-	}
 	var out []map[string]string
-	for _, r := range body.Data.Result {
+	for _, r := range p.query(t, q) {
 		out = append(out, r.Metric)
 	}
 	return out
