@@ -1,10 +1,12 @@
 package syn
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"os"
 	"sync"
@@ -28,8 +30,20 @@ import (
 // per process.
 type path struct {
 	key  pathKey
-	tcp  *socket.Conn // raw IPPROTO_TCP: sends SYNs, receives SYN/ACK and RST
+	tcp  *socket.Conn // raw IPPROTO_TCP: receives SYN/ACK and RST
 	icmp *socket.Conn // raw ICMP/ICMPv6: receives errors quoting our SYNs
+
+	// tx is the raw IPPROTO_TCP socket the SYNs are sent on, kept out of
+	// the runtime poller and with a filter that drops every packet: it
+	// only sends and reads its error queue, where the kernel puts each
+	// SYN's send timestamp (see send). A socket of its own, because a
+	// timestamp queued on the receiving socket would wake its reader
+	// once per SYN for nothing.
+	txMu sync.Mutex
+	tx   int // -1 when closed or not opened
+	// errq is tx's error-queue scratch, used under txMu.
+	errq     errQueue
+	txStamps bool // the kernel queues send timestamps on tx
 
 	routeMu sync.Mutex
 	route   *socket.Conn // UDP socket, connect()ed only to ask the route for a source
@@ -48,6 +62,9 @@ type path struct {
 	// Counters, for tests and evidence.
 	received atomic.Uint64 // packets past the BPF filter
 	foreign  atomic.Uint64 // of those, not a reply to any waiting SYN
+	// SYNs sent timed by the kernel's send timestamp, and timed by the
+	// clock before sendmsg (no timestamp came).
+	stamped, unstamped atomic.Uint64
 }
 
 type pathKey struct {
@@ -185,6 +202,12 @@ func (p *path) close() {
 		}
 	}
 	p.wg.Wait()
+	p.txMu.Lock()
+	if p.tx >= 0 {
+		unix.Close(p.tx)
+		p.tx = -1
+	}
+	p.txMu.Unlock()
 }
 
 // rawSocket creates a raw socket in the namespace. socket(2) with SOCK_RAW
@@ -222,7 +245,7 @@ func Check(nsPath string) error {
 }
 
 func openPath(k pathKey) (_ *path, err error) {
-	p := &path{key: k, waiters: map[waitKey]*waiter{}}
+	p := &path{key: k, waiters: map[waitKey]*waiter{}, tx: -1}
 	defer func() {
 		if err != nil {
 			p.close()
@@ -265,7 +288,9 @@ func openPath(k pathKey) (_ *path, err error) {
 		}
 		_ = s.c.SetReadBuffer(1 << 20)
 	}
-	_ = p.tcp.SetWriteBuffer(1 << 20)
+	if p.tx, p.txStamps, err = txSocket(k.ns, family); err != nil {
+		return nil, err
+	}
 	if k.v6 {
 		// Let the kernel drop every ICMPv6 type but the two errors before
 		// the BPF filter runs.
@@ -519,8 +544,8 @@ func (p *path) source(dst netip.Addr) (netip.Addr, error) {
 }
 
 // sendBuf is a prober's scratch space for sends, reused so that a send does
-// not allocate: the destination sockaddr, the PKTINFO control message (rebuilt
-// only when the source changes) and the closure handed to RawConn.Control.
+// not allocate: the destination sockaddr and the PKTINFO control message
+// (rebuilt only when the source changes).
 type sendBuf struct {
 	v6  bool
 	src netip.Addr
@@ -532,32 +557,25 @@ type sendBuf struct {
 	sa6    unix.SockaddrInet6
 	to     unix.Sockaddr
 	seg    []byte
-	at     time.Time
-	err    error
-	call   func(fd uintptr)
 }
 
 func newSendBuf() *sendBuf {
-	sb := &sendBuf{seg: make([]byte, 0, synHeaderLen)}
-	sb.call = func(fd uintptr) {
-		sb.at = time.Now()
-		// MSG_DONTWAIT: a full send buffer is a local error, not a wait
-		// outside ctx.
-		sb.err = unix.Sendmsg(int(fd), sb.seg, sb.oob, sb.to, unix.MSG_DONTWAIT)
-	}
-	return sb
+	return &sendBuf{seg: make([]byte, 0, synHeaderLen)}
 }
 
-// send writes the SYN in sb.seg from src and returns the time taken just
-// before the sendmsg(2) call. The packet leaves inside the call (on veth even
-// the answer may be processed before it returns), so the time before it is
-// the closest user-space stand-in for the wire time. IP_PKTINFO/IPV6_PKTINFO
-// pins the source address the checksum was computed over.
+// send writes the SYN in sb.seg from src and returns when it left: the
+// kernel's timestamp of the packet entering the device's queue
+// (SOF_TIMESTAMPING_TX_SCHED, taken in dev_queue_xmit, microseconds before
+// a capture on that interface sees it), read from tx's error queue right
+// after sendmsg(2). That timestamp is queued inside the sendmsg call, since
+// the packet goes down the stack in it, unless the packet waits for a
+// neighbour to be resolved or is dropped before any device (netfilter, no
+// route); then the time taken just before the call stands in, as it did
+// for every SYN before send timestamps were read: it over-states the RTT
+// by the call's way down the stack, tens of microseconds when the sender
+// is preempted there. IP_PKTINFO/IPV6_PKTINFO pins the source address the
+// checksum was computed over.
 func (p *path) send(sb *sendBuf, src, dst netip.Addr) (time.Time, error) {
-	rc, err := p.tcp.SyscallConn()
-	if err != nil {
-		return time.Time{}, err
-	}
 	if sb.src != src || sb.v6 != p.key.v6 || sb.oob == nil || sb.ttl != sb.oobTTL {
 		if p.key.v6 {
 			sb.oob = unix.PktInfo6(&unix.Inet6Pktinfo{Addr: src.As16()})
@@ -574,13 +592,98 @@ func (p *path) send(sb *sendBuf, src, dst netip.Addr) (time.Time, error) {
 	} else {
 		sb.sa6.Addr, sb.to = d.As16(), &sb.sa6
 	}
-	if err := rc.Control(sb.call); err != nil {
-		return time.Time{}, err
+	p.txMu.Lock()
+	defer p.txMu.Unlock()
+	if p.tx < 0 {
+		return time.Time{}, fmt.Errorf("syn: send: %w", net.ErrClosed)
 	}
-	if sb.err != nil {
-		return time.Time{}, fmt.Errorf("syn: send: %w", os.NewSyscallError("sendmsg", sb.err))
+	at := time.Now()
+	// MSG_DONTWAIT: a full send buffer is a local error, not a wait
+	// outside ctx.
+	if err := unix.Sendmsg(p.tx, sb.seg, sb.oob, sb.to, unix.MSG_DONTWAIT); err != nil {
+		return time.Time{}, fmt.Errorf("syn: send: %w", os.NewSyscallError("sendmsg", err))
 	}
-	return sb.at, nil
+	if p.txStamps {
+		if t, ok := p.errq.stamp(p.tx, sb.seg); ok {
+			p.stamped.Add(1)
+			return t, nil
+		}
+	}
+	p.unstamped.Add(1)
+	return at, nil
+}
+
+// txSocket opens the path's sending socket in the namespace: raw
+// IPPROTO_TCP (the kernel writes the IP header), a filter that drops every
+// packet it would otherwise receive (a raw socket gets a copy of each TCP
+// packet of the namespace), and send timestamps on its error queue. A
+// kernel that refuses the timestamps leaves txStamps false: the SYNs are
+// still sent, timed in user space.
+func txSocket(nsPath string, family int) (fd int, stamps bool, err error) {
+	err = netns.Do(nsPath, func() error {
+		var err error
+		fd, err = unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+		return err
+	})
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+		var perm *probe.PermissionError
+		if errors.As(err, &perm) {
+			return -1, false, err
+		}
+		return -1, false, &probe.PermissionError{Capability: "CAP_NET_RAW", Op: "syn: raw socket", Err: err}
+	}
+	if err != nil {
+		return -1, false, fmt.Errorf("syn: raw socket: %w", os.NewSyscallError("socket", err))
+	}
+	drop := unix.SockFilter{Code: 0x06} // BPF_RET|BPF_K, k = 0: keep no byte
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: 1, Filter: &drop}); err != nil {
+		unix.Close(fd)
+		return -1, false, fmt.Errorf("syn: attach filter: %w", err)
+	}
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 1<<20)
+	stamps = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPING,
+		unix.SOF_TIMESTAMPING_TX_SCHED|unix.SOF_TIMESTAMPING_SOFTWARE) == nil
+	return fd, stamps, nil
+}
+
+// errQueue is the scratch space for reading send timestamps: one message
+// at a time, no allocation.
+type errQueue struct {
+	msg unix.Msghdr
+	iov unix.Iovec
+	buf [256]byte // the packet the timestamp is for, from its link header
+	oob [128]byte
+	// skipped counts timestamps read that were not for the SYN just
+	// sent (a held SYN's, sent since).
+	skipped uint64
+}
+
+// maxErrqReads bounds the messages one send reads: a timestamp of an
+// earlier SYN that was held for a neighbour and left since is read and
+// dropped on the way to this one.
+const maxErrqReads = 4
+
+// stamp reads fd's error queue for the send timestamp of the SYN seg: the
+// queued packet ends with seg, so its ports and sequence number (seg's
+// first 8 bytes) name it.
+func (q *errQueue) stamp(fd int, seg []byte) (time.Time, bool) {
+	for range maxErrqReads {
+		q.iov.Base = &q.buf[0]
+		q.iov.SetLen(len(q.buf))
+		q.msg = unix.Msghdr{Iov: &q.iov, Control: &q.oob[0]}
+		q.msg.SetIovlen(1)
+		q.msg.SetControllen(len(q.oob))
+		n, _, errno := unix.Syscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&q.msg)), unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+		if errno != 0 {
+			return time.Time{}, false // EAGAIN: no timestamp was queued
+		}
+		at, ok := cmsgTime(q.oob[:q.msg.Controllen], unix.SCM_TIMESTAMPING)
+		if ok && len(seg) >= 8 && bytes.Contains(q.buf[:min(int(n), len(q.buf))], seg[:8]) {
+			return at, true
+		}
+		q.skipped++
+	}
+	return time.Time{}, false
 }
 
 // appendTTL appends a control message that sets the TTL (IPv4, IP_TTL) or
@@ -604,6 +707,14 @@ func appendTTL(oob []byte, v6 bool, ttl int) []byte {
 
 // rxTimestamp finds the SCM_TIMESTAMPNS control message without allocating.
 func rxTimestamp(oob []byte) (time.Time, bool) {
+	return cmsgTime(oob, unix.SCM_TIMESTAMPNS)
+}
+
+// cmsgTime returns the first timespec of the SOL_SOCKET control message of
+// type typ: the receive time of SCM_TIMESTAMPNS, the software time of
+// SCM_TIMESTAMPING (whose other two are the hardware ones). A zero time is
+// no time.
+func cmsgTime(oob []byte, typ int32) (time.Time, bool) {
 	const hdr = unix.SizeofCmsghdr
 	for len(oob) >= hdr {
 		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
@@ -611,10 +722,13 @@ func rxTimestamp(oob []byte) (time.Time, bool) {
 		if l < hdr || l > len(oob) {
 			return time.Time{}, false
 		}
-		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && l >= hdr+16 {
+		if h.Level == unix.SOL_SOCKET && h.Type == typ && l >= hdr+16 {
 			d := oob[hdr:]
 			sec := int64(binary.NativeEndian.Uint64(d[0:8]))
 			nsec := int64(binary.NativeEndian.Uint64(d[8:16]))
+			if sec == 0 && nsec == 0 {
+				return time.Time{}, false
+			}
 			return time.Unix(sec, nsec), true
 		}
 		next := (l + 7) &^ 7

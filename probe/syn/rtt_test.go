@@ -23,9 +23,10 @@ import (
 // TestRTTAgainstCapture compares each probe's syn_rtt with the time between
 // the same SYN and SYN/ACK in a tcpdump capture on the pod's interface
 // (nanosecond pcap timestamps), and reports the error. The receive side uses
-// the same kernel timestamp as the capture; the send side is time.Now() just
-// before sendmsg(2), so the error is the time from there to the packet
-// reaching the interface.
+// the same kernel timestamp as the capture; the send side is the kernel's
+// timestamp of the SYN entering the device queue (SOF_TIMESTAMPING_TX_SCHED),
+// taken a moment before the capture's tap sees it, so the error is that
+// moment: about a microsecond. The goal is under 20µs at p99.
 func TestRTTAgainstCapture(t *testing.T) {
 	l := lab.New(t)
 	dst := netip.AddrPortFrom(l.DBIP, 3306)
@@ -70,6 +71,8 @@ func TestRTTAgainstCapture(t *testing.T) {
 		rtts[r.Local.Port()] = r.Timings.SynRTT
 		time.Sleep(2 * time.Millisecond)
 	}
+	stamped, unstamped := syn.SendStamps(p)
+	t.Logf("%d SYNs timed by the kernel's send timestamp, %d by the clock", stamped, unstamped)
 	time.Sleep(100 * time.Millisecond)
 	cmd.Process.Signal(os.Interrupt)
 	cmd.Wait()
@@ -108,12 +111,18 @@ func TestRTTAgainstCapture(t *testing.T) {
 	if out := os.Getenv("SYN_RTT_REPORT"); out != "" {
 		os.WriteFile(out, []byte(summary+"\n"), 0o644)
 	}
-	// The send time is taken before the syscall, so the probe can only
-	// over-estimate, by the syscall's way down the stack: microseconds.
-	// A generous bound keeps a loaded CI box from flaking while still
-	// catching a wrong clock or a mismatched packet (which are off by ms).
-	if med > 200*time.Microsecond {
-		t.Errorf("median |error| %s: want under 200µs", med)
+	// Both ends are kernel timestamps: every SYN must have been timed by
+	// the kernel, and most errors are about a microsecond. The clock
+	// before sendmsg, which timed SYNs before, gives 4 to 8µs at the
+	// median and tens of µs at p90 on a loaded machine. The tail (about
+	// 1 in 100 replies, timed 20 to 90µs after the capture saw them) moves
+	// with the machine's load and is reported, not asserted: docs/syn.md
+	// gives quiet-machine figures.
+	if stamped < uint64(n) || unstamped != 0 {
+		t.Errorf("%d of %d SYNs timed by the kernel's send timestamp, %d by the clock: want all by the kernel", stamped, n, unstamped)
+	}
+	if med > 3*time.Microsecond || p90 > 20*time.Microsecond {
+		t.Errorf("median |error| %s, p90 %s: want under 3µs and 20µs", med, p90)
 	}
 	if errs[0] < -20*time.Microsecond {
 		t.Errorf("a probe measured %s less than the wire: the send time is taken too late", -errs[0])
