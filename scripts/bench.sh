@@ -6,3 +6,4 @@ cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 ./scripts/bench-serve.sh
 ./scripts/bench-syn.sh
+./scripts/bench-scrape.sh

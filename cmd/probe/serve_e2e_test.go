@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
+	"net/http/httputil"
 	"net/netip"
 	"net/url"
 	"os"
@@ -14,8 +16,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/connprobe/connprobe/internal/lab"
 )
@@ -43,9 +48,15 @@ func shortRules(t *testing.T) string {
 }
 
 // startPrometheus runs a real Prometheus (Debian's) with the shortened
-// rules, scraping the agents at addrs every second, and waits until it is
-// ready.
+// rules, scraping the agents at addrs every second in the text format, and
+// waits until it is ready.
 func startPrometheus(t *testing.T, addrs ...string) *promAPI {
+	t.Helper()
+	return startPrometheusWith(t, nil, addrs...)
+}
+
+// startPrometheusWith is startPrometheus with more command-line flags.
+func startPrometheusWith(t *testing.T, flags []string, addrs ...string) *promAPI {
 	t.Helper()
 	promBin, err := exec.LookPath("prometheus")
 	if err != nil {
@@ -63,8 +74,8 @@ scrape_configs:
     static_configs: [{targets: %s}]
 `, targets))
 	promAddr := closedPort(t)
-	cmd := exec.Command(promBin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+promAddr, "--log.level=warn")
+	cmd := exec.Command(promBin, append([]string{"--config.file=" + filepath.Join(dir, "prometheus.yml"),
+		"--storage.tsdb.path=" + filepath.Join(dir, "data"), "--web.listen-address=" + promAddr, "--log.level=warn"}, flags...)...)
 	var promLog syncBuffer
 	promLog.mu = make(chan struct{}, 1)
 	cmd.Stdout, cmd.Stderr = &promLog, &promLog
@@ -87,7 +98,9 @@ scrape_configs:
 // lab's pod namespace; a real Prometheus scrapes it and evaluates
 // deploy/prometheus/rules.yml with shortened windows. A SYN blackhole on the
 // node raises the VIP's error ratio and fires the fast burn-rate alert;
-// clearing it resolves the alert.
+// clearing it resolves the alert. Prometheus scrapes in the delimited
+// protobuf format here (native histograms on: Prometheus then asks for it
+// first), through a proxy that checks it did; the vantage test scrapes text.
 func TestServeE2EPrometheusAlerts(t *testing.T) {
 	l := lab.New(t)
 	for _, ns := range []string{l.Backend1, l.Backend2} {
@@ -115,7 +128,8 @@ probes:
     targets: {static: ["%s"]}
 `, l.Path(l.Pod), vip, l.Path(l.Pod), netip.AddrPortFrom(l.DBIP, 5432)), "")
 
-	api := startPrometheus(t, rs.addr)
+	proxy := protoCheckingProxy(t, rs.addr)
+	api := startPrometheusWith(t, []string{"--enable-feature=native-histograms"}, proxy.addr)
 
 	ratio := `connprobe:probe_error:ratio_rate5m{job="vip"}`
 	alert := `ALERTS{alertname="ConnprobeErrorBudgetBurnFast",alertstate="firing",job="vip"}`
@@ -162,6 +176,44 @@ probes:
 		v, ok := api.value(t, ratio)
 		return ok && v == 0
 	})
+	if n, other := proxy.counts(); n == 0 || other > 0 {
+		t.Errorf("%d scrapes answered in delimited protobuf, %d in another format: want all protobuf", n, other)
+	}
+}
+
+// scrapeProxy forwards Prometheus's scrapes to an agent and counts the
+// answers by format.
+type scrapeProxy struct {
+	addr         string
+	proto, other atomic.Int64
+}
+
+func (p *scrapeProxy) counts() (int64, int64) { return p.proto.Load(), p.other.Load() }
+
+// protoCheckingProxy serves a reverse proxy to the agent at addr on a
+// loopback port of its own.
+func protoCheckingProxy(t *testing.T, addr string) *scrapeProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &scrapeProxy{addr: ln.Addr().String()}
+	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: addr})
+	rp.ModifyResponse = func(r *http.Response) error {
+		if r.Request.URL.Path == "/metrics" {
+			if expfmt.ResponseFormat(r.Header).FormatType() == expfmt.TypeProtoDelim {
+				p.proto.Add(1)
+			} else {
+				p.other.Add(1)
+			}
+		}
+		return nil
+	}
+	srv := &http.Server{Handler: rp, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return p
 }
 
 func writeFile(t *testing.T, path, s string) {

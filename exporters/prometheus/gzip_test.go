@@ -9,6 +9,8 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/prometheus/common/expfmt"
+
 	"github.com/connprobe/connprobe/probe"
 	"github.com/connprobe/connprobe/scheduler"
 )
@@ -73,7 +75,9 @@ func TestScrapeIsGzippedWhenAccepted(t *testing.T) {
 }
 
 // BenchmarkScrape10k renders /metrics for 10,000 targets, as text and
-// gzipped text, and reports the bytes sent per scrape (BENCHMARKS.md).
+// delimited protobuf, each plain and gzipped, and reports the bytes sent per
+// scrape (BENCHMARKS.md). client_golang-protobuf is the path protobuf
+// scrapes took before WriteProto (promhttp over Gather), for comparison.
 func BenchmarkScrape10k(b *testing.B) {
 	e := New(Options{Version: "v1", NoRuntimeMetrics: true})
 	job := &scheduler.Job{Name: "web", Kind: "connect"}
@@ -81,14 +85,27 @@ func BenchmarkScrape10k(b *testing.B) {
 		e.Target(job, probe.Target{Name: fmt.Sprintf("10.%d.%d.%d:8080", i/62500, i/250%250, i%250)}).Result(okResult())
 	}
 	e.Targets(job, 10000)
-	for _, enc := range []string{"identity", "gzip"} {
-		b.Run(enc, func(b *testing.B) {
+	proto := string(expfmt.NewFormat(expfmt.TypeProtoDelim))
+	for _, c := range []struct {
+		name, accept, enc string
+		h                 http.Handler
+	}{
+		{"text", "", "identity", e.Handler()},
+		{"text-gzip", "", "gzip", e.Handler()},
+		{"protobuf", proto, "identity", e.Handler()},
+		{"protobuf-gzip", proto, "gzip", e.Handler()},
+		{"client_golang-protobuf-gzip", proto, "gzip", e.handler},
+	} {
+		b.Run(c.name, func(b *testing.B) {
 			var n int
 			for b.Loop() {
 				req := httptest.NewRequest("GET", "/metrics", nil)
-				req.Header.Set("Accept-Encoding", enc)
+				req.Header.Set("Accept-Encoding", c.enc)
+				if c.accept != "" {
+					req.Header.Set("Accept", c.accept)
+				}
 				w := &countingWriter{h: make(map[string][]string)}
-				e.Handler().ServeHTTP(w, req)
+				c.h.ServeHTTP(w, req)
 				n = w.n
 			}
 			b.ReportMetric(float64(n), "bytes/scrape")

@@ -195,16 +195,22 @@ func New(o Options) *Exporter {
 // Gatherer gathers every metric (for tests and protobuf scrapes).
 func (e *Exporter) Gatherer() prometheus.Gatherer { return e.all }
 
-// Handler serves /metrics: the text format, with the per-target series
-// streamed from their counters, gzip-compressed when the scraper accepts it
-// (Prometheus always does: 10k targets are about 20 MB of text); a scraper
-// that asks for protobuf (native histograms) gets everything through
-// client_golang instead, which negotiates compression itself.
+// Handler serves /metrics: the per-target series streamed from their
+// counters (no per-scrape structs), in the text format, or in the
+// length-delimited protobuf format when the scraper asks for it (Prometheus
+// does for native histograms, or with scrape_protocols: [PrometheusProto]);
+// gzip-compressed when the scraper accepts it (Prometheus always does: 10k
+// targets are about 20 MB of text). The protobuf text and compact-text
+// debugging formats go through client_golang, which negotiates itself.
 func (e *Exporter) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		format := expfmt.NewFormat(expfmt.TypeTextPlain)
 		if strings.Contains(r.Header.Get("Accept"), "application/vnd.google.protobuf") {
-			e.handler.ServeHTTP(w, r)
-			return
+			format = expfmt.Negotiate(r.Header)
+			if format.FormatType() != expfmt.TypeProtoDelim {
+				e.handler.ServeHTTP(w, r)
+				return
+			}
 		}
 		mfs, err := e.reg.Gather()
 		if err != nil {
@@ -212,7 +218,7 @@ func (e *Exporter) Handler() http.Handler {
 			return
 		}
 		h := w.Header()
-		h.Set("Content-Type", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
+		h.Set("Content-Type", string(format))
 		h.Add("Vary", "Accept-Encoding")
 		var out io.Writer = w
 		if acceptsGzip(r.Header.Values("Accept-Encoding")) {
@@ -226,11 +232,15 @@ func (e *Exporter) Handler() http.Handler {
 			}()
 			out = gz
 		}
-		enc := expfmt.NewEncoder(out, expfmt.NewFormat(expfmt.TypeTextPlain))
+		enc := expfmt.NewEncoder(out, format)
 		for _, mf := range mfs {
 			if err := enc.Encode(mf); err != nil {
 				return // the client went away
 			}
+		}
+		if format.FormatType() == expfmt.TypeProtoDelim {
+			_ = e.series.WriteProto(out)
+			return
 		}
 		_ = e.series.WriteText(out)
 	})

@@ -2,6 +2,7 @@ package prometheus
 
 import (
 	"bytes"
+	"compress/gzip"
 	"fmt"
 	"io"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/connprobe/connprobe/probe"
@@ -277,6 +279,75 @@ func checkStreamMatchesGather(t *testing.T, e *Exporter) {
 	if _, err := p.TextToMetricFamilies(bytes.NewReader(rec.Body.Bytes())); err != nil {
 		t.Errorf("streamed text does not parse: %v", err)
 	}
+	checkProtoMatchesGather(t, e, mfs)
+}
+
+// checkProtoMatchesGather scrapes e in the delimited protobuf format, plain
+// and gzipped, and checks that client_golang's decoder reads the very
+// families Gather gives: names, help, types and samples.
+func checkProtoMatchesGather(t *testing.T, e *Exporter, gathered []*dto.MetricFamily) {
+	t.Helper()
+	format := expfmt.NewFormat(expfmt.TypeProtoDelim)
+	for _, gz := range []bool{false, true} {
+		req := httptest.NewRequest("GET", "/metrics", nil)
+		req.Header.Set("Accept", string(format))
+		if gz {
+			req.Header.Set("Accept-Encoding", "gzip")
+		}
+		rec := httptest.NewRecorder()
+		e.Handler().ServeHTTP(rec, req)
+		if ct := rec.Header().Get("Content-Type"); expfmt.ResponseFormat(rec.Header()).FormatType() != expfmt.TypeProtoDelim {
+			t.Fatalf("protobuf scrape answered Content-Type %q", ct)
+		}
+		var body io.Reader = rec.Body
+		if gz {
+			zr, err := gzip.NewReader(rec.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body = zr
+		}
+		dec := expfmt.NewDecoder(body, format)
+		got := map[string]*dto.MetricFamily{}
+		for {
+			mf := new(dto.MetricFamily)
+			if err := dec.Decode(mf); err == io.EOF {
+				break
+			} else if err != nil {
+				t.Fatalf("protobuf scrape does not decode: %v", err)
+			}
+			if _, dup := got[mf.GetName()]; dup {
+				t.Errorf("family %s sent twice", mf.GetName())
+			}
+			got[mf.GetName()] = mf
+		}
+		if len(got) != len(gathered) {
+			t.Errorf("protobuf scrape has %d families, Gather %d", len(got), len(gathered))
+		}
+		for _, want := range gathered {
+			mf, ok := got[want.GetName()]
+			if !ok {
+				t.Errorf("protobuf scrape lacks %s", want.GetName())
+				continue
+			}
+			if mf.GetHelp() != want.GetHelp() || mf.GetType() != want.GetType() {
+				t.Errorf("%s: help %q type %s, want %q %s", want.GetName(), mf.GetHelp(), mf.GetType(), want.GetHelp(), want.GetType())
+			}
+			if a, b := familyLines(t, mf), familyLines(t, want); !slices.Equal(a, b) {
+				t.Errorf("%s: protobuf samples differ from Gather's:\n got %q\nwant %q", want.GetName(), a, b)
+			}
+		}
+	}
+}
+
+// familyLines is mf's samples as sorted text lines.
+func familyLines(t *testing.T, mf *dto.MetricFamily) []string {
+	t.Helper()
+	var buf bytes.Buffer
+	if _, err := expfmt.MetricFamilyToText(&buf, mf); err != nil {
+		t.Fatal(err)
+	}
+	return sampleLines(t, &buf)
 }
 
 func sampleLines(t *testing.T, r io.Reader) []string {

@@ -96,33 +96,38 @@ func (s *seriesSet) sorted() []*series {
 }
 
 // each calls fn for every sample of family f in sr, with the label values
-// in the family's label order; it skips unset samples.
-func (sr *series) each(f *family, fn func(v float64, labelValues ...string)) {
+// in the family's label order, held in the caller's scratch lv (so a scrape
+// does not allocate per sample); it skips unset samples.
+func (sr *series) each(f *family, lv *[4]string, fn func(v float64, labelValues []string)) {
+	lv[0], lv[1] = sr.job, sr.target
+	two := lv[:2]
 	switch f {
 	case &famResults:
+		lv[2] = sr.kind
 		for i, d := range probe.Reasons {
 			if d.Class == probe.ClassProber {
 				continue // counted in connprobe_prober_faults_total
 			}
-			fn(float64(sr.results[i].Load()), sr.job, sr.target, sr.kind, string(d.Reason))
+			lv[3] = string(d.Reason)
+			fn(float64(sr.results[i].Load()), lv[:4])
 		}
 	case &famFailures:
-		fn(float64(sr.failures.Load()), sr.job, sr.target)
+		fn(float64(sr.failures.Load()), two)
 	case &famSlow:
-		fn(float64(sr.slow.Load()), sr.job, sr.target)
+		fn(float64(sr.slow.Load()), two)
 	case &famSuccess:
 		if v := sr.success.Load(); v >= 0 {
-			fn(float64(v), sr.job, sr.target)
+			fn(float64(v), two)
 		}
 	case &famSynRetrans:
-		fn(float64(sr.synRetrans.Load()), sr.job, sr.target)
+		fn(float64(sr.synRetrans.Load()), two)
 	case &famHandshake:
 		if b := sr.handshake.Load(); b != 0 {
-			fn(math.Float64frombits(b), sr.job, sr.target)
+			fn(math.Float64frombits(b), two)
 		}
 	case &famRTT:
 		if b := sr.rtt.Load(); b != 0 {
-			fn(math.Float64frombits(b), sr.job, sr.target)
+			fn(math.Float64frombits(b), two)
 		}
 	}
 }
@@ -144,8 +149,9 @@ func (s *seriesSet) Collect(ch chan<- prometheus.Metric) {
 		if f.typ == "counter" {
 			vt = prometheus.CounterValue
 		}
+		var lv [4]string
 		for _, sr := range all {
-			sr.each(f, func(v float64, lv ...string) {
+			sr.each(f, &lv, func(v float64, lv []string) {
 				ch <- prometheus.MustNewConstMetric(f.desc, vt, v, lv...)
 			})
 		}
@@ -173,6 +179,7 @@ func (s *seriesSet) WriteText(w io.Writer) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	all := s.sorted()
 	buf := make([]byte, 0, 256)
+	var scratch [4]string
 	for _, f := range families {
 		buf = append(buf[:0], "# HELP "...)
 		buf = append(buf, f.name...)
@@ -189,7 +196,7 @@ func (s *seriesSet) WriteText(w io.Writer) error {
 		names := textLabels[f]
 		for _, sr := range all {
 			var werr error
-			sr.each(f, func(v float64, lv ...string) {
+			sr.each(f, &scratch, func(v float64, lv []string) {
 				buf = append(buf[:0], f.name...)
 				buf = append(buf, '{')
 				for i, ln := range names {
