@@ -4,15 +4,18 @@
 // and able to tell what the kernel knows about it (TCP_INFO, the ICMP error
 // queue of IP_RECVERR).
 //
-// A Conn is driven through its RawConn rather than through net.Conn or
-// mdlayher/socket: at thousands of probes per second the system calls and
-// allocations of a generic socket (F_SETFL/SO_TYPE probing of a socket just
-// made non-blocking, getpeername after connect, one goroutine per blocking
-// call watching a ctx) are most of the prober's own CPU. Instead every
-// blocking call is bounded by a deadline on the socket itself (a runtime
-// poller timer, no system call), and one context.AfterFunc per Watch moves
-// that deadline into the past when the ctx is canceled, so shutdown stays
-// prompt.
+// A Conn is driven through raw system calls on its fd rather than through
+// net.Conn or mdlayher/socket: at thousands of probes per second the system
+// calls and allocations of a generic socket (F_SETFL/SO_TYPE probing of a
+// socket just made non-blocking, getpeername after connect, one goroutine
+// per blocking call watching a ctx) are most of the prober's own CPU. The
+// socket joins Go's runtime poller (an *os.File) only when a call has to
+// wait: a connect over loopback or a veth to a pod of this node has ended
+// by the time connect(2) returns, and such a probe never pays the poller's
+// fcntl, two epoll_ctl, file and deadline timer. A call that waits is
+// bounded by a deadline on the socket itself (a runtime poller timer, no
+// system call), and one context.AfterFunc per Watch moves that deadline
+// into the past when the ctx is canceled, so shutdown stays prompt.
 //
 // Errors are os.SyscallErrors named by the operation ("connect: connection
 // refused", "read: connection reset by peer"); a call cut short by the
@@ -62,10 +65,13 @@ type KeepAlive struct {
 	Count          int
 }
 
-// Conn is one TCP client socket. Its calls are not safe for concurrent use
-// (a probe drives its socket from one goroutine), except Close and the
-// cancellation Watch arms.
+// Conn is one TCP client socket. Its calls, Close included, are not safe for
+// concurrent use (a probe drives its socket from one goroutine); only the
+// cancellation Watch arms runs beside them.
 type Conn struct {
+	fd int // -1 once closed
+	// f and rc are the socket in the runtime poller, nil until a call
+	// had to wait (see poll); then f owns fd. Written under mu.
 	f  *os.File
 	rc syscall.RawConn
 
@@ -79,6 +85,9 @@ type Conn struct {
 	// over, so it does not cut the next one short.
 	mu  sync.Mutex
 	gen uint32
+	// doneGen is the gen whose ctx was done, so a socket that joins the
+	// poller later starts with its deadline in the past.
+	doneGen uint32
 
 	// The raw calls of the hot path (setsockopt, connect, TCP_INFO,
 	// getsockname) run in two callbacks bound once in Open, with their
@@ -146,15 +155,10 @@ func Open(nsPath string, remote netip.AddrPort, opts Options) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect: socket: %w", err)
 	}
-	// A non-blocking fd: os.NewFile registers it with the runtime poller.
-	c := &Conn{f: os.NewFile(uintptr(fd), "tcp"), ctx: context.Background()}
+	c := &Conn{fd: fd, ctx: context.Background()}
 	c.controlFn, c.connectFn = c.control, c.connectStep
-	c.rc, err = c.f.SyscallConn()
-	if err == nil {
-		err = c.setup(family, opts)
-	}
-	if err != nil {
-		c.f.Close()
+	if err := c.setup(family, opts); err != nil {
+		c.Close()
 		return nil, err
 	}
 	return c, nil
@@ -211,7 +215,7 @@ func (c *Conn) setup(family int, o Options) error {
 		// port per probe and exhaust the range at high probe rates.
 		_ = c.setsockopt(unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
 		var err error
-		if cerr := c.rc.Control(func(fd uintptr) { err = unix.Bind(int(fd), inet.Sockaddr(netip.AddrPortFrom(o.Source, 0))) }); cerr != nil {
+		if cerr := c.raw(func(fd uintptr) { err = unix.Bind(int(fd), inet.Sockaddr(netip.AddrPortFrom(o.Source, 0))) }); cerr != nil {
 			err = cerr
 		}
 		if err := os.NewSyscallError("bind", err); err != nil {
@@ -223,10 +227,53 @@ func (c *Conn) setup(family int, o Options) error {
 
 func (c *Conn) setsockopt(level, opt, v int) error {
 	c.op, c.level, c.opt, c.val = opSetsockopt, level, opt, v
-	if err := c.rc.Control(c.controlFn); err != nil {
+	if err := c.raw(c.controlFn); err != nil {
 		return err
 	}
 	return os.NewSyscallError("setsockopt", c.errno)
+}
+
+// raw runs fn, a call that does not wait, on the fd: directly, or through
+// the poller's RawConn once the socket is in it.
+func (c *Conn) raw(fn func(fd uintptr)) error {
+	if c.f != nil {
+		return c.rc.Control(fn)
+	}
+	if c.fd < 0 {
+		return os.ErrClosed
+	}
+	fn(uintptr(c.fd))
+	return nil
+}
+
+// poll puts the socket in the runtime poller, for a call that must wait,
+// and gives it the watched span's deadline (in the past if its ctx is
+// already done).
+func (c *Conn) poll() error {
+	if c.f != nil {
+		return nil
+	}
+	if c.fd < 0 {
+		return os.ErrClosed
+	}
+	// A non-blocking fd: os.NewFile registers it with the runtime poller.
+	f := os.NewFile(uintptr(c.fd), "tcp")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		c.fd = -1
+		return err
+	}
+	c.mu.Lock()
+	c.f, c.rc = f, rc
+	switch {
+	case c.doneGen == c.gen && c.gen != 0:
+		_ = f.SetDeadline(time.Unix(0, 1))
+	case c.deadline != 0:
+		_ = f.SetDeadline(time.Unix(0, c.deadline))
+	}
+	c.mu.Unlock()
+	return nil
 }
 
 // control runs c.op on fd, leaving its error in c.errno.
@@ -251,7 +298,17 @@ func (c *Conn) control(fd uintptr) {
 }
 
 // Close closes the socket.
-func (c *Conn) Close() error { return c.f.Close() }
+func (c *Conn) Close() error {
+	if c.f != nil {
+		return c.f.Close()
+	}
+	if c.fd < 0 {
+		return os.ErrClosed
+	}
+	err := unix.Close(c.fd)
+	c.fd = -1
+	return os.NewSyscallError("close", err)
+}
 
 // Watch bounds the calls that follow (Connect, Read, Write) by deadline
 // (zero: none) and by ctx's cancellation, until stop is called: the
@@ -266,14 +323,20 @@ func (c *Conn) Watch(ctx context.Context, deadline time.Time) (stop func() bool)
 	if !deadline.IsZero() {
 		c.deadline = deadline.UnixNano()
 	}
-	_ = c.f.SetDeadline(deadline)
+	if c.f != nil {
+		_ = c.f.SetDeadline(deadline)
+	}
 	c.mu.Unlock()
 	return context.AfterFunc(ctx, func() {
 		c.mu.Lock()
 		if c.gen == gen {
-			// Wakes every blocked call with os.ErrDeadlineExceeded;
-			// harmless once the socket is closed.
-			_ = c.f.SetDeadline(time.Unix(0, 1))
+			c.doneGen = gen
+			if c.f != nil {
+				// Wakes every blocked call with
+				// os.ErrDeadlineExceeded; harmless once the
+				// socket is closed.
+				_ = c.f.SetDeadline(time.Unix(0, 1))
+			}
 		}
 		c.mu.Unlock()
 	})
@@ -328,7 +391,13 @@ func (c *Conn) ConnectContext(ctx context.Context, remote netip.AddrPort) (*unix
 
 func (c *Conn) connect(sa unix.Sockaddr) (*unix.TCPInfo, error) {
 	c.sa, c.started, c.ok, c.errno = sa, false, false, nil
-	perr := c.rc.Write(c.connectFn)
+	var perr error
+	if c.f != nil || c.fd < 0 {
+		perr = c.pollWrite(c.connectFn)
+	} else if !c.connectFn(uintptr(c.fd)) {
+		// Under way: wait in the poller for the handshake to end.
+		perr = c.pollWrite(c.connectFn)
+	}
 	c.sa = nil
 	if perr != nil {
 		return nil, perr
@@ -402,7 +471,7 @@ func (c *Conn) Write(b []byte) error {
 	}
 	nn := 0
 	var err error
-	perr := c.rc.Write(func(fd uintptr) bool {
+	perr := c.pollWrite(func(fd uintptr) bool {
 		var n int
 		n, err = unix.Write(int(fd), b[nn:])
 		if n > 0 {
@@ -440,6 +509,9 @@ func (c *Conn) Read(b []byte) (int, error) {
 	}
 	var n int
 	var err error
+	if perr := c.poll(); perr != nil {
+		return 0, perr
+	}
 	perr := c.rc.Read(func(fd uintptr) bool {
 		n, err = unix.Read(int(fd), b)
 		return !waiting(err)
@@ -462,6 +534,14 @@ func (c *Conn) ReadContext(ctx context.Context, b []byte) (int, error) {
 	return c.Read(b)
 }
 
+// pollWrite is RawConn.Write in the poller (joining it first).
+func (c *Conn) pollWrite(fn func(fd uintptr) bool) error {
+	if err := c.poll(); err != nil {
+		return err
+	}
+	return c.rc.Write(fn)
+}
+
 // waiting reports whether a non-blocking call must wait for the poller.
 func waiting(err error) bool {
 	return err == unix.EAGAIN || err == unix.EINPROGRESS || err == unix.EINTR
@@ -470,7 +550,7 @@ func waiting(err error) bool {
 // TCPInfo reads TCP_INFO into a new TCPInfo.
 func (c *Conn) TCPInfo() (*unix.TCPInfo, error) {
 	c.op = opTCPInfo
-	if err := c.rc.Control(c.controlFn); err != nil {
+	if err := c.raw(c.controlFn); err != nil {
 		return nil, err
 	}
 	if c.errno != nil {
@@ -484,7 +564,7 @@ func (c *Conn) TCPInfo() (*unix.TCPInfo, error) {
 // has none.
 func (c *Conn) LocalAddr() netip.AddrPort {
 	c.op = opGetsockname
-	if err := c.rc.Control(c.controlFn); err != nil || c.errno != nil {
+	if err := c.raw(c.controlFn); err != nil || c.errno != nil {
 		return netip.AddrPort{}
 	}
 	switch c.rsa.Addr.Family {
@@ -507,14 +587,19 @@ func ntohs(p uint16) uint16 {
 // NetConn returns a duplicate of the socket as a net.Conn in Go's own
 // poller, for a client library to speak over; the duplicate keeps the
 // namespace the socket was created in. The caller closes both.
-func (c *Conn) NetConn() (net.Conn, error) { return net.FileConn(c.f) }
+func (c *Conn) NetConn() (net.Conn, error) {
+	if err := c.poll(); err != nil {
+		return nil, err
+	}
+	return net.FileConn(c.f)
+}
 
 // ICMP drains the socket's error queue and describes the first ICMP error
 // in it: "ICMP host-unreachable (type 3 code 1) from 10.0.0.1"; "" when
 // there is none.
 func (c *Conn) ICMP() string {
 	var out string
-	_ = c.rc.Control(func(fd uintptr) {
+	_ = c.raw(func(fd uintptr) {
 		buf := make([]byte, 512)
 		oob := make([]byte, 512)
 		_, oobn, _, _, err := unix.Recvmsg(int(fd), buf, oob, unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
