@@ -84,7 +84,7 @@ func TestProbeAllocations(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := t.Context()
-	const budget = 10
+	const budget = 8
 	n := testing.AllocsPerRun(50, func() {
 		if r := p.Probe(ctx); !r.Success() {
 			t.Fatalf("probe failed: %s %v", r.Reason, r.Err)

@@ -85,9 +85,10 @@ type Conn struct {
 	// over, so it does not cut the next one short.
 	mu  sync.Mutex
 	gen uint32
-	// doneGen is the gen whose ctx was done, so a socket that joins the
-	// poller later starts with its deadline in the past.
-	doneGen uint32
+	// armed stops the span's cancellation, armed when the socket is in
+	// the poller (before, no call can be blocked: nothing to wake).
+	armed  func() bool
+	stopFn func() bool // stopWatch, bound once
 
 	// The raw calls of the hot path (setsockopt, connect, TCP_INFO,
 	// getsockname) run in two callbacks bound once in Open, with their
@@ -156,7 +157,7 @@ func Open(nsPath string, remote netip.AddrPort, opts Options) (*Conn, error) {
 		return nil, fmt.Errorf("connect: socket: %w", err)
 	}
 	c := &Conn{fd: fd, ctx: context.Background()}
-	c.controlFn, c.connectFn = c.control, c.connectStep
+	c.controlFn, c.connectFn, c.stopFn = c.control, c.connectStep, c.stopWatch
 	if err := c.setup(family, opts); err != nil {
 		c.Close()
 		return nil, err
@@ -247,8 +248,8 @@ func (c *Conn) raw(fn func(fd uintptr)) error {
 }
 
 // poll puts the socket in the runtime poller, for a call that must wait,
-// and gives it the watched span's deadline (in the past if its ctx is
-// already done).
+// and gives it the watched span's deadline and cancellation (a deadline in
+// the past if its ctx is already done).
 func (c *Conn) poll() error {
 	if c.f != nil {
 		return nil
@@ -266,14 +267,42 @@ func (c *Conn) poll() error {
 	}
 	c.mu.Lock()
 	c.f, c.rc = f, rc
-	switch {
-	case c.doneGen == c.gen && c.gen != 0:
-		_ = f.SetDeadline(time.Unix(0, 1))
-	case c.deadline != 0:
+	if c.deadline != 0 {
 		_ = f.SetDeadline(time.Unix(0, c.deadline))
 	}
+	// A ctx done by now fires the cancellation at once.
+	c.arm()
 	c.mu.Unlock()
 	return nil
+}
+
+// arm sets the span's cancellation: when its ctx is done, the socket's
+// deadline moves into the past, which wakes every blocked call. Called
+// with mu held, once the socket is in the poller.
+func (c *Conn) arm() {
+	gen := c.gen
+	c.armed = context.AfterFunc(c.ctx, func() {
+		c.mu.Lock()
+		if c.gen == gen {
+			// Wakes every blocked call with os.ErrDeadlineExceeded;
+			// harmless once the socket is closed.
+			_ = c.f.SetDeadline(time.Unix(0, 1))
+		}
+		c.mu.Unlock()
+	})
+}
+
+// stopWatch is the stop Watch returns: it disarms the span's
+// cancellation, and reports whether it had not run.
+func (c *Conn) stopWatch() bool {
+	c.mu.Lock()
+	stop := c.armed
+	c.armed = nil
+	c.mu.Unlock()
+	if stop == nil {
+		return true
+	}
+	return stop()
 }
 
 // control runs c.op on fd, leaving its error in c.errno.
@@ -313,33 +342,24 @@ func (c *Conn) Close() error {
 // Watch bounds the calls that follow (Connect, Read, Write) by deadline
 // (zero: none) and by ctx's cancellation, until stop is called: the
 // socket's deadline is set, and one context.AfterFunc moves it into the
-// past when ctx is done, which wakes a blocked call. Call stop before the
+// past when ctx is done, which wakes a blocked call. Both are set when the
+// socket is in the poller, or joins it: a call that never waits needs
+// neither (early checks the span before each call). Call stop before the
 // span ends.
 func (c *Conn) Watch(ctx context.Context, deadline time.Time) (stop func() bool) {
 	c.mu.Lock()
 	c.gen++
-	gen := c.gen
 	c.ctx, c.deadline = ctx, 0
 	if !deadline.IsZero() {
 		c.deadline = deadline.UnixNano()
 	}
+	c.armed = nil
 	if c.f != nil {
 		_ = c.f.SetDeadline(deadline)
+		c.arm()
 	}
 	c.mu.Unlock()
-	return context.AfterFunc(ctx, func() {
-		c.mu.Lock()
-		if c.gen == gen {
-			c.doneGen = gen
-			if c.f != nil {
-				// Wakes every blocked call with
-				// os.ErrDeadlineExceeded; harmless once the
-				// socket is closed.
-				_ = c.f.SetDeadline(time.Unix(0, 1))
-			}
-		}
-		c.mu.Unlock()
-	})
+	return c.stopFn
 }
 
 // watchCall is Watch for one call, bounded by ctx's own deadline.
