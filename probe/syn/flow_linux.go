@@ -2,6 +2,7 @@ package syn
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -120,9 +121,10 @@ func (f *Flow) Send(ctx context.Context, until time.Time, ttl int) (int, time.Ti
 		return 0, time.Time{}, err
 	}
 	i := f.sent
+	ts := tsNow()
 	var err error
 	f.sb.seg, err = AppendSYN(f.sb.seg[:0], SYN{
-		Src: f.local, Dst: f.dst, Seq: f.seq + uint32(i), TSval: tsNow(),
+		Src: f.local, Dst: f.dst, Seq: f.seq + uint32(i), TSval: ts,
 		MSS: DefaultMSS, WScale: DefaultWScale, Window: DefaultWindow,
 	})
 	if err != nil {
@@ -134,7 +136,10 @@ func (f *Flow) Send(ctx context.Context, until time.Time, ttl int) (int, time.Ti
 		return 0, time.Time{}, err
 	}
 	f.sent++
-	return i, at, nil
+	// The kernel's send time, at once: a trace sends one SYN at a time.
+	sent := [1]sentSYN{{at: at, tsval: ts}}
+	f.pa.settle(binary.BigEndian.Uint64(f.sb.seg), sent[:])
+	return i, sent[0].at, nil
 }
 
 // packet waits for one packet from the budget until until.

@@ -1,7 +1,6 @@
 package syn
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -41,9 +40,13 @@ type path struct {
 	// once per SYN for nothing.
 	txMu sync.Mutex
 	tx   int // -1 when closed or not opened
-	// errq is tx's error-queue scratch, used under txMu.
-	errq     errQueue
-	txStamps bool // the kernel queues send timestamps on tx
+	// The rest, under txMu: the error queue's read scratch, the
+	// timestamps read and not yet taken, and the SYNs sent since the
+	// last read.
+	errq       *errQueue
+	stamps     *stampTable
+	sinceDrain int
+	txStamps   bool // the kernel queues send timestamps on tx
 
 	routeMu sync.Mutex
 	route   *socket.Conn // UDP socket, connect()ed only to ask the route for a source
@@ -290,6 +293,9 @@ func openPath(k pathKey) (_ *path, err error) {
 	}
 	if p.tx, p.txStamps, err = txSocket(k.ns, family); err != nil {
 		return nil, err
+	}
+	if p.txStamps {
+		p.errq, p.stamps = newErrQueue(), new(stampTable)
 	}
 	if k.v6 {
 		// Let the kernel drop every ICMPv6 type but the two errors before
@@ -563,18 +569,10 @@ func newSendBuf() *sendBuf {
 	return &sendBuf{seg: make([]byte, 0, synHeaderLen)}
 }
 
-// send writes the SYN in sb.seg from src and returns when it left: the
-// kernel's timestamp of the packet entering the device's queue
-// (SOF_TIMESTAMPING_TX_SCHED, taken in dev_queue_xmit, microseconds before
-// a capture on that interface sees it), read from tx's error queue right
-// after sendmsg(2). That timestamp is queued inside the sendmsg call, since
-// the packet goes down the stack in it, unless the packet waits for a
-// neighbour to be resolved or is dropped before any device (netfilter, no
-// route); then the time taken just before the call stands in, as it did
-// for every SYN before send timestamps were read: it over-states the RTT
-// by the call's way down the stack, tens of microseconds when the sender
-// is preempted there. IP_PKTINFO/IPV6_PKTINFO pins the source address the
-// checksum was computed over.
+// send writes the SYN in sb.seg from src and returns the time taken just
+// before sendmsg(2): a stand-in for when it left, which settle replaces by
+// the kernel's own send time (see settle). IP_PKTINFO/IPV6_PKTINFO pins the
+// source address the checksum was computed over.
 func (p *path) send(sb *sendBuf, src, dst netip.Addr) (time.Time, error) {
 	if sb.src != src || sb.v6 != p.key.v6 || sb.oob == nil || sb.ttl != sb.oobTTL {
 		if p.key.v6 {
@@ -604,13 +602,88 @@ func (p *path) send(sb *sendBuf, src, dst netip.Addr) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("syn: send: %w", os.NewSyscallError("sendmsg", err))
 	}
 	if p.txStamps {
-		if t, ok := p.errq.stamp(p.tx, sb.seg); ok {
-			p.stamped.Add(1)
-			return t, nil
+		// Read the error queue every drainEvery SYNs, one recvmmsg(2)
+		// for all of them, so it never fills (a full one drops new
+		// timestamps) even when no answer asks for one.
+		if p.sinceDrain++; p.sinceDrain >= drainEvery {
+			p.drain()
 		}
 	}
-	p.unstamped.Add(1)
 	return at, nil
+}
+
+// drainEvery is how many SYNs may be sent between two reads of the error
+// queue; errBatch timestamps are read per recvmmsg(2).
+const (
+	drainEvery = 16
+	errBatch   = 16
+)
+
+// settle replaces the send times of sent, SYNs of one exchange whose TCP
+// header starts with head (ports and sequence number), by the kernel's
+// timestamps of the SYNs entering the device (SOF_TIMESTAMPING_TX_SCHED,
+// taken in dev_queue_xmit, a moment before a capture on that interface
+// sees them). The kernel queues a SYN's timestamp inside the sendmsg call
+// that sent it (the packet goes down the stack in it), so by the time an
+// answer is read it is there; settle reads the error queue and takes them
+// by their SYNs' ports, sequence number and TSval. A SYN with none keeps
+// the time before sendmsg: one the kernel held for a neighbour or dropped
+// before any device, or a kernel without send timestamps. That time
+// over-states the RTT by the call's way down the stack, tens of
+// microseconds when the sender is preempted there.
+func (p *path) settle(head uint64, sent []sentSYN) {
+	if len(sent) == 0 {
+		return
+	}
+	p.txMu.Lock()
+	defer p.txMu.Unlock()
+	if !p.txStamps || p.tx < 0 {
+		p.unstamped.Add(uint64(len(sent)))
+		return
+	}
+	drained := false
+	for i := range sent {
+		k := stampKey{head, sent[i].tsval}
+		at, ok := p.stamps.take(k)
+		if !ok && !drained {
+			p.drain()
+			drained = true
+			at, ok = p.stamps.take(k)
+		}
+		if ok {
+			sent[i].at = at
+			p.stamped.Add(1)
+		} else {
+			p.unstamped.Add(1)
+		}
+	}
+}
+
+// drain reads every timestamp queued on tx into the stamp table. Called
+// with txMu held.
+func (p *path) drain() {
+	p.sinceDrain = 0
+	q := p.errq
+	for range 64 { // a bound: at most drainEvery are queued between two reads, plus held SYNs'
+		q.reset()
+		r, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(p.tx), uintptr(unsafe.Pointer(&q.hdrs[0])), errBatch,
+			unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT, 0, 0)
+		if errno != 0 {
+			return // EAGAIN: the queue is empty
+		}
+		n := int(r)
+		for i := range n {
+			h := &q.hdrs[i]
+			at, ok := cmsgTime(q.oobs[i][:h.Hdr.Controllen], unix.SCM_TIMESTAMPING)
+			key, isSYN := synKey(q.bufs[i][:min(int(h.Len), len(q.bufs[i]))])
+			if ok && isSYN {
+				p.stamps.put(key, at)
+			}
+		}
+		if n < errBatch {
+			return
+		}
+	}
 }
 
 // txSocket opens the path's sending socket in the namespace: raw
@@ -646,44 +719,91 @@ func txSocket(nsPath string, family int) (fd int, stamps bool, err error) {
 	return fd, stamps, nil
 }
 
-// errQueue is the scratch space for reading send timestamps: one message
-// at a time, no allocation.
+// errQueue is the scratch space for reading send timestamps, errBatch at a
+// time with recvmmsg(2): no allocation.
 type errQueue struct {
-	msg unix.Msghdr
-	iov unix.Iovec
-	buf [256]byte // the packet the timestamp is for, from its link header
-	oob [128]byte
-	// skipped counts timestamps read that were not for the SYN just
-	// sent (a held SYN's, sent since).
-	skipped uint64
+	hdrs [errBatch]unix.Mmsghdr
+	iovs [errBatch]unix.Iovec
+	bufs [errBatch][128]byte // the packet a timestamp is for, from its link header
+	oobs [errBatch][128]byte
 }
 
-// maxErrqReads bounds the messages one send reads: a timestamp of an
-// earlier SYN that was held for a neighbour and left since is read and
-// dropped on the way to this one.
-const maxErrqReads = 4
-
-// stamp reads fd's error queue for the send timestamp of the SYN seg: the
-// queued packet ends with seg, so its ports and sequence number (seg's
-// first 8 bytes) name it.
-func (q *errQueue) stamp(fd int, seg []byte) (time.Time, bool) {
-	for range maxErrqReads {
-		q.iov.Base = &q.buf[0]
-		q.iov.SetLen(len(q.buf))
-		q.msg = unix.Msghdr{Iov: &q.iov, Control: &q.oob[0]}
-		q.msg.SetIovlen(1)
-		q.msg.SetControllen(len(q.oob))
-		n, _, errno := unix.Syscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&q.msg)), unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
-		if errno != 0 {
-			return time.Time{}, false // EAGAIN: no timestamp was queued
-		}
-		at, ok := cmsgTime(q.oob[:q.msg.Controllen], unix.SCM_TIMESTAMPING)
-		if ok && len(seg) >= 8 && bytes.Contains(q.buf[:min(int(n), len(q.buf))], seg[:8]) {
-			return at, true
-		}
-		q.skipped++
+func newErrQueue() *errQueue {
+	q := new(errQueue)
+	for i := range q.hdrs {
+		q.iovs[i].Base = &q.bufs[i][0]
+		q.iovs[i].SetLen(len(q.bufs[i]))
 	}
-	return time.Time{}, false
+	q.reset()
+	return q
+}
+
+// reset restores the lengths the kernel overwrote.
+func (q *errQueue) reset() {
+	for i := range q.hdrs {
+		h := &q.hdrs[i].Hdr
+		h.Iov = &q.iovs[i]
+		h.SetIovlen(1)
+		h.Control = &q.oobs[i][0]
+		h.SetControllen(len(q.oobs[i]))
+		h.Flags = 0
+		q.hdrs[i].Len = 0
+	}
+}
+
+// stampKey names one of our SYNs: the first 8 bytes of its TCP header
+// (ports and sequence number) and its TSval, which differs between the
+// retransmits of one exchange.
+type stampKey struct {
+	head  uint64
+	tsval uint32
+}
+
+// synKey reads the key of the SYN a packet ends with (a SYN of ours is
+// synHeaderLen bytes with no payload, so the packet's last bytes are its
+// TCP header, whatever the link and IP headers before it); false when
+// those bytes are not a SYN of AppendSYN's layout.
+func synKey(pkt []byte) (stampKey, bool) {
+	if len(pkt) < synHeaderLen {
+		return stampKey{}, false
+	}
+	seg := pkt[len(pkt)-synHeaderLen:]
+	if seg[12]>>4 != synHeaderLen/4 || seg[13] != flagSYN || seg[26] != 8 || seg[27] != 10 {
+		return stampKey{}, false
+	}
+	return stampKey{binary.BigEndian.Uint64(seg), binary.BigEndian.Uint32(seg[28:])}, true
+}
+
+// stampSlots bounds the timestamps kept between a SYN's send and its
+// exchange taking it: a slot is overwritten by a later SYN that hashes to
+// it, and that SYN is then timed by the clock (counted in unstamped).
+const stampSlots = 2048
+
+// stampTable holds send timestamps by SYN, in a fixed array: no allocation
+// per SYN.
+type stampTable [stampSlots]struct {
+	key stampKey
+	at  int64 // unix nanoseconds; 0: empty
+}
+
+func (t *stampTable) slot(k stampKey) int {
+	h := k.head ^ k.head>>29 ^ uint64(k.tsval)*0x9E3779B97F4A7C15
+	return int((h ^ h>>32) & (stampSlots - 1))
+}
+
+func (t *stampTable) put(k stampKey, at time.Time) {
+	e := &t[t.slot(k)]
+	e.key, e.at = k, at.UnixNano()
+}
+
+func (t *stampTable) take(k stampKey) (time.Time, bool) {
+	e := &t[t.slot(k)]
+	if e.at == 0 || e.key != k {
+		return time.Time{}, false
+	}
+	at := e.at
+	e.at = 0
+	return time.Unix(0, at), true
 }
 
 // appendTTL appends a control message that sets the TTL (IPv4, IP_TTL) or

@@ -2,6 +2,7 @@ package syn
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -320,6 +321,12 @@ func (p *Prober) exchange(ctx context.Context, deadline time.Time, pa *path, src
 		pa.unregister(dst, port)
 		// No dispatch reaches w after unregister: its strays are settled.
 		o.strays = w.takeStrays(o.strays)
+		if o.reply != nil && len(o.sent) > 0 {
+			// The kernel's send times, then which SYN the reply
+			// answers by them.
+			pa.settle(binary.BigEndian.Uint64(p.sb.seg), o.sent)
+			o.attribute()
+		}
 	}()
 	o.local = netip.AddrPortFrom(src, port)
 	if p.timer == nil {

@@ -1,6 +1,7 @@
 package syn
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"testing"
 	"time"
@@ -9,10 +10,12 @@ import (
 )
 
 // TestSendTimestamp: a SYN's send time is the kernel's timestamp of the
-// packet entering the device, read from the sending socket's error queue;
-// a SYN the kernel holds (its neighbour unresolved) is timed by the clock
-// before sendmsg, and its timestamp, queued when the neighbour resolves
-// later, is never taken for the next SYN's.
+// packet entering the device, read from the sending socket's error queue
+// and taken by the SYN's ports, sequence number and TSval; a SYN the
+// kernel holds (its neighbour unresolved) keeps the clock's time before
+// sendmsg, and its timestamp, queued when the neighbour resolves later, is
+// never taken for another SYN's. Retransmits (same ports and sequence
+// number, another TSval) each get their own.
 func TestSendTimestamp(t *testing.T) {
 	pair := nstest.NewPair(t)
 	p, err := acquire(nstest.Path(pair.Client), false)
@@ -24,54 +27,107 @@ func TestSendTimestamp(t *testing.T) {
 		t.Fatal("the kernel refused SO_TIMESTAMPING on the raw socket")
 	}
 	sb := newSendBuf()
-	seq := uint32(1000)
-	send := func(dst netip.Addr) (before, at, after time.Time) {
+	// send sends a SYN with seq and tsval to dst and returns the clock
+	// around the call and the SYN as sent.
+	send := func(dst netip.Addr, seq, tsval uint32) (before, after time.Time, s sentSYN, head uint64) {
 		t.Helper()
-		seq += 1000
 		sb.seg, err = AppendSYN(sb.seg[:0], SYN{
-			Src: netip.AddrPortFrom(pair.ClientIP, PortLo), Dst: netip.AddrPortFrom(dst, 9), Seq: seq,
+			Src: netip.AddrPortFrom(pair.ClientIP, PortLo), Dst: netip.AddrPortFrom(dst, 9), Seq: seq, TSval: tsval,
 			MSS: 1460, Window: DefaultWindow,
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
 		before = time.Now()
-		if at, err = p.send(sb, pair.ClientIP, dst); err != nil {
+		at, err := p.send(sb, pair.ClientIP, dst)
+		if err != nil {
 			t.Fatal(err)
 		}
-		return before, at, time.Now()
+		return before, time.Now(), sentSYN{at: at, tsval: tsval}, binary.BigEndian.Uint64(sb.seg)
+	}
+	within := func(what string, at, before, after time.Time) {
+		t.Helper()
+		if at.Before(before) || at.After(after) {
+			t.Errorf("%s: send time %s is outside its call (%s to %s)", what, at.Format(time.StampNano), before.Format(time.StampNano), after.Format(time.StampNano))
+		}
 	}
 
-	before, at, after := send(pair.ServerIP)
-	if p.stamped.Load() != 1 || p.unstamped.Load() != 0 {
-		t.Fatalf("stamped %d, unstamped %d: want the first SYN timed by the kernel", p.stamped.Load(), p.unstamped.Load())
+	// A SYN and its retransmit: two timestamps, one each, in order.
+	b1, a1, s1, head := send(pair.ServerIP, 1000, 7)
+	b2, a2, s2, _ := send(pair.ServerIP, 1000, 8)
+	sent := []sentSYN{s1, s2}
+	clock := sent[0].at
+	p.settle(head, sent)
+	if p.stamped.Load() != 2 || p.unstamped.Load() != 0 {
+		t.Fatalf("stamped %d, unstamped %d: want both SYNs timed by the kernel", p.stamped.Load(), p.unstamped.Load())
 	}
-	if at.Before(before) || at.After(after) {
-		t.Errorf("send time %s is outside the call (%s to %s)", at.Format(time.StampNano), before.Format(time.StampNano), after.Format(time.StampNano))
+	if sent[0].at.Equal(clock) {
+		t.Error("the first SYN kept the clock's time")
 	}
+	within("first SYN", sent[0].at, b1, a1)
+	within("retransmit", sent[1].at, b2, a2)
 
 	// An on-link address nobody answers ARP for: the SYN waits in the
 	// neighbour's queue, so nothing is stamped during sendmsg.
 	held := netip.AddrFrom4([4]byte{pair.ServerIP.As4()[0], pair.ServerIP.As4()[1], pair.ServerIP.As4()[2], 77})
-	before, at, after = send(held)
+	bh, ah, sh, headHeld := send(held, 2000, 9)
+	heldSent := []sentSYN{sh}
+	p.settle(headHeld, heldSent)
 	if p.unstamped.Load() != 1 {
 		t.Fatalf("unstamped %d: want the held SYN timed by the clock", p.unstamped.Load())
 	}
-	if at.Before(before) || at.After(after) {
-		t.Errorf("held SYN's time %s is outside the call", at.Format(time.StampNano))
-	}
+	within("held SYN", heldSent[0].at, bh, ah)
 	// The neighbour resolves: the held SYN leaves now and its timestamp
-	// waits in the error queue for the next send to read past.
+	// waits in the error queue.
 	nstest.Exec(t, pair.Client, "ip", "neigh", "replace", held.String(), "lladdr", "02:00:00:00:00:77", "dev", "eth0", "nud", "permanent")
 	time.Sleep(50 * time.Millisecond)
-	before, at, after = send(pair.ServerIP)
-	if p.stamped.Load() != 2 {
+	b3, a3, s3, head3 := send(pair.ServerIP, 3000, 10)
+	next := []sentSYN{s3}
+	p.settle(head3, next)
+	if p.stamped.Load() != 3 {
 		t.Fatalf("stamped %d: want the SYN after the held one timed by the kernel", p.stamped.Load())
 	}
-	if p.errq.skipped != 1 {
-		t.Errorf("%d timestamps skipped: want the held SYN's, read past once", p.errq.skipped)
+	within("SYN after the held one", next[0].at, b3, a3)
+	// The held SYN's own timestamp was read too, and is later than its
+	// send: it left when the neighbour resolved.
+	p.txMu.Lock()
+	late, ok := p.stamps.take(stampKey{headHeld, 9})
+	p.txMu.Unlock()
+	if !ok || !late.After(ah) {
+		t.Errorf("held SYN's timestamp %v (found %v): want one after its send at %s", late, ok, ah.Format(time.StampNano))
 	}
-	if at.Before(before) || at.After(after) {
-		t.Errorf("send time %s is outside the call (%s to %s): another SYN's timestamp taken", at.Format(time.StampNano), before.Format(time.StampNano), after.Format(time.StampNano))
+}
+
+// TestErrorQueueDrainedWhileUnanswered: SYNs nobody answers (no exchange
+// takes their timestamps) do not fill the error queue, whose overflow would
+// drop the timestamps of SYNs that are answered later.
+func TestErrorQueueDrainedWhileUnanswered(t *testing.T) {
+	pair := nstest.NewPair(t)
+	p, err := acquire(nstest.Path(pair.Client), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.release()
+	sb := newSendBuf()
+	var head uint64
+	var last sentSYN
+	for i := range 5000 {
+		sb.seg, err = AppendSYN(sb.seg[:0], SYN{
+			Src: netip.AddrPortFrom(pair.ClientIP, PortLo), Dst: netip.AddrPortFrom(pair.ServerIP, 9), Seq: uint32(i), TSval: 1,
+			MSS: 1460, Window: DefaultWindow,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		at, err := p.send(sb, pair.ClientIP, pair.ServerIP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		head, last = binary.BigEndian.Uint64(sb.seg), sentSYN{at: at, tsval: 1}
+	}
+	sent := []sentSYN{last}
+	p.settle(head, sent)
+	if p.stamped.Load() != 1 {
+		t.Errorf("the last of 5000 unanswered SYNs got no kernel timestamp (stamped %d, unstamped %d): the error queue filled", p.stamped.Load(), p.unstamped.Load())
 	}
 }
