@@ -26,7 +26,7 @@ import (
 type Flow struct {
 	pa     *path
 	w      waiter
-	sb     *sendBuf
+	seg    [synHeaderLen]byte // the SYN being sent
 	ticket *ticket
 	timer  *time.Timer
 	dst    netip.AddrPort
@@ -79,7 +79,6 @@ func OpenFlow(nsPath string, dst netip.AddrPort, src netip.Addr, span int) (*Flo
 	f := &Flow{
 		pa:     pa,
 		w:      waiter{ch: make(chan arrival, 64), span: uint32(span), flow: true},
-		sb:     newSendBuf(),
 		ticket: newTicket(),
 		dst:    dst,
 		seq:    rand.Uint32(),
@@ -123,22 +122,21 @@ func (f *Flow) Send(ctx context.Context, until time.Time, ttl int) (int, time.Ti
 	i := f.sent
 	ts := tsNow()
 	var err error
-	f.sb.seg, err = AppendSYN(f.sb.seg[:0], SYN{
+	seg, err := AppendSYN(f.seg[:0], SYN{
 		Src: f.local, Dst: f.dst, Seq: f.seq + uint32(i), TSval: ts,
 		MSS: DefaultMSS, WScale: DefaultWScale, Window: DefaultWindow,
 	})
 	if err != nil {
 		return 0, time.Time{}, err
 	}
-	f.sb.ttl = ttl
-	at, err := f.pa.send(f.sb, f.local.Addr(), f.dst.Addr())
+	at, err := f.pa.send(seg, f.local.Addr(), f.dst.Addr(), ttl)
 	if err != nil {
 		return 0, time.Time{}, err
 	}
 	f.sent++
 	// The kernel's send time, at once: a trace sends one SYN at a time.
 	sent := [1]sentSYN{{at: at, tsval: ts}}
-	f.pa.settle(binary.BigEndian.Uint64(f.sb.seg), sent[:])
+	f.pa.settle(binary.BigEndian.Uint64(seg), sent[:])
 	return i, sent[0].at, nil
 }
 

@@ -47,6 +47,7 @@ type path struct {
 	stamps     *stampTable
 	sinceDrain int
 	txStamps   bool // the kernel queues send timestamps on tx
+	sb         sendBuf
 
 	routeMu sync.Mutex
 	route   *socket.Conn // UDP socket, connect()ed only to ask the route for a source
@@ -549,56 +550,51 @@ func (p *path) source(dst netip.Addr) (netip.Addr, error) {
 	return src, nil
 }
 
-// sendBuf is a prober's scratch space for sends, reused so that a send does
-// not allocate: the destination sockaddr and the PKTINFO control message
-// (rebuilt only when the source changes).
+// sendBuf is the path's scratch space for sends, used under txMu, so that a
+// send does not allocate: the destination sockaddr and the control message
+// (PKTINFO, and the TTL of a traced SYN), rebuilt only when the source or
+// TTL changes.
 type sendBuf struct {
-	v6  bool
 	src netip.Addr
-	ttl int // 0: the socket's default; else sent as IP_TTL / IPV6_HOPLIMIT
-	// oobTTL is the ttl the control message in oob carries.
-	oobTTL int
-	oob    []byte
-	sa4    unix.SockaddrInet4
-	sa6    unix.SockaddrInet6
-	to     unix.Sockaddr
-	seg    []byte
+	ttl int // the TTL oob carries; 0: none (the socket's default)
+	oob []byte
+	sa4 unix.SockaddrInet4
+	sa6 unix.SockaddrInet6
+	to  unix.Sockaddr
 }
 
-func newSendBuf() *sendBuf {
-	return &sendBuf{seg: make([]byte, 0, synHeaderLen)}
-}
-
-// send writes the SYN in sb.seg from src and returns the time taken just
+// send writes seg, a SYN from src, to dst (ttl 0: the socket's default TTL,
+// else sent as IP_TTL / IPV6_HOPLIMIT) and returns the time taken just
 // before sendmsg(2): a stand-in for when it left, which settle replaces by
 // the kernel's own send time (see settle). IP_PKTINFO/IPV6_PKTINFO pins the
 // source address the checksum was computed over.
-func (p *path) send(sb *sendBuf, src, dst netip.Addr) (time.Time, error) {
-	if sb.src != src || sb.v6 != p.key.v6 || sb.oob == nil || sb.ttl != sb.oobTTL {
+func (p *path) send(seg []byte, src, dst netip.Addr, ttl int) (time.Time, error) {
+	p.txMu.Lock()
+	defer p.txMu.Unlock()
+	if p.tx < 0 {
+		return time.Time{}, fmt.Errorf("syn: send: %w", net.ErrClosed)
+	}
+	sb := &p.sb
+	if sb.src != src || sb.oob == nil || sb.ttl != ttl {
 		if p.key.v6 {
 			sb.oob = unix.PktInfo6(&unix.Inet6Pktinfo{Addr: src.As16()})
 		} else {
 			sb.oob = unix.PktInfo4(&unix.Inet4Pktinfo{Spec_dst: src.As4()})
 		}
-		if sb.ttl > 0 {
-			sb.oob = appendTTL(sb.oob, p.key.v6, sb.ttl)
+		if ttl > 0 {
+			sb.oob = appendTTL(sb.oob, p.key.v6, ttl)
 		}
-		sb.src, sb.v6, sb.oobTTL = src, p.key.v6, sb.ttl
+		sb.src, sb.ttl = src, ttl
 	}
 	if d := dst.Unmap(); d.Is4() {
 		sb.sa4.Addr, sb.to = d.As4(), &sb.sa4
 	} else {
 		sb.sa6.Addr, sb.to = d.As16(), &sb.sa6
 	}
-	p.txMu.Lock()
-	defer p.txMu.Unlock()
-	if p.tx < 0 {
-		return time.Time{}, fmt.Errorf("syn: send: %w", net.ErrClosed)
-	}
 	at := time.Now()
 	// MSG_DONTWAIT: a full send buffer is a local error, not a wait
 	// outside ctx.
-	if err := unix.Sendmsg(p.tx, sb.seg, sb.oob, sb.to, unix.MSG_DONTWAIT); err != nil {
+	if err := unix.Sendmsg(p.tx, seg, sb.oob, sb.to, unix.MSG_DONTWAIT); err != nil {
 		return time.Time{}, fmt.Errorf("syn: send: %w", os.NewSyscallError("sendmsg", err))
 	}
 	if p.txStamps {

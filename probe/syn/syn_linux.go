@@ -36,7 +36,7 @@ type Prober struct {
 	// Scratch reused by every Probe (they never overlap), so the hot path
 	// does not allocate a channel, timer, packet or slice per SYN.
 	w         waiter
-	sb        *sendBuf
+	seg       [synHeaderLen]byte // the SYN being sent
 	timer     *time.Timer
 	ticket    *ticket   // this prober's place in the packet budget's queue
 	sentSYNs  []sentSYN // the normal exchange
@@ -59,7 +59,6 @@ func New(t probe.Target, cfg Config) (*Prober, error) {
 		target: t,
 		cfg:    cfg.withDefaults(),
 		w:      waiter{ch: make(chan arrival, 1)},
-		sb:     newSendBuf(),
 		ticket: newTicket(),
 	}, nil
 }
@@ -324,7 +323,7 @@ func (p *Prober) exchange(ctx context.Context, deadline time.Time, pa *path, src
 		if o.reply != nil && len(o.sent) > 0 {
 			// The kernel's send times, then which SYN the reply
 			// answers by them.
-			pa.settle(binary.BigEndian.Uint64(p.sb.seg), o.sent)
+			pa.settle(binary.BigEndian.Uint64(p.seg[:]), o.sent)
 			o.attribute()
 		}
 	}()
@@ -371,7 +370,7 @@ func (p *Prober) exchange(ctx context.Context, deadline time.Time, pa *path, src
 		if !paws {
 			ts = p.nextTS(dst.Addr())
 		}
-		p.sb.seg, err = AppendSYN(p.sb.seg[:0], SYN{
+		seg, err := AppendSYN(p.seg[:0], SYN{
 			Src: o.local, Dst: dst, Seq: seq, TSval: ts,
 			MSS: p.cfg.MSS, WScale: p.cfg.WScale, Window: DefaultWindow,
 		})
@@ -379,7 +378,7 @@ func (p *Prober) exchange(ctx context.Context, deadline time.Time, pa *path, src
 			o.err = err
 			return o
 		}
-		at, err := pa.send(p.sb, src, dst.Addr())
+		at, err := pa.send(seg, src, dst.Addr(), 0)
 		if err != nil {
 			o.err = err
 			return o

@@ -26,12 +26,12 @@ func TestSendTimestamp(t *testing.T) {
 	if !p.txStamps {
 		t.Fatal("the kernel refused SO_TIMESTAMPING on the raw socket")
 	}
-	sb := newSendBuf()
+	var buf [synHeaderLen]byte
 	// send sends a SYN with seq and tsval to dst and returns the clock
 	// around the call and the SYN as sent.
 	send := func(dst netip.Addr, seq, tsval uint32) (before, after time.Time, s sentSYN, head uint64) {
 		t.Helper()
-		sb.seg, err = AppendSYN(sb.seg[:0], SYN{
+		seg, err := AppendSYN(buf[:0], SYN{
 			Src: netip.AddrPortFrom(pair.ClientIP, PortLo), Dst: netip.AddrPortFrom(dst, 9), Seq: seq, TSval: tsval,
 			MSS: 1460, Window: DefaultWindow,
 		})
@@ -39,11 +39,11 @@ func TestSendTimestamp(t *testing.T) {
 			t.Fatal(err)
 		}
 		before = time.Now()
-		at, err := p.send(sb, pair.ClientIP, dst)
+		at, err := p.send(seg, pair.ClientIP, dst, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return before, time.Now(), sentSYN{at: at, tsval: tsval}, binary.BigEndian.Uint64(sb.seg)
+		return before, time.Now(), sentSYN{at: at, tsval: tsval}, binary.BigEndian.Uint64(seg)
 	}
 	within := func(what string, at, before, after time.Time) {
 		t.Helper()
@@ -108,22 +108,22 @@ func TestErrorQueueDrainedWhileUnanswered(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.release()
-	sb := newSendBuf()
+	var buf [synHeaderLen]byte
 	var head uint64
 	var last sentSYN
 	for i := range 5000 {
-		sb.seg, err = AppendSYN(sb.seg[:0], SYN{
+		seg, err := AppendSYN(buf[:0], SYN{
 			Src: netip.AddrPortFrom(pair.ClientIP, PortLo), Dst: netip.AddrPortFrom(pair.ServerIP, 9), Seq: uint32(i), TSval: 1,
 			MSS: 1460, Window: DefaultWindow,
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		at, err := p.send(sb, pair.ClientIP, pair.ServerIP)
+		at, err := p.send(seg, pair.ClientIP, pair.ServerIP, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		head, last = binary.BigEndian.Uint64(sb.seg), sentSYN{at: at, tsval: 1}
+		head, last = binary.BigEndian.Uint64(seg), sentSYN{at: at, tsval: 1}
 	}
 	sent := []sentSYN{last}
 	p.settle(head, sent)
