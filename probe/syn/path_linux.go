@@ -296,7 +296,7 @@ func openPath(k pathKey) (_ *path, err error) {
 		return nil, err
 	}
 	if p.txStamps {
-		p.errq, p.stamps = newErrQueue(), new(stampTable)
+		p.errq, p.stamps = newErrQueue(), newStampTable()
 	}
 	if k.v6 {
 		// Let the kernel drop every ICMPv6 type but the two errors before
@@ -770,36 +770,102 @@ func synKey(pkt []byte) (stampKey, bool) {
 	return stampKey{binary.BigEndian.Uint64(seg), binary.BigEndian.Uint32(seg[28:])}, true
 }
 
-// stampSlots bounds the timestamps kept between a SYN's send and its
-// exchange taking it: a slot is overwritten by a later SYN that hashes to
-// it, and that SYN is then timed by the clock (counted in unstamped).
-const stampSlots = 2048
+// The stamp table starts with minStampSlots and doubles, up to
+// maxStampSlots, when timestamps not yet taken keep being overwritten: a
+// path of a pod namespace with a few targets stays small, the node's own
+// path at thousands of SYNs a second grows to what its load needs.
+const (
+	minStampSlots = 256
+	maxStampSlots = 8192
+	// stampLife is how long a timestamp waits to be taken: an older one
+	// is of a SYN that got no answer (or one past its attempt), and may
+	// be overwritten without counting as pressure.
+	stampLife = 10 * time.Second
+)
 
-// stampTable holds send timestamps by SYN, in a fixed array: no allocation
-// per SYN.
-type stampTable [stampSlots]struct {
+// stampTable holds send timestamps by SYN, in an array of slots, one
+// timestamp per slot: no allocation per SYN. A slot taken by a later SYN
+// that hashes to it loses the earlier SYN's timestamp (that SYN is then
+// timed by the clock, counted in unstamped).
+type stampTable struct {
+	slots []stampSlot
+	// Over a window of len(slots) puts: the puts, and those that
+	// overwrote a live timestamp.
+	puts, evicted int
+}
+
+type stampSlot struct {
 	key stampKey
 	at  int64 // unix nanoseconds; 0: empty
 }
 
-func (t *stampTable) slot(k stampKey) int {
-	h := k.head ^ k.head>>29 ^ uint64(k.tsval)*0x9E3779B97F4A7C15
-	return int((h ^ h>>32) & (stampSlots - 1))
+func newStampTable() *stampTable {
+	return &stampTable{slots: make([]stampSlot, minStampSlots)}
+}
+
+// bucket returns the two slots k may be in (two ways: a timestamp is lost
+// only when both hold live ones).
+func (t *stampTable) bucket(k stampKey) *[2]stampSlot {
+	// murmur3's 64-bit finalizer over the head and the TSval.
+	h := k.head ^ uint64(k.tsval)*0x9E3779B97F4A7C15
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 33
+	i := h & uint64(len(t.slots)-1) &^ 1
+	return (*[2]stampSlot)(t.slots[i : i+2])
 }
 
 func (t *stampTable) put(k stampKey, at time.Time) {
-	e := &t[t.slot(k)]
-	e.key, e.at = k, at.UnixNano()
+	ns := at.UnixNano()
+	if t.puts++; t.puts > len(t.slots) {
+		t.puts, t.evicted = 1, 0
+	}
+	b := t.bucket(k)
+	live := func(e *stampSlot) bool { return e.at != 0 && e.key != k && ns-e.at < int64(stampLife) }
+	e := &b[0]
+	switch {
+	case !live(&b[0]):
+	case !live(&b[1]):
+		e = &b[1]
+	default:
+		// Both hold timestamps still waiting to be taken: over 1 in
+		// 16 puts of a window doing this, the table is too small for
+		// the SYNs in flight. Else the older one goes.
+		if t.evicted++; t.evicted > len(t.slots)/16 && len(t.slots) < maxStampSlots {
+			t.grow()
+			t.put(k, at)
+			return
+		}
+		if b[1].at < b[0].at {
+			e = &b[1]
+		}
+	}
+	e.key, e.at = k, ns
+}
+
+// grow doubles the table, keeping the timestamps in it.
+func (t *stampTable) grow() {
+	old := t.slots
+	t.slots, t.puts, t.evicted = make([]stampSlot, 2*len(old)), 0, 0
+	for _, e := range old {
+		if e.at != 0 {
+			t.put(e.key, time.Unix(0, e.at))
+		}
+	}
 }
 
 func (t *stampTable) take(k stampKey) (time.Time, bool) {
-	e := &t[t.slot(k)]
-	if e.at == 0 || e.key != k {
-		return time.Time{}, false
+	b := t.bucket(k)
+	for i := range b {
+		if e := &b[i]; e.at != 0 && e.key == k {
+			at := e.at
+			e.at = 0
+			return time.Unix(0, at), true
+		}
 	}
-	at := e.at
-	e.at = 0
-	return time.Unix(0, at), true
+	return time.Time{}, false
 }
 
 // appendTTL appends a control message that sets the TTL (IPv4, IP_TTL) or

@@ -131,3 +131,47 @@ func TestErrorQueueDrainedWhileUnanswered(t *testing.T) {
 		t.Errorf("the last of 5000 unanswered SYNs got no kernel timestamp (stamped %d, unstamped %d): the error queue filled", p.stamped.Load(), p.unstamped.Load())
 	}
 }
+
+// TestStampTableGrowsUnderPressure: the table starts small; timestamps
+// overwritten before they are taken make it grow (to at most
+// maxStampSlots), and it keeps what it held; timestamps nobody took for
+// stampLife (unanswered SYNs) are overwritten without growing it.
+func TestStampTableGrowsUnderPressure(t *testing.T) {
+	t0 := time.Unix(1e6, 0)
+	stale := newStampTable()
+	for i := range 100 * minStampSlots {
+		// One new SYN a second, never taken: each older than stampLife
+		// by the time another lands on its slot, mostly.
+		stale.put(stampKey{uint64(i) << 20, 1}, t0.Add(time.Duration(i)*time.Second))
+	}
+	if n := len(stale.slots); n > 2*minStampSlots {
+		t.Errorf("%d slots after SYNs that were never answered: want the table left small", n)
+	}
+
+	// A steady 500 SYNs in flight: each step sends one and takes the one
+	// sent 500 steps before. The table grows until nearly every
+	// timestamp is still there when its answer comes.
+	busy := newStampTable()
+	const inFlight, steps = 500, 20000
+	key := func(i int) stampKey { return stampKey{uint64(i)*7919 + 1, uint32(i)} }
+	at := func(i int) time.Time { return t0.Add(time.Duration(i) * time.Microsecond) }
+	found := 0
+	for i := range steps {
+		busy.put(key(i), at(i))
+		if j := i - inFlight; j >= 0 {
+			got, ok := busy.take(key(j))
+			if ok && !got.Equal(at(j)) {
+				t.Fatalf("timestamp %d: %s, want %s", j, got, at(j))
+			}
+			if ok && j >= steps-5000-inFlight {
+				found++
+			}
+		}
+	}
+	if n := len(busy.slots); n < 4*minStampSlots || n > maxStampSlots {
+		t.Errorf("%d slots for %d timestamps in flight: want the table grown, within %d", n, inFlight, maxStampSlots)
+	}
+	if found < 5000*95/100 {
+		t.Errorf("%d of the last 5000 timestamps still there when taken: want 95 %%", found)
+	}
+}
