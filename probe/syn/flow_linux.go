@@ -102,7 +102,8 @@ func (f *Flow) Local() netip.AddrPort { return f.local }
 func (f *Flow) Remote() netip.AddrPort { return f.dst }
 
 // Send sends the flow's next SYN with the given TTL (IPv6: hop limit) and
-// returns its index and the time taken just before sendmsg(2). The SYN
+// returns its index and when it left: the kernel's send timestamp (see
+// path.settle), or the time taken just before sendmsg(2) without one. The SYN
 // waits for a packet from the process-wide budget until until: the first
 // SYN of the flow queues like any prober's first SYN, the later ones as an
 // exchange under way. No packet by then is ErrBudget (nothing was sent).
@@ -121,7 +122,6 @@ func (f *Flow) Send(ctx context.Context, until time.Time, ttl int) (int, time.Ti
 	}
 	i := f.sent
 	ts := tsNow()
-	var err error
 	seg, err := AppendSYN(f.seg[:0], SYN{
 		Src: f.local, Dst: f.dst, Seq: f.seq + uint32(i), TSval: ts,
 		MSS: DefaultMSS, WScale: DefaultWScale, Window: DefaultWindow,

@@ -66,8 +66,8 @@ type path struct {
 	// Counters, for tests and evidence.
 	received atomic.Uint64 // packets past the BPF filter
 	foreign  atomic.Uint64 // of those, not a reply to any waiting SYN
-	// SYNs sent timed by the kernel's send timestamp, and timed by the
-	// clock before sendmsg (no timestamp came).
+	// SYNs of answered exchanges (settle) timed by the kernel's send
+	// timestamp, and timed by the clock before sendmsg (no timestamp).
 	stamped, unstamped atomic.Uint64
 }
 
@@ -783,10 +783,10 @@ const (
 	stampLife = 10 * time.Second
 )
 
-// stampTable holds send timestamps by SYN, in an array of slots, one
-// timestamp per slot: no allocation per SYN. A slot taken by a later SYN
-// that hashes to it loses the earlier SYN's timestamp (that SYN is then
-// timed by the clock, counted in unstamped).
+// stampTable holds send timestamps by SYN, in an array of two-slot buckets:
+// no allocation per SYN. A SYN whose bucket holds two timestamps still
+// awaited pushes out the older one (that SYN is then timed by the clock,
+// counted in unstamped).
 type stampTable struct {
 	slots []stampSlot
 	// Over a window of len(slots) puts: the puts, and those that
