@@ -498,8 +498,10 @@ func TestCleanupOnFailure(t *testing.T) {
 		t.Fatalf("helper printed no prefix:\n%s", out)
 	}
 	prefix, _, _ := strings.Cut(rest, "\n")
-	if !strings.Contains(string(out), "node ruleset at failure") {
-		t.Errorf("failed test did not log the node ruleset:\n%s", out)
+	for _, want := range []string{"node ruleset at failure", "node nf_conntrack_tcp_timeout_established at failure: ", "node conntrack (pod's TCP) at failure"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("failed test did not log %q:\n%s", want, out)
+		}
 	}
 	left, _ := filepath.Glob(filepath.Join(netns.NamedDir, prefix+"-*"))
 	if len(left) > 0 {

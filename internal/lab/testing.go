@@ -70,6 +70,18 @@ func New(t TB, opts ...Option) *Lab {
 			if rs, err := l.Ruleset(ctx); err == nil {
 				t.Logf("lab %s: node ruleset at failure:\n%s", l.Prefix, rs)
 			}
+			// The node's conntrack view (the pod's TCP entries with
+			// their seconds left) and its established timeout: what an
+			// idle or VIP verdict at failure was judged against.
+			if est, err := l.Exec(ctx, l.Router, "cat", "/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_established"); err == nil {
+				t.Logf("lab %s: node nf_conntrack_tcp_timeout_established at failure: %s", l.Prefix, strings.TrimSpace(est))
+			}
+			if lines, err := l.Conntrack(ctx); err == nil {
+				if len(lines) > 40 {
+					lines = append(lines[:40], fmt.Sprintf("… and %d more", len(lines)-40))
+				}
+				t.Logf("lab %s: node conntrack (pod's TCP) at failure:\n%s", l.Prefix, strings.Join(lines, "\n"))
+			}
 		}
 		if err := l.Down(); err != nil {
 			t.Logf("lab %s down: %v", l.Prefix, err)
