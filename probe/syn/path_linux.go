@@ -43,7 +43,7 @@ type path struct {
 	// The rest, under txMu: the error queue's read scratch, the
 	// timestamps read and not yet taken, and the SYNs sent since the
 	// last read.
-	errq       *errQueue
+	errq       *mmsgRing // the error queue's timestamps, errBatch per read
 	stamps     *stampTable
 	sinceDrain int
 	txStamps   bool // the kernel queues send timestamps on tx
@@ -296,7 +296,8 @@ func openPath(k pathKey) (_ *path, err error) {
 		return nil, err
 	}
 	if p.txStamps {
-		p.errq, p.stamps = newErrQueue(), newStampTable()
+		// A SYN packet is at most 94 bytes from its link header (IPv6).
+		p.errq, p.stamps = newMmsgRing(errBatch, 128, 128, false), newStampTable()
 	}
 	if k.v6 {
 		// Let the kernel drop every ICMPv6 type but the two errors before
@@ -328,39 +329,70 @@ func openPath(k pathKey) (_ *path, err error) {
 // one call saves a syscall and a poller round trip per reply.
 const rxBatch = 32
 
-// rxRing holds the reader's receive buffers, allocated once: recvmmsg fills
-// them in place, so the receive loop does not allocate.
-type rxRing struct {
-	hdrs  [rxBatch]unix.Mmsghdr
-	iovs  [rxBatch]unix.Iovec
-	names [rxBatch]unix.RawSockaddrInet6 // large enough for either family
-	bufs  [rxBatch][2048]byte
-	oobs  [rxBatch][128]byte
+// mmsgRing holds the headers and buffers of one recvmmsg(2) call,
+// allocated once and filled in place, so a receive loop does not allocate:
+// the receive sockets' readers (with the senders' addresses) and the
+// send-timestamp read of the error queue share it.
+type mmsgRing struct {
+	hdrs           []unix.Mmsghdr
+	iovs           []unix.Iovec
+	names          []unix.RawSockaddrInet6 // nil: senders not asked for; else large enough for either family
+	bufs, oobs     []byte                  // one slot of bufLen and oobLen bytes per header
+	bufLen, oobLen int
 }
 
-func newRxRing() *rxRing {
-	r := new(rxRing)
-	for i := range r.hdrs {
-		r.iovs[i].Base = &r.bufs[i][0]
-		r.iovs[i].SetLen(len(r.bufs[i]))
+func newMmsgRing(n, bufLen, oobLen int, names bool) *mmsgRing {
+	r := &mmsgRing{
+		hdrs: make([]unix.Mmsghdr, n), iovs: make([]unix.Iovec, n),
+		bufs: make([]byte, n*bufLen), oobs: make([]byte, n*oobLen),
+		bufLen: bufLen, oobLen: oobLen,
 	}
-	r.reset(rxBatch)
+	if names {
+		r.names = make([]unix.RawSockaddrInet6, n)
+	}
+	for i := range r.iovs {
+		r.iovs[i].Base = &r.bufs[i*bufLen]
+		r.iovs[i].SetLen(bufLen)
+	}
+	r.reset(n)
 	return r
 }
 
 // reset restores the lengths the kernel overwrote in the first n headers.
-func (r *rxRing) reset(n int) {
+func (r *mmsgRing) reset(n int) {
 	for i := range n {
 		h := &r.hdrs[i].Hdr
-		h.Name = (*byte)(unsafe.Pointer(&r.names[i]))
-		h.Namelen = unix.SizeofSockaddrInet6
+		if r.names != nil {
+			h.Name = (*byte)(unsafe.Pointer(&r.names[i]))
+			h.Namelen = unix.SizeofSockaddrInet6
+		}
 		h.Iov = &r.iovs[i]
 		h.SetIovlen(1)
-		h.Control = &r.oobs[i][0]
-		h.SetControllen(len(r.oobs[i]))
+		h.Control = &r.oobs[i*r.oobLen]
+		h.SetControllen(r.oobLen)
 		h.Flags = 0
 		r.hdrs[i].Len = 0
 	}
+}
+
+// recv is one recvmmsg(2) on fd with flags (MSG_DONTWAIT among them): how
+// many messages it filled, or its errno.
+func (r *mmsgRing) recv(fd uintptr, flags int) (int, error) {
+	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(len(r.hdrs)), uintptr(flags), 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
+// buf is message i's data, as far as its slot holds it.
+func (r *mmsgRing) buf(i int) []byte {
+	return r.bufs[i*r.bufLen : i*r.bufLen+min(int(r.hdrs[i].Len), r.bufLen)]
+}
+
+// oob is message i's control messages.
+func (r *mmsgRing) oob(i int) []byte {
+	return r.oobs[i*r.oobLen : i*r.oobLen+min(int(r.hdrs[i].Hdr.Controllen), r.oobLen)]
 }
 
 // read is the path's receive loop for one socket. It uses the raw
@@ -374,15 +406,11 @@ func (p *path) read(c *socket.Conn, parse func(netip.Addr, []byte) (Reply, error
 	if err != nil {
 		return
 	}
-	ring := newRxRing()
+	ring := newMmsgRing(rxBatch, 2048, 128, true)
 	var n int
 	var rerr error
 	recv := func(fd uintptr) bool {
-		r, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&ring.hdrs[0])), rxBatch, unix.MSG_DONTWAIT, 0, 0)
-		n, rerr = int(r), nil
-		if errno != 0 {
-			n, rerr = 0, errno
-		}
+		n, rerr = ring.recv(fd, unix.MSG_DONTWAIT)
 		return rerr != unix.EAGAIN
 	}
 	for {
@@ -394,12 +422,11 @@ func (p *path) read(c *socket.Conn, parse func(netip.Addr, []byte) (Reply, error
 		}
 		for i := range n {
 			p.received.Add(1)
-			h := &ring.hdrs[i]
-			at, ok := rxTimestamp(ring.oobs[i][:h.Hdr.Controllen])
+			at, ok := rxTimestamp(ring.oob(i))
 			if !ok {
 				at = time.Now()
 			}
-			r, err := parse(rawAddr(&ring.names[i]), ring.bufs[i][:h.Len])
+			r, err := parse(rawAddr(&ring.names[i]), ring.buf(i))
 			if err != nil || !p.dispatch(r, at) {
 				p.foreign.Add(1)
 			}
@@ -661,21 +688,18 @@ func (p *path) drain() {
 	p.sinceDrain = 0
 	q := p.errq
 	for range 64 { // a bound: at most drainEvery are queued between two reads, plus held SYNs'
-		q.reset()
-		r, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(p.tx), uintptr(unsafe.Pointer(&q.hdrs[0])), errBatch,
-			unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT, 0, 0)
-		if errno != 0 {
+		n, err := q.recv(uintptr(p.tx), unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+		if err != nil {
 			return // EAGAIN: the queue is empty
 		}
-		n := int(r)
 		for i := range n {
-			h := &q.hdrs[i]
-			at, ok := cmsgTime(q.oobs[i][:h.Hdr.Controllen], unix.SCM_TIMESTAMPING)
-			key, isSYN := synKey(q.bufs[i][:min(int(h.Len), len(q.bufs[i]))])
+			at, ok := cmsgTime(q.oob(i), unix.SCM_TIMESTAMPING)
+			key, isSYN := synKey(q.buf(i))
 			if ok && isSYN {
 				p.stamps.put(key, at)
 			}
 		}
+		q.reset(n)
 		if n < errBatch {
 			return
 		}
@@ -713,38 +737,6 @@ func txSocket(nsPath string, family int) (fd int, stamps bool, err error) {
 	stamps = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPING,
 		unix.SOF_TIMESTAMPING_TX_SCHED|unix.SOF_TIMESTAMPING_SOFTWARE) == nil
 	return fd, stamps, nil
-}
-
-// errQueue is the scratch space for reading send timestamps, errBatch at a
-// time with recvmmsg(2): no allocation.
-type errQueue struct {
-	hdrs [errBatch]unix.Mmsghdr
-	iovs [errBatch]unix.Iovec
-	bufs [errBatch][128]byte // the packet a timestamp is for, from its link header
-	oobs [errBatch][128]byte
-}
-
-func newErrQueue() *errQueue {
-	q := new(errQueue)
-	for i := range q.hdrs {
-		q.iovs[i].Base = &q.bufs[i][0]
-		q.iovs[i].SetLen(len(q.bufs[i]))
-	}
-	q.reset()
-	return q
-}
-
-// reset restores the lengths the kernel overwrote.
-func (q *errQueue) reset() {
-	for i := range q.hdrs {
-		h := &q.hdrs[i].Hdr
-		h.Iov = &q.iovs[i]
-		h.SetIovlen(1)
-		h.Control = &q.oobs[i][0]
-		h.SetControllen(len(q.oobs[i]))
-		h.Flags = 0
-		q.hdrs[i].Len = 0
-	}
 }
 
 // stampKey names one of our SYNs: the first 8 bytes of its TCP header
