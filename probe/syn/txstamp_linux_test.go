@@ -17,33 +17,13 @@ import (
 // never taken for another SYN's. Retransmits (same ports and sequence
 // number, another TSval) each get their own.
 func TestSendTimestamp(t *testing.T) {
-	pair := nstest.NewPair(t)
-	p, err := acquire(nstest.Path(pair.Client), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.release()
-	if !p.txStamps {
-		t.Fatal("the kernel refused SO_TIMESTAMPING on the raw socket")
-	}
-	var buf [synHeaderLen]byte
+	pair, p := txPath(t)
 	// send sends a SYN with seq and tsval to dst and returns the clock
 	// around the call and the SYN as sent.
 	send := func(dst netip.Addr, seq, tsval uint32) (before, after time.Time, s sentSYN, head uint64) {
 		t.Helper()
-		seg, err := AppendSYN(buf[:0], SYN{
-			Src: netip.AddrPortFrom(pair.ClientIP, PortLo), Dst: netip.AddrPortFrom(dst, 9), Seq: seq, TSval: tsval,
-			MSS: 1460, Window: DefaultWindow,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		before = time.Now()
-		at, err := p.send(seg, pair.ClientIP, dst, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return before, time.Now(), sentSYN{at: at, tsval: tsval}, binary.BigEndian.Uint64(seg)
+		s, head, before = sendSYN(t, p, pair, dst, seq, tsval)
+		return before, time.Now(), s, head
 	}
 	within := func(what string, at, before, after time.Time) {
 		t.Helper()
@@ -102,28 +82,11 @@ func TestSendTimestamp(t *testing.T) {
 // takes their timestamps) do not fill the error queue, whose overflow would
 // drop the timestamps of SYNs that are answered later.
 func TestErrorQueueDrainedWhileUnanswered(t *testing.T) {
-	pair := nstest.NewPair(t)
-	p, err := acquire(nstest.Path(pair.Client), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.release()
-	var buf [synHeaderLen]byte
+	pair, p := txPath(t)
 	var head uint64
 	var last sentSYN
 	for i := range 5000 {
-		seg, err := AppendSYN(buf[:0], SYN{
-			Src: netip.AddrPortFrom(pair.ClientIP, PortLo), Dst: netip.AddrPortFrom(pair.ServerIP, 9), Seq: uint32(i), TSval: 1,
-			MSS: 1460, Window: DefaultWindow,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		at, err := p.send(seg, pair.ClientIP, pair.ServerIP, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		head, last = binary.BigEndian.Uint64(seg), sentSYN{at: at, tsval: 1}
+		last, head, _ = sendSYN(t, p, pair, pair.ServerIP, uint32(i), 1)
 	}
 	sent := []sentSYN{last}
 	p.settle(head, sent)
@@ -174,4 +137,41 @@ func TestStampTableGrowsUnderPressure(t *testing.T) {
 	if found < 5000*95/100 {
 		t.Errorf("%d of the last 5000 timestamps still there when taken: want 95 %%", found)
 	}
+}
+
+// txPath is the send path of the client of a new namespace pair, with send
+// timestamps on; released at cleanup.
+func txPath(t *testing.T) (*nstest.Pair, *path) {
+	t.Helper()
+	pair := nstest.NewPair(t)
+	p, err := acquire(nstest.Path(pair.Client), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.release)
+	if !p.txStamps {
+		t.Fatal("the kernel refused SO_TIMESTAMPING on the raw socket")
+	}
+	return pair, p
+}
+
+// sendSYN sends a SYN from the pair's client to dst port 9 with seq and
+// tsval, and returns it as sent (its time the clock's before sendmsg), its
+// TCP header's first 8 bytes, and the time just before the send call.
+func sendSYN(t *testing.T, p *path, pair *nstest.Pair, dst netip.Addr, seq, tsval uint32) (sentSYN, uint64, time.Time) {
+	t.Helper()
+	var buf [synHeaderLen]byte
+	seg, err := AppendSYN(buf[:0], SYN{
+		Src: netip.AddrPortFrom(pair.ClientIP, PortLo), Dst: netip.AddrPortFrom(dst, 9), Seq: seq, TSval: tsval,
+		MSS: 1460, Window: DefaultWindow,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	at, err := p.send(seg, pair.ClientIP, dst, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sentSYN{at: at, tsval: tsval}, binary.BigEndian.Uint64(seg), before
 }
