@@ -109,8 +109,7 @@ func BenchmarkProbes(b *testing.B) {
 		if f := int64(b.N) - answered.Load(); f > int64(b.N)/100 {
 			b.Fatalf("%d of %d probes did not end %s, e.g. %v", f, b.N, want, reason.Load())
 		}
-		b.ReportMetric(float64(b.N)/el.Seconds(), "probes/s")
-		b.ReportMetric(cpu.Seconds()*1000/float64(b.N)*1000, "cpu-ms/1000")
+		reportRate(b, b.N, el, cpu)
 		b.ReportMetric(float64(answered.Load())/float64(b.N)*100, "%answered")
 	}
 	newSyn := func(tg probe.Target) func() (probe.Prober, error) {
@@ -161,8 +160,7 @@ func BenchmarkProbes(b *testing.B) {
 		}
 		el, cpu := time.Since(t0), cpuNow()-cpu0
 		b.StopTimer()
-		b.ReportMetric(float64(b.N)/el.Seconds(), "probes/s")
-		b.ReportMetric(cpu.Seconds()*1000/float64(b.N)*1000, "cpu-ms/1000")
+		reportRate(b, b.N, el, cpu)
 	}
 	b.Run("floor-send-only", func(b *testing.B) { floor(b, dst) })
 	b.Run("floor-send-only-closed", func(b *testing.B) { floor(b, closed) })
@@ -188,11 +186,18 @@ func BenchmarkProbes(b *testing.B) {
 			}
 			sent, _ := strconv.Atoi(string(m[1]))
 			got, _ := strconv.Atoi(string(m[2]))
-			b.ReportMetric(float64(sent)/el.Seconds(), "probes/s")
-			b.ReportMetric(cpu.Seconds()*1000/float64(sent)*1000, "cpu-ms/1000")
+			reportRate(b, sent, el, cpu)
 			b.ReportMetric(float64(got)/float64(sent)*100, "%answered")
 		})
 	}
 	b.Run("zmap-open", func(b *testing.B) { benchZmap(b, l, dst) })
 	b.Run("zmap-closed", func(b *testing.B) { benchZmap(b, l, closed) })
+}
+
+// reportRate reports n probes (or packets) sent in el using cpu of CPU time
+// as the rows of the SYN benchmark table read them: probes/s and CPU ms per
+// 1000.
+func reportRate(b *testing.B, n int, el, cpu time.Duration) {
+	b.ReportMetric(float64(n)/el.Seconds(), "probes/s")
+	b.ReportMetric(cpu.Seconds()*1000/float64(n)*1000, "cpu-ms/1000")
 }
