@@ -321,9 +321,9 @@ func (p *Prober) exchange(ctx context.Context, deadline time.Time, pa *path, src
 		pa.unregister(dst, port)
 		// No dispatch reaches w after unregister: its strays are settled.
 		o.strays = w.takeStrays(o.strays)
-		if o.reply != nil && len(o.sent) > 0 {
-			// The kernel's send times, then which SYN the reply
-			// answers by them.
+		if o.reply != nil {
+			// Every reply ends here: the kernel's send times, then
+			// which SYN the reply answers by them.
 			pa.settle(binary.BigEndian.Uint64(p.seg[:]), o.sent)
 			o.attribute()
 		}
@@ -347,8 +347,7 @@ func (p *Prober) exchange(ctx context.Context, deadline time.Time, pa *path, src
 		a, waited, err := p.packet(ctx, until, paws || i > 0, i > 0)
 		o.waited += waited
 		if a != nil {
-			o.reply = a
-			o.attribute()
+			o.reply = a // attributed on the way out
 			return o
 		}
 		if err != nil {
@@ -403,8 +402,7 @@ func (p *Prober) exchange(ctx context.Context, deadline time.Time, pa *path, src
 		p.timer.Reset(time.Until(wake))
 		select {
 		case a := <-w.ch:
-			o.reply = &a
-			o.attribute()
+			o.reply = &a // attributed on the way out
 			return o
 		case <-ctx.Done():
 			return o.late(w)
@@ -454,12 +452,12 @@ func (p *Prober) packet(ctx context.Context, until time.Time, urgent, listen boo
 	return nil, time.Since(t0), fmt.Errorf("syn: %w (%d packets/s): no packet in %s", ErrBudget, b.Rate(), probe.Round(time.Since(t0)))
 }
 
-// late takes a reply that raced the deadline or the cancellation.
+// late takes a reply that raced the deadline or the cancellation
+// (exchange attributes it on the way out).
 func (o outcome) late(w *waiter) outcome {
 	select {
 	case a := <-w.ch:
 		o.reply = &a
-		o.attribute()
 	default:
 		o.timedOut = true
 	}
