@@ -318,7 +318,7 @@ func (jr *jobRunner) apply(ctx context.Context, ts []probe.Target) {
 		l.wait()
 		jr.s.sink.Forget(jr.job, l.target)
 	}
-	started := false
+	var fresh []*loop
 	for _, t := range ts {
 		if _, ok := jr.loops[t.Name]; ok {
 			continue
@@ -332,10 +332,12 @@ func (jr *jobRunner) apply(ctx context.Context, ts []probe.Target) {
 		l.progress = &jr.progress
 		l.stall = jr.s.stall
 		jr.loops[t.Name] = l
-		l.start(rand.N(jr.job.Interval))
-		started = true
+		fresh = append(fresh, l)
 	}
-	if started {
+	for _, l := range fresh {
+		l.start(rand.N(jr.job.Interval))
+	}
+	if len(fresh) > 0 {
 		// A new loop fires within an interval: Health measures from here.
 		jr.progress.started.Store(jr.s.stamp())
 	}
