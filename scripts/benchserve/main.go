@@ -78,6 +78,7 @@ func main() {
 	out := flag.String("out", "", "markdown file to write the results section into (replaces the section)")
 	flag.StringVar(&sectionTitle, "section", sectionTitle, "title of the BENCHMARKS.md section to write")
 	flag.StringVar(&script, "script", script, "the command that ran this, for the section's first line")
+	procs := flag.Int("deployed-procs", 0, "also run probe serve (each kind) with GOMAXPROCS set to this, as deploy/daemonset.yaml sets it from limits.cpu (0: not)")
 	syn := flag.Bool("syn", false, "also run probe serve with kind syn on the same targets (global.syn_rate high enough for N), after the connect kind")
 	floorN := flag.Int("floor", 0, "internal: be the floor process for this many listeners (see benchFloor)")
 	flag.Parse()
@@ -103,18 +104,29 @@ func main() {
 		}
 		results = append(results, r)
 		log.Printf("%+v", r)
-		r, err = benchServe(*probeBin, "connect", *basePort, n, *warmup, *window, *scrape)
-		if err != nil {
-			log.Fatalf("probe serve n=%d: %v", n, err)
+		type run struct {
+			kind, tool string
+			env        []string
 		}
-		results = append(results, r)
-		log.Printf("%+v", r)
+		runs := []run{{"connect", "probe serve", nil}}
 		if *syn {
-			r, err = benchServe(*probeBin, "syn", *basePort, n, *warmup, *window, *scrape)
-			if err != nil {
-				log.Fatalf("probe serve (kind syn) n=%d: %v", n, err)
+			runs = append(runs, run{"syn", synTool, nil})
+		}
+		if *procs > 0 {
+			deployedTool = fmt.Sprintf("probe serve (GOMAXPROCS=%d, as deployed)", *procs)
+			deployedSynTool = fmt.Sprintf("%s, GOMAXPROCS=%d)", strings.TrimSuffix(synTool, ")"), *procs)
+			env := []string{fmt.Sprintf("GOMAXPROCS=%d", *procs)}
+			runs = append(runs, run{"connect", deployedTool, env})
+			if *syn {
+				runs = append(runs, run{"syn", deployedSynTool, env})
 			}
-			r.tool = synTool
+		}
+		for _, rn := range runs {
+			r, err = benchServe(*probeBin, rn.kind, *basePort, n, *warmup, *window, *scrape, rn.env...)
+			if err != nil {
+				log.Fatalf("%s n=%d: %v", rn.tool, n, err)
+			}
+			r.tool = rn.tool
 			results = append(results, r)
 			log.Printf("%+v", r)
 		}
@@ -186,10 +198,16 @@ func freePort() string {
 	return ln.Addr().String()
 }
 
-// synTool names the rows of probe serve with kind syn.
+// synTool names the rows of probe serve with kind syn; deployedTool and
+// deployedSynTool those run with the DaemonSet's GOMAXPROCS (-deployed-procs).
 const synTool = "probe serve (kind syn)"
 
-func benchServe(bin, kind string, base, n int, warmup, window, scrapeEvery time.Duration) (result, error) {
+var deployedTool, deployedSynTool = "\x00", "\x00"
+
+// isSyn reports whether a row probed by raw SYN (no floor ratio).
+func isSyn(tool string) bool { return tool == synTool || tool == deployedSynTool }
+
+func benchServe(bin, kind string, base, n int, warmup, window, scrapeEvery time.Duration, env ...string) (result, error) {
 	r := result{tool: "probe serve", n: n}
 	dir, err := os.MkdirTemp("", "benchserve")
 	if err != nil {
@@ -213,6 +231,7 @@ func benchServe(bin, kind string, base, n int, warmup, window, scrapeEvery time.
 	addr := freePort()
 	cmd := exec.Command(bin, "serve", "--config", cfg, "--web.listen-address", addr, "--log.level", "warn")
 	cmd.Stderr = os.Stderr
+	cmd.Env = append(os.Environ(), env...)
 	if err := cmd.Start(); err != nil {
 		return r, err
 	}
@@ -593,7 +612,7 @@ func render(rs []result, load0 string, warmup, window, scrape time.Duration) str
 		per, ratio := "n/a (none completed)", "n/a"
 		if r.completed > 0 {
 			per = fmt.Sprintf("%.3f", r.cpu/float64(r.completed)*1000)
-			if f := floor[r.n]; f > 0 && r.tool != synTool {
+			if f := floor[r.n]; f > 0 && !isSyn(r.tool) {
 				ratio = fmt.Sprintf("%.2f", r.cpu/float64(r.completed)/f)
 			}
 		}
@@ -623,6 +642,9 @@ func render(rs []result, load0 string, warmup, window, scrape time.Duration) str
 	if slices.ContainsFunc(rs, func(r result) bool { return r.tool == synTool }) {
 		b.WriteString(notesSyn)
 	}
+	if slices.ContainsFunc(rs, func(r result) bool { return r.tool == deployedTool }) {
+		b.WriteString(notesDeployed)
+	}
 	if bb {
 		b.WriteString(notesBlackbox)
 	}
@@ -650,12 +672,12 @@ func writeCloudprober(b *strings.Builder, rs []result) {
 	var lines []string
 	for _, r := range rs {
 		c, ok := cloudprober[r.n]
-		if r.tool != "probe serve" || !ok || r.completed == 0 {
+		if (r.tool != "probe serve" && r.tool != deployedTool) || !ok || r.completed == 0 {
 			continue
 		}
 		per := r.cpu / float64(r.completed) * 1000
-		lines = append(lines, fmt.Sprintf("| %d | %.3f | %.3f–%.3f | %.2f–%.2f | %.0f / %.0f–%.0f MB |",
-			r.n, per, c.lo, c.hi, per/c.hi, per/c.lo, float64(r.rssKiB)/1024*1.048576, c.rssLo, c.rssHi))
+		lines = append(lines, fmt.Sprintf("| %s | %d | %.3f | %.3f–%.3f | %.2f–%.2f | %.0f / %.0f–%.0f MB |",
+			r.tool, r.n, per, c.lo, c.hi, per/c.hi, per/c.lo, float64(r.rssKiB)/1024*1.048576, c.rssLo, c.rssHi))
 	}
 	if len(lines) == 0 {
 		return
@@ -663,7 +685,7 @@ func writeCloudprober(b *strings.Builder, rs []result) {
 	b.WriteString("cloudprober, quoted (it cannot be fetched here): its figures were measured on this kind of machine in\n")
 	b.WriteString("December 2026 and reported in the project's performance issue (same method, 60 s windows, built from its\n")
 	b.WriteString("source, with and without its latency histogram); probe serve's are this run's. The goal is a ratio ≤ 0.5.\n\n")
-	b.WriteString("| N | probe serve ms CPU / probe | cloudprober ms CPU / probe (quoted) | ratio | peak RSS serve / cloudprober (quoted) |\n|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| build | N | probe serve ms CPU / probe | cloudprober ms CPU / probe (quoted) | ratio | peak RSS serve / cloudprober (quoted) |\n|---|---:|---:|---:|---:|---:|\n")
 	for _, l := range lines {
 		b.WriteString(l + "\n")
 	}
@@ -685,6 +707,12 @@ const notes = "- The floor row is this program run as a process of its own doing
 
 const notesSyn = `- probe serve (kind syn): the same N targets probed by raw SYN (a SYN per attempt, the listener's SYN/ACK
   matched, our kernel's RST), global.syn_rate 3N; the floor above is the connect kind's, so no ratio is given.
+`
+
+const notesDeployed = `- The GOMAXPROCS rows run the same binary with the Go runtime limited to the processors
+  deploy/daemonset.yaml gives it (GOMAXPROCS from limits.cpu), as it runs in a cluster; the other probe serve
+  rows use every CPU of the machine. With one processor, an attempt's goroutine, the timers and the raw
+  socket's reader never hand work to another CPU.
 `
 
 const notesBlackbox = `- blackbox_exporter has no scheduler: when it cannot answer within the 1s timeout, the request is
