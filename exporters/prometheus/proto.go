@@ -78,6 +78,7 @@ func (s *seriesSet) WriteProto(w io.Writer) error {
 			return err
 		}
 		for i, sr := range all {
+			yieldAt(i)
 			if !set[i] {
 				continue
 			}
