@@ -47,6 +47,8 @@ var alsoLabel, alsoNote string
 type result struct {
 	tool      string
 	n         int
+	syn       bool    // probe serve with kind syn: no floor ratio (the floor is the connect kind's)
+	deployed  bool    // probe serve with the DaemonSet's GOMAXPROCS (-deployed-procs)
 	cpu       float64 // seconds in the window
 	completed int64
 	expected  int64
@@ -113,12 +115,10 @@ func main() {
 			runs = append(runs, run{"syn", synTool, nil})
 		}
 		if *procs > 0 {
-			deployedTool = fmt.Sprintf("probe serve (GOMAXPROCS=%d, as deployed)", *procs)
-			deployedSynTool = fmt.Sprintf("%s, GOMAXPROCS=%d)", strings.TrimSuffix(synTool, ")"), *procs)
 			env := []string{fmt.Sprintf("GOMAXPROCS=%d", *procs)}
-			runs = append(runs, run{"connect", deployedTool, env})
+			runs = append(runs, run{"connect", fmt.Sprintf("probe serve (GOMAXPROCS=%d, as deployed)", *procs), env})
 			if *syn {
-				runs = append(runs, run{"syn", deployedSynTool, env})
+				runs = append(runs, run{"syn", fmt.Sprintf("probe serve (kind syn, GOMAXPROCS=%d)", *procs), env})
 			}
 		}
 		for _, rn := range runs {
@@ -126,7 +126,7 @@ func main() {
 			if err != nil {
 				log.Fatalf("%s n=%d: %v", rn.tool, n, err)
 			}
-			r.tool = rn.tool
+			r.tool, r.syn, r.deployed = rn.tool, rn.kind == "syn", rn.env != nil
 			results = append(results, r)
 			log.Printf("%+v", r)
 		}
@@ -198,14 +198,8 @@ func freePort() string {
 	return ln.Addr().String()
 }
 
-// synTool names the rows of probe serve with kind syn; deployedTool and
-// deployedSynTool those run with the DaemonSet's GOMAXPROCS (-deployed-procs).
+// synTool names the rows of probe serve with kind syn.
 const synTool = "probe serve (kind syn)"
-
-var deployedTool, deployedSynTool = "\x00", "\x00"
-
-// isSyn reports whether a row probed by raw SYN (no floor ratio).
-func isSyn(tool string) bool { return tool == synTool || tool == deployedSynTool }
 
 func benchServe(bin, kind string, base, n int, warmup, window, scrapeEvery time.Duration, env ...string) (result, error) {
 	r := result{tool: "probe serve", n: n}
@@ -612,7 +606,7 @@ func render(rs []result, load0 string, warmup, window, scrape time.Duration) str
 		per, ratio := "n/a (none completed)", "n/a"
 		if r.completed > 0 {
 			per = fmt.Sprintf("%.3f", r.cpu/float64(r.completed)*1000)
-			if f := floor[r.n]; f > 0 && !isSyn(r.tool) {
+			if f := floor[r.n]; f > 0 && !r.syn {
 				ratio = fmt.Sprintf("%.2f", r.cpu/float64(r.completed)/f)
 			}
 		}
@@ -639,10 +633,10 @@ func render(rs []result, load0 string, warmup, window, scrape time.Duration) str
 	b.WriteString("\n")
 	writeCloudprober(&b, rs)
 	b.WriteString(notes)
-	if slices.ContainsFunc(rs, func(r result) bool { return r.tool == synTool }) {
+	if slices.ContainsFunc(rs, func(r result) bool { return r.syn }) {
 		b.WriteString(notesSyn)
 	}
-	if slices.ContainsFunc(rs, func(r result) bool { return r.tool == deployedTool }) {
+	if slices.ContainsFunc(rs, func(r result) bool { return r.deployed }) {
 		b.WriteString(notesDeployed)
 	}
 	if bb {
@@ -672,7 +666,8 @@ func writeCloudprober(b *strings.Builder, rs []result) {
 	var lines []string
 	for _, r := range rs {
 		c, ok := cloudprober[r.n]
-		if (r.tool != "probe serve" && r.tool != deployedTool) || !ok || r.completed == 0 {
+		connect := r.tool == "probe serve" || r.deployed && !r.syn // this commit's default build, kind connect
+		if !connect || !ok || r.completed == 0 {
 			continue
 		}
 		per := r.cpu / float64(r.completed) * 1000
